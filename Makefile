@@ -1,0 +1,54 @@
+# The two commands: `make run` serves on http://127.0.0.1:8000, `make test` runs the tests.
+# Each sets up .venv from the pinned requirements first (Python 3.11+ and pip only).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export DATABASE_URL ?= data/messages.db
+
+.PHONY: run test migrate lint format bench install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.runtime-installed
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime-installed
+install-dev: $(VENV)/.dev-installed
+
+# A local secret for `make run`, made once; export your own WEBHOOK_SECRET to override it.
+.env:
+	@$(PYTHON) -c "import secrets; print('WEBHOOK_SECRET=' + secrets.token_hex(32))" > .env
+	@echo "wrote .env with a random WEBHOOK_SECRET: sign requests with it (see README)"
+
+run: install .env
+	@if [ -z "$${WEBHOOK_SECRET:-}" ]; then set -a; . ./.env; set +a; fi; \
+	  echo "serving on http://127.0.0.1:$(PORT), database $$DATABASE_URL, secret from .env"; \
+	  exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
+
+migrate: install
+	$(BIN)/python -m webhook_service.storage.migrations
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check --line-length 120 --target-version py311 .
+	$(BIN)/ruff format --check --line-length 120 .
+
+format: install-dev
+	$(BIN)/ruff format --line-length 120 .
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

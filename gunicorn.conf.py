@@ -1,0 +1,80 @@
+"""gunicorn settings and hooks: JSON logs, multiprocess metrics, migrations once in the master.
+
+Everything here can be overridden on the command line (`--bind`, `--workers`, ...).
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+# prometheus_client reads this when first imported, so it is set before anything imports it.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"webhook-service-metrics-{os.getpid()}")
+)
+
+from webhook_service.config import ConfigError, ServerSettings, Settings
+from webhook_service.observability.logging import logging_config
+
+try:
+    _server = ServerSettings.from_env()
+    _settings = Settings.from_env()
+    _config_error = None
+except ConfigError as error:
+    _server, _settings, _config_error = ServerSettings(), None, error
+
+bind = [f"0.0.0.0:{_server.port}"]
+workers = _server.workers or (2 * (os.cpu_count() or 1) + 1)
+# Threads let one worker hold several keep-alive connections (nginx upstream keep-alive);
+# each thread takes its own pooled database connection.
+worker_class = "gthread"
+threads = 4
+keepalive = 5
+timeout = 30
+graceful_timeout = 20
+control_socket_disable = True
+accesslog = None
+logconfig_dict = logging_config(_settings.log_level if _settings else "INFO")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# Request line and header limits: part of the service's bounds on client input.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+
+def on_starting(server):
+    """Validate settings, reset the metrics folder and migrate, once, before any worker forks."""
+    if _config_error is not None:
+        server.log.error("invalid configuration: %s", _config_error)
+        sys.exit(1)
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from webhook_service.storage.migrations import upgrade_to_head
+
+    try:
+        revision = upgrade_to_head(_settings.database_url)
+    except (SQLAlchemyError, OSError) as error:
+        reason = getattr(error, "orig", None) or error
+        server.log.error("database migration failed: %s: %s", type(reason).__name__, reason)
+        sys.exit(1)
+    server.log.info("database at schema revision %s", revision)
+    if _settings.webhook_secret is None:
+        server.log.warning("WEBHOOK_SECRET is not set: POST /webhook answers 503 until it is")
+
+
+def child_exit(server, worker):
+    """Fold a dead worker's live metrics so that scrapes stay correct."""
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+    GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics folder this configuration created."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

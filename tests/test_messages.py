@@ -1,0 +1,154 @@
+import pytest
+
+from tests.conftest import make_message
+
+
+@pytest.fixture
+def seeded(signed_post):
+    """Five messages from two senders at mixed ts precision, posted out of order."""
+    payloads = [
+        make_message(message_id="c", **{"from": "+111"}, ts="2024-01-01T00:00:01Z", text="Grüße aus KÖLN"),
+        make_message(message_id="a", **{"from": "+222"}, ts="2024-01-01T00:00:00.500Z", text="100% sure_thing"),
+        make_message(message_id="b", **{"from": "+111"}, ts="2024-01-01T00:00:00.5Z", text=None),
+        make_message(message_id="d", **{"from": "+111"}, ts="2024-01-01T00:00:00Z", text="Äpfel und Birnen"),
+        make_message(message_id="e", **{"from": "+222"}, ts="2023-12-31T23:59:59.999999999Z", text="back\\slash"),
+    ]
+    for payload in payloads:
+        assert signed_post(payload).status_code == 200
+    return payloads
+
+
+def ids(response) -> list[str]:
+    assert response.status_code == 200, response.get_json()
+    return [item["message_id"] for item in response.get_json()["data"]]
+
+
+def test_empty_database_gives_an_empty_page(client):
+    response = client.get("/messages")
+    assert response.status_code == 200
+    assert response.get_json() == {"data": [], "total": 0, "limit": 50, "offset": 0}
+
+
+def test_items_carry_every_field_with_ts_as_sent(client, seeded):
+    body = client.get("/messages?limit=1").get_json()
+    assert body["total"] == 5
+    [item] = body["data"]
+    assert set(item) == {"message_id", "from", "to", "ts", "text", "created_at"}
+    assert item["ts"] == "2023-12-31T23:59:59.999999999Z"
+    assert item["created_at"].endswith("Z") and len(item["created_at"]) == len("2024-01-01T00:00:00.000000Z")
+
+
+def test_order_is_by_instant_then_message_id_across_precisions(client, seeded):
+    # a (…00.500Z) and b (…00.5Z) are the same instant: message_id decides.
+    assert ids(client.get("/messages")) == ["e", "d", "a", "b", "c"]
+
+
+def test_pagination_splits_the_same_order(client, seeded):
+    first = client.get("/messages?limit=2&offset=0").get_json()
+    second = client.get("/messages?limit=2&offset=2").get_json()
+    third = client.get("/messages?limit=2&offset=4").get_json()
+    assert [m["message_id"] for page in (first, second, third) for m in page["data"]] == ["e", "d", "a", "b", "c"]
+    assert (first["total"], first["limit"], first["offset"]) == (5, 2, 0)
+    assert third["total"] == 5 and len(third["data"]) == 1
+    assert client.get("/messages?offset=10").get_json() == {"data": [], "total": 5, "limit": 50, "offset": 10}
+
+
+def test_from_filter_is_an_exact_match(client, seeded):
+    assert ids(client.get("/messages?from=%2B111")) == ["d", "b", "c"]
+    assert ids(client.get("/messages?from=%2B11")) == []
+
+
+def test_unencoded_plus_in_from_is_understood(client, seeded):
+    # `?from=+111` as curl sends it unencoded: the server decodes the + to a space.
+    assert ids(client.get("/messages?from=+111")) == ["d", "b", "c"]
+    assert ids(client.get("/messages?from=%20111")) == ["d", "b", "c"]
+
+
+def test_since_is_inclusive_and_compares_instants(client, seeded):
+    assert ids(client.get("/messages?since=2024-01-01T00:00:00.5Z")) == ["a", "b", "c"]
+    assert ids(client.get("/messages?since=2024-01-01T00:00:00.500000000Z")) == ["a", "b", "c"]
+    assert ids(client.get("/messages?since=2024-01-01T00:00:00.5000001Z")) == ["c"]
+    assert client.get("/messages?since=2024-01-01T00:00:00.5Z").get_json()["total"] == 3
+
+
+def test_q_is_case_insensitive_across_unicode(client, seeded):
+    assert ids(client.get("/messages?q=äpfel")) == ["d"]
+    assert ids(client.get("/messages?q=ÄPFEL")) == ["d"]
+    assert ids(client.get("/messages?q=köln")) == ["c"]
+    # Full Unicode case folding: ß folds to ss, as in German capitalisation (GRÜSSE).
+    assert ids(client.get("/messages?q=GRÜSSE")) == ["c"]
+    assert ids(client.get("/messages?q=Ö")) == ["c"]
+
+
+def test_q_treats_percent_underscore_and_backslash_literally(client, seeded):
+    assert ids(client.get("/messages?q=%25")) == ["a"]
+    assert ids(client.get("/messages?q=0%25 s")) == ["a"]
+    assert ids(client.get("/messages?q=_")) == ["a"]
+    # As LIKE patterns these would match "100% sure_thing"; as literal text they do not.
+    assert ids(client.get("/messages?q=r_")) == []
+    assert ids(client.get("/messages?q=1%25s")) == []
+    assert ids(client.get("/messages?q=e_th")) == ["a"]
+    assert ids(client.get("/messages?q=%5C")) == ["e"]
+    assert ids(client.get("/messages?q=k%5Cs")) == ["e"]
+
+
+def test_q_with_search_syntax_is_a_plain_substring(client, signed_post):
+    signed_post(make_message(message_id="x", text='say "AND" foo-bar NOT (x) * OR'))
+    for needle in ['"AND"', "foo-bar", "NOT (x)", "* OR", 'y "a']:
+        expected = ["x"] if needle.casefold() in 'say "and" foo-bar not (x) * or' else []
+        assert ids(client.get("/messages", query_string={"q": needle})) == expected, needle
+
+
+def test_messages_without_text_never_match_q(client, seeded):
+    assert "b" not in ids(client.get("/messages?q=e"))
+
+
+def test_filters_combine_with_and_and_total_counts_all_matches(client, seeded):
+    body = client.get("/messages?from=%2B111&since=2024-01-01T00:00:00.5Z&q=k&limit=1").get_json()
+    assert [m["message_id"] for m in body["data"]] == ["c"]
+    assert body["total"] == 1
+    body = client.get("/messages?from=%2B111&limit=1").get_json()
+    assert body["total"] == 3 and len(body["data"]) == 1
+
+
+@pytest.mark.parametrize(
+    "query, field, error_type",
+    [
+        ("limit=0", "limit", "greater_than_equal"),
+        ("limit=101", "limit", "less_than_equal"),
+        ("limit=-1", "limit", "greater_than_equal"),
+        ("limit=abc", "limit", "int_parsing"),
+        ("limit=5.5", "limit", "int_parsing"),
+        ("limit=", "limit", "int_parsing"),
+        ("limit=1_0", "limit", "int_parsing"),
+        ("limit=%D9%A5", "limit", "int_parsing"),
+        ("offset=-1", "offset", "greater_than_equal"),
+        ("offset=x", "offset", "int_parsing"),
+        ("offset=99999999999999999999", "offset", "less_than_equal"),
+        ("since=yesterday", "since", "value_error"),
+        ("since=2024-02-30T00:00:00Z", "since", "value_error"),
+        ("since=2024-01-01T00:00:00%2B00:00", "since", "value_error"),
+        ("since=", "since", "value_error"),
+        ("q=" + "a" * 4097, "q", "string_too_long"),
+    ],
+)
+def test_bad_query_parameters_are_422_fastapi_style(client, query, field, error_type):
+    response = client.get("/messages?" + query)
+    assert response.status_code == 422
+    [error] = response.get_json()["detail"]
+    assert error["loc"] == ["query", field]
+    assert error["type"] == error_type
+    assert error["msg"]
+
+
+def test_limit_bounds_are_accepted(client, seeded):
+    assert len(ids(client.get("/messages?limit=1"))) == 1
+    assert len(ids(client.get("/messages?limit=100"))) == 5
+
+
+def test_empty_from_and_q_do_not_filter(client, seeded):
+    assert len(ids(client.get("/messages?from=&q="))) == 5
+
+
+def test_unknown_parameters_are_ignored(client, seeded):
+    assert len(ids(client.get("/messages?page=3&sort=desc"))) == 5

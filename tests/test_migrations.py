@@ -1,0 +1,39 @@
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from webhook_service.storage.engine import create_database_engine
+from webhook_service.storage.migrations import downgrade_to_base, head_revision, upgrade_to_head
+from webhook_service.storage.tables import is_outside_metadata, metadata
+
+
+def include_name(name, type_, parent_names):
+    return not (type_ == "table" and is_outside_metadata(name))
+
+
+def test_migrations_build_exactly_the_tables_in_code(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert upgrade_to_head(url) == head_revision()
+    engine = create_database_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"include_name": include_name})
+            assert compare_metadata(context, metadata) == []
+            assert "messages_text_fts" in inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_is_idempotent_and_downgrade_is_clean(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade_to_head(url)
+    upgrade_to_head(url)
+    downgrade_to_base(url)
+    engine = create_database_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+            assert conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type='trigger'").scalar() == 0
+    finally:
+        engine.dispose()
+    assert upgrade_to_head(url) == head_revision()

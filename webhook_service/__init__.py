@@ -1,0 +1,40 @@
+"""Webhook ingestion and query service: a Flask application assembled by create_app()."""
+
+from __future__ import annotations
+
+from flask import Flask
+from prometheus_client import CollectorRegistry
+
+from webhook_service.api import blueprints
+from webhook_service.config import Settings
+from webhook_service.context import DATABASE_KEY, SCHEMA_HEAD_KEY, SETTINGS_KEY
+from webhook_service.errors import register_error_handlers
+from webhook_service.observability.logging import configure_logging
+from webhook_service.observability.metrics import init_metrics
+from webhook_service.observability.requests import init_request_observability
+from webhook_service.storage.engine import Database
+from webhook_service.storage.migrations import head_revision
+
+
+def create_app(settings: Settings | None = None, *, metrics_registry: CollectorRegistry | None = None) -> Flask:
+    """Assemble the application. Settings come from the environment unless given.
+
+    Raises webhook_service.config.ConfigError when the environment is malformed. No
+    connection is opened here, so a forked worker never inherits one.
+    """
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions[SETTINGS_KEY] = settings
+    app.extensions[DATABASE_KEY] = Database(settings.database_url)
+    app.extensions[SCHEMA_HEAD_KEY] = head_revision()
+
+    register_error_handlers(app)
+    metrics = init_metrics(app, metrics_registry)
+    init_request_observability(app, metrics, settings.trusted_proxies)
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,8 @@
+"""HTTP blueprints, one per resource. Views translate HTTP to calls and back; no SQL here."""
+
+from webhook_service.api.health import bp as health_bp
+from webhook_service.api.messages import bp as messages_bp
+from webhook_service.api.stats import bp as stats_bp
+from webhook_service.api.webhook import bp as webhook_bp
+
+blueprints = (webhook_bp, messages_bp, stats_bp, health_bp)

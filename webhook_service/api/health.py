@@ -1,0 +1,43 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import structlog
+from flask import Blueprint, jsonify
+from sqlalchemy.exc import SQLAlchemyError
+
+from webhook_service.api.database import describe_database_error
+from webhook_service.context import current_database, current_settings, expected_schema_revision
+from webhook_service.storage.migrations import database_revision
+
+bp = Blueprint("health", __name__)
+logger = structlog.get_logger(__name__)
+
+
+@bp.get("/health/live")
+def live():
+    """200 whenever the process serves."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/health/ready")
+def ready():
+    """200 when the database answers at the newest migration and the secret is set; else 503."""
+    checks = {"database": "ok", "schema": "ok", "secret": "ok"}
+    if current_settings().webhook_secret is None:
+        checks["secret"] = "WEBHOOK_SECRET is not set"
+    try:
+        revision = database_revision(current_database().engine)
+        if revision != expected_schema_revision():
+            checks["schema"] = f"at {revision or 'no revision'}, expected {expected_schema_revision()}"
+    except (SQLAlchemyError, OSError) as exc:
+        reason = describe_database_error(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+        logger.warning("readiness: database unavailable", error=reason)
+        checks["database"] = "unavailable"
+        checks["schema"] = "unknown"
+    failing = [name for name, state in checks.items() if state != "ok"]
+    if failing:
+        response = jsonify({"status": "not_ready", "detail": f"not ready: {', '.join(failing)}", "checks": checks})
+        response.status_code = 503
+        return response
+    return jsonify({"status": "ready", "checks": checks})

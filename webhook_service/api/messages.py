@@ -1,0 +1,40 @@
+"""GET /messages: filtered, paginated messages in (instant, message_id) order."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from webhook_service.api.database import read_transaction
+from webhook_service.schemas import load_messages_query
+from webhook_service.storage.messages import StoredMessage, list_messages
+
+bp = Blueprint("messages", __name__)
+
+
+def message_json(message: StoredMessage) -> dict:
+    """A stored message in the API's field names."""
+    return {
+        "message_id": message.message_id,
+        "from": message.sender,
+        "to": message.recipient,
+        "ts": message.ts,
+        "text": message.text,
+        "created_at": message.created_at,
+    }
+
+
+@bp.get("/messages")
+def get_messages():
+    """One page of messages and the total matching the filters; 422 for bad parameters."""
+    # A repeated parameter counts by its last value, as FastAPI reads it.
+    query = load_messages_query({key: request.args.getlist(key)[-1] for key in request.args})
+    with read_transaction() as conn:
+        page = list_messages(conn, query["filter"], query["limit"], query["offset"])
+    return jsonify(
+        {
+            "data": [message_json(message) for message in page.items],
+            "total": page.total,
+            "limit": query["limit"],
+            "offset": query["offset"],
+        }
+    )

@@ -1,0 +1,57 @@
+"""POST /webhook: verify, validate, store once, answer."""
+
+from __future__ import annotations
+
+import structlog
+from flask import Blueprint, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from webhook_service import signatures
+from webhook_service.api.database import describe_database_error
+from webhook_service.context import current_database, current_settings
+from webhook_service.errors import RequestValidationError, ServiceUnavailable, json_error
+from webhook_service.observability.requests import note_message_id, record_webhook
+from webhook_service.schemas import load_webhook_message, parse_json_object
+from webhook_service.storage.messages import insert_message_if_new
+
+bp = Blueprint("webhook", __name__)
+logger = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Signature"
+
+
+@bp.post("/webhook")
+def receive_webhook():
+    """Store a signed message once; 200 for new and duplicate deliveries alike."""
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        record_webhook("payload_too_large")
+        raise
+    secret = current_settings().webhook_secret
+    if secret is None:
+        record_webhook("not_configured")
+        raise ServiceUnavailable("webhook secret is not configured")
+    if not signatures.verify(secret, body, request.headers.get(SIGNATURE_HEADER)):
+        record_webhook("invalid_signature")
+        return json_error(401, "invalid signature")
+
+    try:
+        document = parse_json_object(body)
+        note_message_id(document.get("message_id"))
+        message = load_webhook_message(document)
+    except RequestValidationError:
+        record_webhook("validation_error")
+        raise
+
+    try:
+        with current_database().engine.begin() as conn:
+            inserted = insert_message_if_new(conn, message)
+    except SQLAlchemyError as exc:
+        record_webhook("db_error", message.message_id)
+        logger.error("message not stored", error=describe_database_error(exc))
+        raise ServiceUnavailable("database unavailable; retry later") from None
+
+    record_webhook("success" if inserted else "duplicate", message.message_id, duplicate=not inserted)
+    return jsonify({"status": "ok"})

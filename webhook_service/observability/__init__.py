@@ -1,0 +1,1 @@
+"""Logging, request ids and metrics: everything an operator reads about a running service."""

@@ -1,0 +1,85 @@
+"""One logging setup: structlog, Flask, gunicorn and library records all become JSON lines.
+
+`logging_config()` is used both by the application and by gunicorn's `logconfig_dict`, so
+the master's and the workers' lines share one shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+
+import structlog
+
+
+def _uppercase_level(_logger, _method, event_dict: dict) -> dict:
+    if "level" in event_dict:
+        event_dict["level"] = event_dict["level"].upper()
+    return event_dict
+
+
+def _drop_stdlib_noise(_logger, _method, event_dict: dict) -> dict:
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def _leading_keys_first(_logger, _method, event_dict: dict) -> dict:
+    ordered = {key: event_dict.pop(key) for key in ("ts", "level", "event") if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+SHARED_PROCESSORS = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    _uppercase_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+]
+
+
+def json_formatter() -> logging.Formatter:
+    """A stdlib formatter rendering every record, structlog's or not, as one JSON object."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*SHARED_PROCESSORS, structlog.stdlib.PositionalArgumentsFormatter()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_stdlib_noise,
+            # Plain tracebacks: frame locals would dump the WSGI environ and request data.
+            structlog.processors.format_exc_info,
+            _leading_keys_first,
+            structlog.processors.JSONRenderer(default=str),
+        ],
+    )
+
+
+def logging_config(level: str) -> dict:
+    """A complete dictConfig: gunicorn merges it shallowly, so every section is given."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": json_formatter}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
+        "root": {"handlers": ["stdout"], "level": level},
+        "loggers": {
+            "gunicorn.error": {"handlers": [], "propagate": True, "level": level},
+            # The application writes its own line per request, with more fields.
+            "gunicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+        },
+    }
+
+
+def configure_logging(level: str) -> None:
+    """Route structlog through stdlib logging and render all of it as JSON on stdout."""
+    logging.config.dictConfig(logging_config(level))
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *SHARED_PROCESSORS,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,95 @@
+"""Prometheus metrics. Under gunicorn they run in multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+set by gunicorn.conf.py), so every scrape sums all workers whichever one answers it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_flask_exporter import PrometheusMetrics
+
+UNMATCHED_PATH = "<unmatched>"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+WEBHOOK_RESULTS = (
+    "success",
+    "duplicate",
+    "invalid_signature",
+    "validation_error",
+    "db_error",
+    "payload_too_large",
+    "not_configured",
+)
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    """The service's own metrics, registered in one registry."""
+
+    registry: CollectorRegistry
+    http_requests: Counter
+    webhook_requests: Counter
+    request_duration_seconds: Histogram
+    request_latency_ms: Histogram
+
+    def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency under bounded labels."""
+        method_label = method if method in KNOWN_METHODS else OTHER_METHOD
+        self.http_requests.labels(method_label, path, str(status)).inc()
+        self.request_duration_seconds.labels(method_label, path).observe(seconds)
+        self.request_latency_ms.labels(method_label, path).observe(seconds * 1000.0)
+
+    def count_webhook(self, result: str) -> None:
+        """Count one POST /webhook outcome."""
+        self.webhook_requests.labels(result).inc()
+
+
+def create_metrics(registry: CollectorRegistry) -> ServiceMetrics:
+    """Define the metrics in `registry`; each app gets its own, so tests stay independent."""
+    metrics = ServiceMetrics(
+        registry=registry,
+        http_requests=Counter(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "path", "status"],
+            registry=registry,
+        ),
+        webhook_requests=Counter("webhook_requests_total", "POST /webhook outcomes.", ["result"], registry=registry),
+        request_duration_seconds=Histogram(
+            "http_request_duration_seconds",
+            "Time to answer a request, in seconds.",
+            ["method", "path"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=registry,
+        ),
+        request_latency_ms=Histogram(
+            "request_latency_ms",
+            "Time to answer a request, in milliseconds (the same observations as http_request_duration_seconds).",
+            ["method", "path"],
+            buckets=tuple(bound * 1000.0 for bound in LATENCY_BUCKETS_SECONDS),
+            registry=registry,
+        ),
+    )
+    for result in WEBHOOK_RESULTS:
+        metrics.webhook_requests.labels(result)
+    return metrics
+
+
+def init_metrics(app: Flask, registry: CollectorRegistry | None = None) -> ServiceMetrics:
+    """Create the app's metrics and serve them at GET /metrics in the text format 0.0.4."""
+    registry = registry or CollectorRegistry()
+    metrics = create_metrics(registry)
+    # The exporter collects from every worker's files when PROMETHEUS_MULTIPROC_DIR is set,
+    # and from `registry` otherwise. Its default metrics are off: ours carry the path label.
+    exporter = PrometheusMetrics(app, path=None, export_defaults=False, registry=registry)
+
+    def serve_metrics() -> Response:
+        # Always the classic text format, whatever the scraper's Accept asks for.
+        body, _content_type = exporter.generate_metrics(accept_header=None)
+        return Response(body, status=200, content_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    app.add_url_rule("/metrics", endpoint="metrics", view_func=serve_metrics, methods=["GET"])
+    return metrics

@@ -1,0 +1,125 @@
+"""The request pipeline's observability seam: request ids, one log line and metrics per request.
+
+Views record what they learn about a webhook delivery with `record_webhook()`; the line
+and the counters are written once, after the response is built.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+import uuid
+from collections.abc import Sequence
+
+import structlog
+from flask import Flask, Response, g, request
+
+from webhook_service.observability.metrics import UNMATCHED_PATH, ServiceMetrics
+
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_LOGGED_MESSAGE_ID_CHARS = 256
+
+logger = structlog.get_logger("webhook_service.request")
+
+
+def record_webhook(result: str, message_id: str | None = None, duplicate: bool = False) -> None:
+    """Note the outcome of this POST /webhook for its log line and metrics."""
+    g.webhook_result = result
+    g.webhook_duplicate = duplicate
+    if message_id is not None:
+        g.webhook_message_id = message_id[:MAX_LOGGED_MESSAGE_ID_CHARS]
+
+
+def note_message_id(message_id: object) -> None:
+    """Remember the delivery's message_id for the log line, once the body is parsed."""
+    if isinstance(message_id, str):
+        g.webhook_message_id = message_id[:MAX_LOGGED_MESSAGE_ID_CHARS]
+
+
+def incoming_request_id(value: str | None) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a new random one."""
+    if value and REQUEST_ID_PATTERN.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def client_address(
+    remote_addr: str | None,
+    forwarded_for: str | None,
+    trusted_proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> str | None:
+    """The real client address: the nearest untrusted hop of X-Forwarded-For, read only when
+    the peer itself is a trusted proxy; otherwise the peer address."""
+    if not remote_addr or not forwarded_for or not _is_trusted(remote_addr, trusted_proxies):
+        return remote_addr
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted_proxies):
+            return hop if _is_address(hop) else remote_addr
+    return hops[0] if hops and _is_address(hops[0]) else remote_addr
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted_proxies) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_proxies)
+
+
+def init_request_observability(app: Flask, metrics: ServiceMetrics, trusted_proxies) -> None:
+    """Bind a request id for each request, and log and count it once it is answered."""
+
+    @app.before_request
+    def start_request() -> None:
+        structlog.contextvars.clear_contextvars()
+        g.request_started = time.perf_counter()
+        g.request_id = incoming_request_id(request.headers.get(REQUEST_ID_HEADER))
+        structlog.contextvars.bind_contextvars(request_id=g.request_id)
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        started = g.get("request_started")
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        request_id = g.get("request_id") or incoming_request_id(None)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        path_label = request.url_rule.rule if request.url_rule is not None else UNMATCHED_PATH
+        metrics.observe_request(request.method, path_label, response.status_code, seconds)
+
+        fields = {
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "latency_ms": round(seconds * 1000.0, 3),
+            "client": client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted_proxies),
+        }
+        result = g.get("webhook_result")
+        if result is not None:
+            metrics.count_webhook(result)
+            fields["result"] = result
+            fields["dup"] = bool(g.get("webhook_duplicate", False))
+            message_id = g.get("webhook_message_id")
+            if message_id is not None:
+                fields["message_id"] = message_id
+        if response.status_code >= 500:
+            logger.error("request", **fields)
+        elif response.status_code in (401, 403, 413):
+            logger.warning("request", **fields)
+        else:
+            logger.info("request", **fields)
+        return response
+
+    @app.teardown_request
+    def forget_request(_error: BaseException | None) -> None:
+        structlog.contextvars.clear_contextvars()

@@ -1,0 +1,210 @@
+"""marshmallow schemas for the webhook payload and the /messages query, made once.
+
+Validation failures are reported as FastAPI-style error lists
+(`{"loc": [...], "msg": ..., "type": ...}`) so clients of the original API keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
+
+from webhook_service.errors import RequestValidationError
+from webhook_service.storage.messages import MessageFilter, NewMessage
+from webhook_service.timestamps import instant_key
+
+MAX_TEXT_CHARS = 4096
+MAX_QUERY_TEXT_CHARS = 4096
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
+MAX_OFFSET = 2**63 - 1
+
+E164_PATTERN = re.compile(r"\+[0-9]{1,15}")
+QUERY_INTEGER_PATTERN = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
+
+FIELD_REQUIRED = "Field required"
+NOT_A_STRING = "Input should be a valid string"
+BLANK_STRING = "Value error, must contain at least one non-space character"
+NOT_E164 = "Value error, must be E.164: '+' then 1 to 15 digits"
+NOT_A_TIMESTAMP = "Value error, must be UTC ISO-8601 YYYY-MM-DDTHH:MM:SS[.fraction]Z with a real date"
+TEXT_TOO_LONG = f"String should have at most {MAX_TEXT_CHARS} characters"
+QUERY_TEXT_TOO_LONG = f"String should have at most {MAX_QUERY_TEXT_CHARS} characters"
+NOT_AN_INTEGER = "Input should be a valid integer, unable to parse string as an integer"
+LIMIT_TOO_SMALL = "Input should be greater than or equal to 1"
+LIMIT_TOO_LARGE = f"Input should be less than or equal to {MAX_LIMIT}"
+OFFSET_TOO_SMALL = "Input should be greater than or equal to 0"
+OFFSET_TOO_LARGE = f"Input should be less than or equal to {MAX_OFFSET}"
+
+ERROR_TYPES = {
+    FIELD_REQUIRED: "missing",
+    NOT_A_STRING: "string_type",
+    TEXT_TOO_LONG: "string_too_long",
+    QUERY_TEXT_TOO_LONG: "string_too_long",
+    NOT_AN_INTEGER: "int_parsing",
+    LIMIT_TOO_SMALL: "greater_than_equal",
+    OFFSET_TOO_SMALL: "greater_than_equal",
+    LIMIT_TOO_LARGE: "less_than_equal",
+    OFFSET_TOO_LARGE: "less_than_equal",
+}
+
+_STRING_ERRORS = {"required": FIELD_REQUIRED, "null": NOT_A_STRING, "invalid": NOT_A_STRING}
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError(BLANK_STRING)
+
+
+def _e164(value: str) -> None:
+    if E164_PATTERN.fullmatch(value) is None:
+        raise ValidationError(NOT_E164)
+
+
+def _timestamp(value: str) -> None:
+    try:
+        instant_key(value)
+    except ValueError:
+        raise ValidationError(NOT_A_TIMESTAMP) from None
+
+
+def _max_chars(limit: int, message: str):
+    def check(value: str) -> None:
+        if len(value) > limit:
+            raise ValidationError(message)
+
+    return check
+
+
+def _int_range(minimum: int, maximum: int, too_small: str, too_large: str):
+    def check(value: int) -> None:
+        if value < minimum:
+            raise ValidationError(too_small)
+        if value > maximum:
+            raise ValidationError(too_large)
+
+    return check
+
+
+class QueryInteger(fields.Field):
+    """A whole number written in a query string: ASCII digits, optional sign, nothing else."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs) -> int:
+        if not isinstance(value, str) or QUERY_INTEGER_PATTERN.fullmatch(value) is None:
+            raise ValidationError(NOT_AN_INTEGER)
+        return int(value)
+
+
+class WebhookMessageSchema(Schema):
+    """The signed JSON body of POST /webhook. Unknown fields are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    message_id = fields.String(required=True, validate=_not_blank, error_messages=_STRING_ERRORS)
+    from_ = fields.String(data_key="from", required=True, validate=_e164, error_messages=_STRING_ERRORS)
+    to = fields.String(required=True, validate=_e164, error_messages=_STRING_ERRORS)
+    ts = fields.String(required=True, validate=_timestamp, error_messages=_STRING_ERRORS)
+    text = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=_max_chars(MAX_TEXT_CHARS, TEXT_TOO_LONG),
+        error_messages=_STRING_ERRORS,
+    )
+
+    @post_load
+    def to_new_message(self, data: dict[str, Any], **kwargs) -> NewMessage:
+        return NewMessage(
+            message_id=data["message_id"],
+            sender=data["from_"],
+            recipient=data["to"],
+            ts=data["ts"],
+            text=data["text"],
+        )
+
+
+class MessagesQuerySchema(Schema):
+    """The query string of GET /messages. Unknown parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = QueryInteger(
+        load_default=DEFAULT_LIMIT, validate=_int_range(1, MAX_LIMIT, LIMIT_TOO_SMALL, LIMIT_TOO_LARGE)
+    )
+    offset = QueryInteger(load_default=0, validate=_int_range(0, MAX_OFFSET, OFFSET_TOO_SMALL, OFFSET_TOO_LARGE))
+    from_ = fields.String(data_key="from", load_default=None)
+    since = fields.String(load_default=None, validate=_timestamp)
+    q = fields.String(load_default=None, validate=_max_chars(MAX_QUERY_TEXT_CHARS, QUERY_TEXT_TOO_LONG))
+
+    @post_load
+    def normalize(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+        sender = data["from_"] or None
+        # An unencoded `+` in a query string arrives as a space.
+        if sender is not None and sender.startswith(" "):
+            sender = "+" + sender[1:]
+        data["filter"] = MessageFilter(sender=sender, since=data["since"], text_contains=data["q"] or None)
+        return data
+
+
+webhook_message_schema = WebhookMessageSchema()
+messages_query_schema = MessagesQuerySchema()
+
+
+def _detail(location: str, schema: Schema, messages: dict[str, list[str]]) -> list[dict]:
+    order = [field.data_key or name for name, field in schema.fields.items()]
+    keys = sorted(messages, key=lambda key: order.index(key) if key in order else len(order))
+    return [
+        {"loc": [location, key], "msg": message, "type": ERROR_TYPES.get(message, "value_error")}
+        for key in keys
+        for message in messages[key]
+    ]
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a body as a UTF-8 JSON object, whatever its Content-Type said.
+
+    Raises RequestValidationError when it is not UTF-8, not JSON, or not an object.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestValidationError(
+            [{"loc": ["body", exc.start], "msg": "Body is not valid UTF-8", "type": "json_invalid"}]
+        ) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"loc": ["body", exc.pos], "msg": "JSON decode error", "type": "json_invalid", "ctx": {"error": exc.msg}}]
+        ) from None
+    except (ValueError, RecursionError):
+        # Nesting too deep to parse, or an integer with too many digits.
+        raise RequestValidationError([{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]) from None
+    if not isinstance(document, dict):
+        raise RequestValidationError(
+            [{"loc": ["body"], "msg": "Input should be a valid JSON object", "type": "model_attributes_type"}]
+        )
+    return document
+
+
+def load_webhook_message(document: Mapping[str, Any]) -> NewMessage:
+    """Validate a parsed webhook body; raises RequestValidationError listing every bad field."""
+    try:
+        return webhook_message_schema.load(document)
+    except ValidationError as exc:
+        raise RequestValidationError(_detail("body", webhook_message_schema, exc.messages)) from None
+
+
+def load_messages_query(args: Mapping[str, str]) -> dict[str, Any]:
+    """Validate /messages query parameters into limit, offset and a MessageFilter.
+
+    Raises RequestValidationError listing every bad parameter.
+    """
+    try:
+        return messages_query_schema.load(args)
+    except ValidationError as exc:
+        raise RequestValidationError(_detail("query", messages_query_schema, exc.messages)) from None

@@ -1,0 +1,1 @@
+"""Persistence: tables, engine setup, migrations and query functions. No Flask here."""

@@ -1,0 +1,99 @@
+"""Engine setup: URL parsing, SQLite durability settings, and one engine per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+SUPPORTED_DIALECTS = ("sqlite",)
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def database_url_from_setting(value: str) -> str:
+    """Turn DATABASE_URL (a SQLAlchemy URL or a bare file path) into a URL; raises ValueError."""
+    text = value.strip()
+    if "://" not in text:
+        if text in ("", ":memory:"):
+            raise ValueError("an in-memory or empty SQLite path would lose every message at restart")
+        return f"sqlite:///{text}"
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {text!r}") from None
+    if url.get_backend_name() not in SUPPORTED_DIALECTS:
+        raise ValueError(f"unsupported database {url.get_backend_name()!r}; supported: sqlite")
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ValueError("an in-memory SQLite database would lose every message at restart; name a file")
+    return text
+
+
+def create_database_engine(url: str) -> Engine:
+    """Create an engine with the durability settings the service relies on.
+
+    For SQLite the file's parent folder is created; raises OSError when that is impossible.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # The driver's own transaction handling is switched off so that BEGIN is emitted by
+        # SQLAlchemy for reads too: a page and its total then come from one snapshot.
+        engine = create_engine(parsed, hide_parameters=True, connect_args={"isolation_level": None, "timeout": 5.0})
+        event.listen(engine, "connect", _configure_sqlite_connection)
+        event.listen(engine, "begin", _begin_sqlite_transaction)
+        return engine
+    return create_engine(parsed, hide_parameters=True, pool_pre_ping=True)
+
+
+def _configure_sqlite_connection(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers run beside the writer; FULL fsyncs the WAL on every commit, so an
+        # acknowledged message survives a power loss, not just a process crash.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite_transaction(connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """Owns the engine of the current process.
+
+    A forked worker must not reuse its parent's connections, so the engine is (re)created
+    lazily whenever the process id changes.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine for this process; raises OSError if the database folder cannot be made."""
+        pid = os.getpid()
+        if self._engine is None or self._pid != pid:
+            with self._lock:
+                if self._engine is None or self._pid != pid:
+                    if self._engine is not None:
+                        self._engine.dispose(close=False)
+                    self._engine = create_database_engine(self.url)
+                    self._pid = pid
+        return self._engine
+
+    def dispose(self) -> None:
+        """Close every pooled connection of this process."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None

@@ -1,0 +1,87 @@
+"""Running the alembic migrations in `migrations/` and reading the schema revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select
+
+from webhook_service.storage.engine import create_database_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+# alembic's own bookkeeping table, read directly so that a readiness probe stays quiet.
+_version_table = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
+
+
+def alembic_config(database_url: str) -> Config:
+    """An alembic Config for this project's migrations against `database_url`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision in `migrations/versions`."""
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision the database is at, or None when it was never migrated."""
+    if not inspect(conn).has_table(_version_table.name):
+        return None
+    return conn.execute(select(_version_table.c.version_num)).scalar_one_or_none()
+
+
+def database_revision(engine: Engine) -> str | None:
+    """Connect and read the schema revision; raises SQLAlchemyError when unreachable."""
+    with engine.connect() as conn:
+        return current_revision(conn)
+
+
+def upgrade_to_head(database_url: str) -> str:
+    """Migrate the database to the newest revision and return it.
+
+    Raises sqlalchemy.exc.SQLAlchemyError or OSError when the database cannot be reached.
+    """
+    _run_alembic(database_url, command.upgrade, "head")
+    engine = create_database_engine(database_url)
+    try:
+        return database_revision(engine) or ""
+    finally:
+        engine.dispose()
+
+
+def downgrade_to_base(database_url: str) -> None:
+    """Undo every migration (for tests and rollbacks)."""
+    _run_alembic(database_url, command.downgrade, "base")
+
+
+def _run_alembic(database_url: str, alembic_command, revision: str) -> None:
+    engine = create_database_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config(database_url)
+            config.attributes["connection"] = conn
+            alembic_command(config, revision)
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    import sys
+
+    from webhook_service.config import ConfigError, Settings
+
+    try:
+        url = Settings.from_env().database_url
+    except ConfigError as error:
+        sys.exit(f"invalid configuration: {error}")
+    print(f"database at schema revision {upgrade_to_head(url)}")
