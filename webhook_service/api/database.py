@@ -19,7 +19,7 @@ logger = structlog.get_logger(__name__)
 def read_transaction() -> Iterator[Connection]:
     """A connection in one transaction (one snapshot); raises ServiceUnavailable on failure."""
     try:
-        with current_database().engine.begin() as conn:
+        with current_database().read_transaction() as conn:
             yield conn
     except SQLAlchemyError as exc:
         logger.error("database read failed", error=describe_database_error(exc))

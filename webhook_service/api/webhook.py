@@ -46,7 +46,7 @@ def receive_webhook():
         raise
 
     try:
-        with current_database().engine.begin() as conn:
+        with current_database().write_transaction() as conn:
             inserted = insert_message_if_new(conn, message)
     except SQLAlchemyError as exc:
         record_webhook("db_error", message.message_id)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 SUPPORTED_DIALECTS = ("sqlite",)
 SQLITE_BUSY_TIMEOUT_MS = 5000
+WRITE_OPTION = "webhook_service_write"
 
 
 def database_url_from_setting(value: str) -> str:
@@ -62,7 +65,13 @@ def _configure_sqlite_connection(dbapi_connection, _record) -> None:
 
 
 def _begin_sqlite_transaction(connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # Writers take the write lock up front: a deferred transaction that touches the FTS5
+    # index reads before it writes, and SQLite then fails with "database is locked" at
+    # once instead of waiting out the busy timeout when another worker has committed.
+    if connection.get_execution_options().get(WRITE_OPTION):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
 
 
 class Database:
@@ -90,6 +99,20 @@ class Database:
                     self._engine = create_database_engine(self.url)
                     self._pid = pid
         return self._engine
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Connection]:
+        """A transaction that holds the write lock from its start; commits on success."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Connection]:
+        """A read-only transaction: every query in it sees one snapshot."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     def dispose(self) -> None:
         """Close every pooled connection of this process."""

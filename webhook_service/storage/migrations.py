@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select
 
-from webhook_service.storage.engine import create_database_engine
+from webhook_service.storage.engine import WRITE_OPTION, create_database_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -67,10 +67,13 @@ def downgrade_to_base(database_url: str) -> None:
 def _run_alembic(database_url: str, alembic_command, revision: str) -> None:
     engine = create_database_engine(database_url)
     try:
-        with engine.begin() as conn:
-            config = alembic_config(database_url)
-            config.attributes["connection"] = conn
-            alembic_command(config, revision)
+        with engine.connect() as conn:
+            # One immediate transaction: a second migrator waits rather than interleaves.
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                config = alembic_config(database_url)
+                config.attributes["connection"] = conn
+                alembic_command(config, revision)
     finally:
         engine.dispose()
 

@@ -1,0 +1,146 @@
+"""Start and stop real gunicorn (and nginx) processes on free loopback ports for end-to-end tests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from webhook_service.signatures import sign
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_SECONDS = 30
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 15
+) -> Response:
+    """One HTTP request on a new connection to 127.0.0.1:port."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        conn.close()
+
+
+def signed_post(port: int, payload: dict, secret: str, headers: dict | None = None) -> Response:
+    """POST /webhook with a valid signature for `payload` under `secret`."""
+    body = json.dumps(payload).encode()
+    all_headers = {"X-Signature": sign(secret, body), "Content-Type": "application/json"}
+    all_headers.update(headers or {})
+    return request(port, "POST", "/webhook", body, all_headers)
+
+
+def wait_until(check, timeout: float = START_TIMEOUT_SECONDS, interval: float = 0.1) -> bool:
+    """Call `check` until it returns true or `timeout` passes; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+@dataclass
+class Gunicorn:
+    """gunicorn serving wsgi:app with the project's gunicorn.conf.py, as in production."""
+
+    workdir: Path
+    env: dict[str, str]
+    workers: int = 3
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, wait: bool = True) -> Gunicorn:
+        """Start the server; with `wait`, until /health/live answers. Raises RuntimeError."""
+        self.log_path = self.workdir / f"gunicorn-{self.port}-{time.monotonic_ns()}.log"
+        env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+        env.update(self.env)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    str(ROOT / "gunicorn.conf.py"),
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(self.workers),
+                    "wsgi:app",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait and not wait_until(self._serving):
+            output = self.output()
+            self.stop()
+            raise RuntimeError(f"gunicorn did not start:\n{output}")
+        return self
+
+    def _serving(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
+        return request(self.port, "GET", "/health/live", timeout=2).status == 200
+
+    def wait_for_exit(self, timeout: float = START_TIMEOUT_SECONDS) -> int:
+        """Wait for the master to exit by itself and return its exit code."""
+        return self.process.wait(timeout=timeout)
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the master's worker processes."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then SIGKILL to the whole process group if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(timeout=10)
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def log_lines(self) -> list[str]:
+        return [line for line in self.output().splitlines() if line.strip()]

@@ -1,0 +1,124 @@
+"""The service as deployed: real gunicorn, several worker processes, a real SQLite file."""
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_message
+from tests.e2e.conftest import SECRET
+from tests.e2e.server import Gunicorn, request, signed_post, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def database_path(env: dict) -> Path:
+    return Path(env["DATABASE_URL"].removeprefix("sqlite:///"))
+
+
+def stored_ids(env: dict) -> list[str]:
+    with sqlite3.connect(database_path(env)) as conn:
+        return [row[0] for row in conn.execute("SELECT message_id FROM messages ORDER BY id")]
+
+
+def concurrent_posts(port: int, payload: dict, count: int) -> list[int]:
+    """`count` simultaneous signed posts of one payload; returns their statuses."""
+    barrier = threading.Barrier(count)
+
+    def post(_):
+        barrier.wait(timeout=30)
+        return signed_post(port, payload, SECRET).status
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(post, range(count)))
+
+
+def test_concurrent_duplicates_store_exactly_one_row(gunicorn_server, server_env):
+    statuses = concurrent_posts(gunicorn_server.port, make_message(message_id="same", text="first"), 48)
+    assert statuses == [200] * 48
+    assert stored_ids(server_env) == ["same"]
+
+
+def test_migrations_ran_once_in_the_master(gunicorn_server, server_env):
+    lines = gunicorn_server.log_lines()
+    assert sum("Running upgrade" in line for line in lines) == 1
+    with sqlite3.connect(database_path(server_env)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert request(gunicorn_server.port, "GET", "/health/ready").status == 200
+
+
+def test_acknowledged_message_survives_a_restart(tmp_path, server_env):
+    first = Gunicorn(workdir=tmp_path, env=server_env).start()
+    try:
+        assert signed_post(first.port, make_message(message_id="keep-me"), SECRET).status == 200
+    finally:
+        first.stop()
+    second = Gunicorn(workdir=tmp_path, env=server_env).start()
+    try:
+        body = request(second.port, "GET", "/messages").json()
+        assert [m["message_id"] for m in body["data"]] == ["keep-me"]
+        assert sum("Running upgrade" in line for line in second.log_lines()) == 0
+    finally:
+        second.stop()
+
+
+def test_acknowledged_messages_survive_killed_workers(gunicorn_server, server_env):
+    port = gunicorn_server.port
+    for number in range(20):
+        assert signed_post(port, make_message(message_id=f"k{number}"), SECRET).status == 200
+    for pid in gunicorn_server.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: request(port, "GET", "/health/ready", timeout=2).status == 200)
+    assert request(port, "GET", "/messages?limit=100").json()["total"] == 20
+    assert len(stored_ids(server_env)) == 20
+
+
+def test_without_a_secret_it_serves_but_is_not_ready(tmp_path, server_env):
+    env = dict(server_env, WEBHOOK_SECRET="")
+    server = Gunicorn(workdir=tmp_path, env=env).start()
+    try:
+        assert request(server.port, "GET", "/health/live").status == 200
+        ready = request(server.port, "GET", "/health/ready")
+        assert ready.status == 503 and ready.json()["status"] == "not_ready"
+        assert signed_post(server.port, make_message(), "").status == 503
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "env_change, named",
+    [
+        ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"PORT": "eighty"}, "PORT"),
+    ],
+)
+def test_bad_settings_fail_at_start_with_one_clear_line(tmp_path, server_env, env_change, named):
+    server = Gunicorn(workdir=tmp_path, env=dict(server_env, **env_change)).start(wait=False)
+    try:
+        assert server.wait_for_exit() != 0
+    finally:
+        server.stop()
+    lines = server.log_lines()
+    errors = [json.loads(line) for line in lines if '"ERROR"' in line]
+    assert len(errors) == 1, lines
+    assert named in errors[0]["event"]
+    assert "Traceback" not in server.output()
+
+
+def test_unwritable_database_fails_at_start_without_a_traceback(tmp_path, server_env):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("x")
+    env = dict(server_env, DATABASE_URL=f"sqlite:///{blocker / 'messages.db'}")
+    server = Gunicorn(workdir=tmp_path, env=env).start(wait=False)
+    try:
+        assert server.wait_for_exit() != 0
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+    assert any("database migration failed" in line for line in server.log_lines())
