@@ -25,16 +25,17 @@ except ConfigError as error:
     _server, _settings, _config_error = ServerSettings(), None, error
 
 bind = [f"0.0.0.0:{_server.port}"]
-workers = _server.workers or (2 * (os.cpu_count() or 1) + 1)
+workers = _server.workers or ((os.cpu_count() or 1) + 1)
 # Threads let one worker hold several keep-alive connections (nginx upstream keep-alive);
 # each thread takes its own pooled database connection.
 worker_class = "gthread"
-threads = 4
+threads = 16
 keepalive = 5
 timeout = 30
 graceful_timeout = 20
 control_socket_disable = True
 accesslog = None
+logger_class = "webhook_service.observability.gunicorn_logger.ApplicationLogsRequests"
 logconfig_dict = logging_config(_settings.log_level if _settings else "INFO")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Request line and header limits: part of the service's bounds on client input.

@@ -7,12 +7,14 @@ from prometheus_client import CollectorRegistry
 
 from webhook_service.api import blueprints
 from webhook_service.config import Settings
-from webhook_service.context import DATABASE_KEY, SCHEMA_HEAD_KEY, SETTINGS_KEY
+from webhook_service.context import DATABASE_KEY, MESSAGE_WRITER_KEY, SCHEMA_HEAD_KEY, SETTINGS_KEY
 from webhook_service.errors import register_error_handlers
 from webhook_service.observability.logging import configure_logging
 from webhook_service.observability.metrics import init_metrics
 from webhook_service.observability.requests import init_request_observability
 from webhook_service.storage.engine import Database
+from webhook_service.storage.group_commit import GroupCommit
+from webhook_service.storage.messages import insert_messages_if_new
 from webhook_service.storage.migrations import head_revision
 
 
@@ -29,7 +31,9 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions[SETTINGS_KEY] = settings
-    app.extensions[DATABASE_KEY] = Database(settings.database_url)
+    database = Database(settings.database_url)
+    app.extensions[DATABASE_KEY] = database
+    app.extensions[MESSAGE_WRITER_KEY] = GroupCommit(database.write_transaction, insert_messages_if_new)
     app.extensions[SCHEMA_HEAD_KEY] = head_revision()
 
     register_error_handlers(app)

@@ -6,10 +6,13 @@ from flask import current_app
 
 from webhook_service.config import Settings
 from webhook_service.storage.engine import Database
+from webhook_service.storage.group_commit import GroupCommit
+from webhook_service.storage.messages import NewMessage
 
 SETTINGS_KEY = "webhook_service.settings"
 DATABASE_KEY = "webhook_service.database"
 SCHEMA_HEAD_KEY = "webhook_service.schema_head"
+MESSAGE_WRITER_KEY = "webhook_service.message_writer"
 
 
 def current_settings() -> Settings:
@@ -25,3 +28,8 @@ def current_database() -> Database:
 def expected_schema_revision() -> str:
     """The newest migration revision, which the database must be at to be ready."""
     return current_app.extensions[SCHEMA_HEAD_KEY]
+
+
+def current_message_writer() -> GroupCommit[NewMessage, bool]:
+    """Stores deliveries, committing those that arrive together in one transaction."""
+    return current_app.extensions[MESSAGE_WRITER_KEY]

@@ -77,8 +77,9 @@ class Gunicorn:
 
     workdir: Path
     env: dict[str, str]
-    workers: int = 3
+    workers: int | None = 3
     port: int = field(default_factory=free_port)
+    app: str = "wsgi:app"
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -87,20 +88,13 @@ class Gunicorn:
         self.log_path = self.workdir / f"gunicorn-{self.port}-{time.monotonic_ns()}.log"
         env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(self.env)
+        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+        command += ["--bind", f"127.0.0.1:{self.port}"]
+        if self.workers is not None:
+            command += ["--workers", str(self.workers)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    str(ROOT / "gunicorn.conf.py"),
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    "--workers",
-                    str(self.workers),
-                    "wsgi:app",
-                ],
+                [*command, self.app],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

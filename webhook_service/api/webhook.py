@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
+
 import structlog
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_service import signatures
 from webhook_service.api.database import describe_database_error
-from webhook_service.context import current_database, current_settings
+from webhook_service.context import current_message_writer, current_settings
 from webhook_service.errors import RequestValidationError, ServiceUnavailable, json_error
 from webhook_service.observability.requests import note_message_id, record_webhook
 from webhook_service.schemas import load_webhook_message, parse_json_object
-from webhook_service.storage.messages import insert_message_if_new
 
 bp = Blueprint("webhook", __name__)
 logger = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Signature"
+# The same answer for new and duplicate deliveries, serialized once.
+ACCEPTED_BODY = json.dumps({"status": "ok"}, separators=(",", ":")) + "\n"
 
 
 @bp.post("/webhook")
@@ -46,12 +49,11 @@ def receive_webhook():
         raise
 
     try:
-        with current_database().write_transaction() as conn:
-            inserted = insert_message_if_new(conn, message)
+        inserted = current_message_writer().submit(message)
     except SQLAlchemyError as exc:
         record_webhook("db_error", message.message_id)
         logger.error("message not stored", error=describe_database_error(exc))
         raise ServiceUnavailable("database unavailable; retry later") from None
 
     record_webhook("success" if inserted else "duplicate", message.message_id, duplicate=not inserted)
-    return jsonify({"status": "ok"})
+    return current_app.response_class(ACCEPTED_BODY, mimetype="application/json")

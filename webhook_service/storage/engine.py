@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -68,10 +69,8 @@ def _begin_sqlite_transaction(connection) -> None:
     # Writers take the write lock up front: a deferred transaction that touches the FTS5
     # index reads before it writes, and SQLite then fails with "database is locked" at
     # once instead of waiting out the busy timeout when another worker has committed.
-    if connection.get_execution_options().get(WRITE_OPTION):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        connection.exec_driver_sql("BEGIN")
+    statement = "BEGIN IMMEDIATE" if connection.get_execution_options().get(WRITE_OPTION) else "BEGIN"
+    connection.exec_driver_sql(statement)
 
 
 class Database:
@@ -86,6 +85,11 @@ class Database:
         self._engine: Engine | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._thread_writer_lock = threading.Lock()
+        parsed = make_url(url)
+        self._writer_lock_path = f"{parsed.database}-writer.lock" if parsed.get_backend_name() == "sqlite" else None
+        self._lock_fd: int | None = None
+        self._lock_fd_pid: int | None = None
 
     @property
     def engine(self) -> Engine:
@@ -103,10 +107,34 @@ class Database:
     @contextmanager
     def write_transaction(self) -> Iterator[Connection]:
         """A transaction that holds the write lock from its start; commits on success."""
-        with self.engine.connect() as conn:
+        with self._writer_turn(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        # SQLite has one writer at a time and its busy handler polls with growing sleeps, so
+        # under load a waiting writer loses to whoever commits next and waits many ms.
+        # Queueing writers on a thread lock, then on a file lock shared by every process,
+        # hands the turn over as soon as it is released.
+        if self._writer_lock_path is None:
+            yield
+            return
+        with self._thread_writer_lock:
+            fd = self._writer_lock_fd()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _writer_lock_fd(self) -> int:
+        pid = os.getpid()
+        if self._lock_fd is None or self._lock_fd_pid != pid:
+            self._lock_fd = os.open(self._writer_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fd_pid = pid
+        return self._lock_fd
 
     @contextmanager
     def read_transaction(self) -> Iterator[Connection]:

@@ -82,13 +82,17 @@ def fold_text(text: str | None) -> str | None:
     return None if text is None else text.casefold()
 
 
-def insert_message_if_new(conn: Connection, message: NewMessage) -> bool:
-    """Insert the message unless its message_id is stored already; True if it was inserted.
+# Built once: constructing the statement per call cost more than SQLite's durable commit.
+_INSERT_IF_NEW = {
+    name: dialect_insert(messages)
+    .on_conflict_do_nothing(index_elements=[messages.c.message_id])
+    .returning(messages.c.message_id)
+    for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
 
-    One statement, so concurrent deliveries of one id never conflict: the first commit wins.
-    Raises sqlalchemy.exc.SQLAlchemyError when the database fails.
-    """
-    values = {
+
+def _row_values(message: NewMessage, created_at: str) -> dict:
+    return {
         "message_id": message.message_id,
         "from_msisdn": message.sender,
         "to_msisdn": message.recipient,
@@ -96,16 +100,32 @@ def insert_message_if_new(conn: Connection, message: NewMessage) -> bool:
         "ts_instant": instant_key(message.ts),
         "text": message.text,
         "text_folded": fold_text(message.text),
-        "created_at": utc_now_iso(),
+        "created_at": created_at,
     }
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        dialect_insert(messages)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[messages.c.message_id])
-        .returning(messages.c.id)
-    )
-    return conn.execute(statement).first() is not None
+
+
+def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bool]:
+    """Insert each message unless its message_id is stored already; True where inserted.
+
+    One statement, so concurrent deliveries of one id never conflict and the first commit
+    wins; within the batch the earlier occurrence of an id wins.
+    Raises sqlalchemy.exc.SQLAlchemyError when the database fails.
+    """
+    if not batch:
+        return []
+    created_at = utc_now_iso()
+    rows = [_row_values(message, created_at) for message in batch]
+    inserted = set(conn.execute(_INSERT_IF_NEW[conn.dialect.name], rows).scalars())
+    results = []
+    for message in batch:
+        results.append(message.message_id in inserted)
+        inserted.discard(message.message_id)
+    return results
+
+
+def insert_message_if_new(conn: Connection, message: NewMessage) -> bool:
+    """Insert one message unless its message_id is stored already; True if it was inserted."""
+    return insert_messages_if_new(conn, [message])[0]
 
 
 def _filter_conditions(conn: Connection, message_filter: MessageFilter) -> list[ColumnElement[bool]]:

@@ -1,0 +1,94 @@
+import threading
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from tests.conftest import make_message
+from webhook_service.storage.engine import Database
+from webhook_service.storage.group_commit import GroupCommit
+from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+
+
+def new_message(message_id: str, text: str = "hi") -> NewMessage:
+    payload = make_message(message_id=message_id, text=text)
+    return NewMessage(payload["message_id"], payload["from"], payload["to"], payload["ts"], payload["text"])
+
+
+def run_concurrently(count: int, action) -> list:
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(index):
+        barrier.wait(timeout=10)
+        try:
+            results[index] = action(index)
+        except Exception as error:  # the caller asserts on it
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_concurrent_writes_are_all_committed_with_their_own_results(database_url, stored_messages):
+    database = Database(database_url)
+    writer = GroupCommit(database.write_transaction, insert_messages_if_new)
+    try:
+        results = run_concurrently(40, lambda i: writer.submit(new_message(f"m{i % 20}", text=f"t{i}")))
+    finally:
+        database.dispose()
+    # 20 distinct ids sent twice each: exactly one delivery of each id is the stored one.
+    assert results.count(True) == 20 and results.count(False) == 20
+    rows = stored_messages()
+    assert sorted(row["message_id"] for row in rows) == sorted(f"m{i}" for i in range(20))
+
+
+def test_the_earlier_delivery_of_an_id_wins_within_a_batch(database_url, stored_messages):
+    database = Database(database_url)
+    try:
+        with database.write_transaction() as conn:
+            results = insert_messages_if_new(conn, [new_message("x", "first"), new_message("x", "second")])
+    finally:
+        database.dispose()
+    assert results == [True, False]
+    assert [row["text"] for row in stored_messages()] == ["first"]
+
+
+def test_a_failed_transaction_fails_every_caller_in_it():
+    @contextmanager
+    def broken_transaction():
+        raise OperationalError("BEGIN", {}, Exception("disk I/O error"))
+        yield
+
+    writer = GroupCommit(broken_transaction, lambda conn, items: [True] * len(items))
+    results = run_concurrently(8, lambda i: writer.submit(i))
+    assert all(isinstance(result, OperationalError) for result in results)
+    # The writer is not left stuck: a later call runs normally.
+    with pytest.raises(OperationalError):
+        writer.submit(99)
+
+
+def test_one_bad_item_does_not_fail_the_others_in_its_batch():
+    committed = []
+
+    @contextmanager
+    def transaction():
+        pending = []
+        yield pending
+        committed.extend(pending)
+
+    def write(pending, items):
+        if "bad" in items:
+            raise IntegrityError("INSERT", {}, Exception("constraint"))
+        pending.extend(items)
+        return [True] * len(items)
+
+    writer = GroupCommit(transaction, write)
+    results = run_concurrently(12, lambda i: writer.submit("bad" if i == 5 else f"ok{i}"))
+    assert isinstance(results[5], IntegrityError)
+    assert [r for i, r in enumerate(results) if i != 5] == [True] * 11
+    assert sorted(committed) == sorted(f"ok{i}" for i in range(12) if i != 5)
