@@ -1,0 +1,164 @@
+"""Ingestion benchmark: durable POST /webhook throughput against a bare Flask floor.
+
+Starts the service with gunicorn.conf.py (as `make run` would, on a fresh SQLite file),
+drives POST /webhook with unique signed messages over keep-alive connections using wrk,
+then does the same against a Flask app that only answers {"status": "ok"} under the same
+gunicorn settings, and prints requests/s, p50 and p99 for both and their ratio. It also
+measures the machine's raw SQLite ceiling (WAL, synchronous=FULL, one row per commit from
+several processes) in the same run, since fsync, not Python, bounds durable ingestion.
+
+    python bench/ingest.py [--seconds 10] [--connections 32] [--threads 2]
+
+Needs wrk (Debian package `wrk`). Everything listens on 127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.server import Gunicorn, free_port, request
+from webhook_service.signatures import sign
+
+SECRET = "bench-secret"
+# wrk sends as fast as the server answers; generate more messages than it can send.
+MESSAGES_PER_SECOND_CEILING = 12_000
+
+
+def write_signed_messages(path: Path, count: int) -> None:
+    """Two lines per message: its signature, then its JSON body."""
+    with open(path, "w") as out:
+        for number in range(count):
+            body = json.dumps(
+                {
+                    "message_id": f"bench-{number}",
+                    "from": f"+91{9_000_000_000 + number % 5000}",
+                    "to": "+14155550100",
+                    "ts": f"2025-01-{number % 28 + 1:02d}T10:{number % 60:02d}:{number % 60:02d}.{number % 1000:03d}Z",
+                    "text": f"Benchmark message {number}: hello from the load generator",
+                },
+                separators=(",", ":"),
+            ).encode()
+            out.write(sign(SECRET, body) + "\n" + body.decode() + "\n")
+
+
+def run_wrk(port: int, messages: Path, seconds: int, connections: int, threads: int) -> dict:
+    """One wrk run; returns its RESULT line as a dict."""
+    output = subprocess.run(
+        [
+            "wrk",
+            f"--threads={threads}",
+            f"--connections={connections}",
+            f"--duration={seconds}s",
+            "--timeout=10s",
+            f"--script={ROOT / 'bench' / 'signed_requests.lua'}",
+            f"http://127.0.0.1:{port}/webhook",
+            "--",
+            str(messages),
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+def _commit_rows(args: tuple[str, int, float]) -> int:
+    path, worker, seconds = args
+    # A long timeout: SQLite's busy handler is unfair, and one writer may wait for seconds.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+    conn.execute("PRAGMA synchronous=FULL")
+    deadline = time.monotonic() + seconds
+    done = 0
+    while time.monotonic() < deadline:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t(k, v) VALUES (?, ?)", (f"{worker}-{done}", "x" * 100))
+        conn.execute("COMMIT")
+        done += 1
+    return done
+
+
+def sqlite_commit_ceiling(workdir: Path, processes: int = 3, seconds: float = 5.0) -> float:
+    """Single-row durable commits per second from several processes on this disk."""
+    path = str(workdir / "ceiling.db")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v TEXT)")
+    conn.close()
+    with multiprocessing.Pool(processes) as pool:
+        counts = pool.map(_commit_rows, [(path, worker, seconds) for worker in range(processes)])
+    return sum(counts) / seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
+    try:
+        messages = workdir / "messages.txt"
+        write_signed_messages(messages, MESSAGES_PER_SECOND_CEILING * args.seconds)
+        database = workdir / "messages.db"
+        env = {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": str(database), "LOG_LEVEL": "INFO"}
+        results = {}
+        for name, app in (("service", "wsgi:app"), ("bare flask", "bench.bare_app:app")):
+            # Workers and threads as gunicorn.conf.py sets them (WEB_CONCURRENCY overrides).
+            server = Gunicorn(workdir=workdir, env=env, workers=None, port=free_port(), app=app)
+            server.start()
+            try:
+                results[name] = run_wrk(server.port, messages, args.seconds, args.connections, args.threads)
+                if name == "service":
+                    stored = request(server.port, "GET", "/stats").json()["total_messages"]
+                    results[name]["stored"] = stored
+            finally:
+                server.stop()
+        ceiling = sqlite_commit_ceiling(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(
+        f"POST /webhook, {args.seconds}s per server, {args.connections} keep-alive connections, "
+        f"gunicorn.conf.py workers/threads, LOG_LEVEL=INFO, {os.cpu_count()} cores"
+    )
+    print(f"{'':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'errors':>7}")
+    for name, result in results.items():
+        print(
+            f"{name:12} {result['rps']:9.0f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} "
+            f"{result['non2xx']:8d} {result['errors']:7d}"
+        )
+    service, floor = results["service"], results["bare flask"]
+    print(f"service / bare flask throughput: {service['rps'] / floor['rps']:.2f}")
+    print(
+        f"rows stored: {service['stored']}; responses wrk counted: {service['requests']} "
+        "(requests in flight when wrk stops are stored but not counted)"
+    )
+    print(f"raw SQLite ceiling (WAL, synchronous=FULL, 3 processes, 1 row/commit): {ceiling:.0f} commits/s")
+    print(f"service / raw SQLite ceiling: {service['rps'] / ceiling:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
