@@ -70,8 +70,17 @@ def logging_config(level: str) -> dict:
 
 
 def configure_logging(level: str) -> None:
-    """Route structlog through stdlib logging and render all of it as JSON on stdout."""
-    logging.config.dictConfig(logging_config(level))
+    """Route structlog through stdlib logging and render all of it as JSON on stdout.
+
+    When the JSON handler is in place already (gunicorn set it up from the same config, or
+    an earlier app did), only the levels change; other handlers are left alone.
+    """
+    root = logging.getLogger()
+    if any(isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter) for handler in root.handlers):
+        root.setLevel(level)
+        logging.getLogger("gunicorn.error").setLevel(level)
+    else:
+        logging.config.dictConfig(logging_config(level))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

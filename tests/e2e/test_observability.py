@@ -1,0 +1,106 @@
+"""Logs and metrics as operators see them: real gunicorn with 3 worker processes."""
+
+import json
+import os
+import signal
+import uuid
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import make_message
+from tests.e2e.conftest import SECRET
+from tests.e2e.server import request, signed_post, wait_until
+from tests.e2e.test_gunicorn import concurrent_posts
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(port: int) -> dict:
+    response = request(port, "GET", "/metrics")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    values = {}
+    for family in text_string_to_metric_families(response.body.decode()):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def count(values: dict, name: str, **labels) -> float:
+    return values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_every_scrape_sums_all_workers(gunicorn_server):
+    port = gunicorn_server.port
+    for _ in range(40):
+        assert request(port, "GET", "/stats").status == 200
+    totals = [count(scrape(port), "http_requests_total", method="GET", path="/stats", status="200") for _ in range(8)]
+    assert totals == [40.0] * 8
+    histogram_counts = {
+        count(scrape(port), "http_request_duration_seconds_count", method="GET", path="/stats") for _ in range(4)
+    }
+    assert histogram_counts == {40.0}
+
+
+def test_concurrent_duplicates_count_one_success_and_the_rest_duplicates(gunicorn_server):
+    port = gunicorn_server.port
+    before = scrape(port)
+    assert concurrent_posts(port, make_message(message_id="dup-metrics"), 48) == [200] * 48
+    after = scrape(port)
+
+    def moved(result):
+        return count(after, "webhook_requests_total", result=result) - count(
+            before, "webhook_requests_total", result=result
+        )
+
+    assert (moved("success"), moved("duplicate")) == (1.0, 47.0)
+
+
+def test_random_unmatched_urls_add_no_series(gunicorn_server):
+    port = gunicorn_server.port
+    request(port, "GET", "/no-such-page")
+    before = {key for key in scrape(port) if key[0] == "http_requests_total"}
+    for _ in range(30):
+        assert request(port, "GET", f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}").status == 404
+    after = {key for key in scrape(port) if key[0] == "http_requests_total"}
+    new_paths = {dict(labels)["path"] for _, labels in after - before}
+    assert new_paths <= {"/metrics"}
+
+
+def test_counts_survive_killed_workers(gunicorn_server):
+    port = gunicorn_server.port
+    for number in range(10):
+        assert signed_post(port, make_message(message_id=f"survive-{number}"), SECRET).status == 200
+    for pid in gunicorn_server.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: request(port, "GET", "/health/live", timeout=2).status == 200)
+    assert count(scrape(port), "webhook_requests_total", result="success") == 10
+
+
+def test_every_printed_line_is_json_and_request_lines_carry_their_fields(gunicorn_server):
+    port = gunicorn_server.port
+    signed_post(port, make_message(message_id="logged", text="do not log me"), SECRET)
+    signed_post(port, make_message(message_id="logged"), SECRET, headers={"X-Request-ID": "trace-42"})
+    request(port, "POST", "/webhook", b"{}", {"X-Signature": "0" * 64})
+    request(port, "GET", "/messages?limit=abc")
+    request(port, "GET", "/nope")
+    gunicorn_server.stop()
+
+    lines = gunicorn_server.log_lines()
+    parsed = [json.loads(line) for line in lines]
+    assert all({"ts", "level", "event"} <= set(entry) for entry in parsed)
+    assert any(entry["event"].startswith("Booting worker") for entry in parsed)
+    assert any(entry["event"].startswith("Shutting down") for entry in parsed)
+    requests = [entry for entry in parsed if entry["event"] == "request"]
+    webhook = [entry for entry in requests if entry["path"] == "/webhook"]
+    assert [(e["result"], e["dup"], e.get("message_id")) for e in webhook] == [
+        ("success", False, "logged"),
+        ("duplicate", True, "logged"),
+        ("invalid_signature", False, None),
+    ]
+    assert webhook[1]["request_id"] == "trace-42"
+    for entry in requests:
+        assert {"request_id", "method", "path", "status", "latency_ms", "client"} <= set(entry)
+    assert "do not log me" not in gunicorn_server.output()
+    assert SECRET not in gunicorn_server.output()

@@ -1,0 +1,29 @@
+import ipaddress
+
+import pytest
+
+from webhook_service.observability.requests import client_address
+
+PROXIES = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
+
+
+@pytest.mark.parametrize(
+    "remote, forwarded, expected",
+    [
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("127.0.0.1", "203.0.113.9", "203.0.113.9"),
+        ("127.0.0.1", "198.51.100.1, 203.0.113.9", "203.0.113.9"),
+        ("127.0.0.1", "203.0.113.9, 10.1.2.3", "203.0.113.9"),
+        # A client that is not a trusted proxy cannot choose its logged address.
+        ("203.0.113.50", "1.2.3.4", "203.0.113.50"),
+        ("127.0.0.1", "not-an-address", "127.0.0.1"),
+        ("127.0.0.1", "10.0.0.1, 10.0.0.2", "10.0.0.1"),
+    ],
+)
+def test_client_address_believes_forwarded_for_only_from_proxies(remote, forwarded, expected):
+    assert client_address(remote, forwarded, PROXIES) == expected
+
+
+def test_forwarded_for_reaches_the_request_log(client):
+    response = client.get("/health/live", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert response.status_code == 200

@@ -1,0 +1,122 @@
+import io
+import json
+import logging
+
+import pytest
+from flask import Blueprint
+
+from tests.conftest import SECRET, make_message
+from webhook_service.config import Settings
+from webhook_service.observability.logging import json_formatter
+from webhook_service.signatures import sign
+
+
+@pytest.fixture
+def log_lines():
+    """The JSON lines the service renders while the test runs, parsed."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+
+    def read() -> list[dict]:
+        return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+    read.raw = stream.getvalue
+    yield read
+    root.removeHandler(handler)
+
+
+def request_lines(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if line.get("event") == "request"]
+
+
+def test_one_line_per_request_with_the_documented_fields(client, log_lines):
+    client.get("/messages?limit=5")
+    [line] = request_lines(log_lines())
+    assert line["level"] == "INFO"
+    assert line["method"] == "GET" and line["path"] == "/messages" and line["status"] == 200
+    assert isinstance(line["latency_ms"], float)
+    assert line["ts"].endswith("Z") and "T" in line["ts"]
+    assert line["request_id"]
+    assert line["client"] == "127.0.0.1"
+    assert "result" not in line
+
+
+def test_webhook_lines_carry_message_id_dup_and_result(signed_post, client, log_lines):
+    signed_post(make_message(message_id="abc"))
+    signed_post(make_message(message_id="abc"))
+    signed_post(make_message(message_id="bad", ts="yesterday"))
+    client.post("/webhook", data=b"{}", headers={"X-Signature": "0" * 64})
+    first, second, invalid, unsigned = request_lines(log_lines())
+    assert (first["message_id"], first["dup"], first["result"]) == ("abc", False, "success")
+    assert (second["message_id"], second["dup"], second["result"]) == ("abc", True, "duplicate")
+    assert (invalid["message_id"], invalid["result"], invalid["status"]) == ("bad", "validation_error", 422)
+    assert (unsigned["result"], unsigned["status"], unsigned["level"]) == ("invalid_signature", 401, "WARNING")
+    assert "message_id" not in unsigned
+
+
+def test_secret_signature_and_text_are_never_logged(signed_post, client, log_lines):
+    text = "very private words"
+    body = json.dumps(make_message(text=text)).encode()
+    signature = sign(SECRET, body)
+    client.post("/webhook", data=body, headers={"X-Signature": signature})
+    client.post("/webhook", data=body, headers={"X-Signature": signature[::-1]})
+    signed_post(make_message(message_id="long", text="z" * 5000))
+    raw = log_lines.raw()
+    assert len(request_lines(log_lines())) == 3
+    for secret_thing in (SECRET, signature, signature[::-1], text, "zzzz"):
+        assert secret_thing not in raw
+
+
+def test_a_sane_request_id_is_kept_and_returned(client, log_lines):
+    response = client.get("/health/live", headers={"X-Request-ID": "abc-123.DEF_4"})
+    assert response.headers["X-Request-ID"] == "abc-123.DEF_4"
+    assert request_lines(log_lines())[0]["request_id"] == "abc-123.DEF_4"
+
+
+@pytest.mark.parametrize("unsafe", ["has space", "a" * 129, 'quote"d', "new\\nline", "ü"])
+def test_an_unsafe_request_id_is_replaced(client, log_lines, unsafe):
+    response = client.get("/health/live", headers={"X-Request-ID": unsafe})
+    generated = response.headers["X-Request-ID"]
+    assert generated != unsafe and len(generated) == 32
+    assert request_lines(log_lines())[0]["request_id"] == generated
+
+
+def test_request_ids_do_not_leak_into_the_next_request(client, log_lines):
+    client.get("/health/live", headers={"X-Request-ID": "first-id"})
+    client.get("/health/live")
+    first, second = request_lines(log_lines())
+    assert first["request_id"] == "first-id"
+    assert second["request_id"] != "first-id"
+
+
+def test_unhandled_exception_is_one_json_error_line_with_traceback(make_app, settings, log_lines):
+    app = make_app(settings)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    broken = Blueprint("broken", __name__)
+
+    @broken.get("/boom")
+    def boom():
+        local_secret = "frame-local-value"  # noqa: F841
+        raise RuntimeError("kaboom")
+
+    app.register_blueprint(broken)
+    response = app.test_client().get("/boom", headers={"X-Request-ID": "req-500"})
+    assert response.status_code == 500 and response.get_json() == {"detail": "Internal Server Error"}
+    errors = [line for line in log_lines() if line.get("exception")]
+    assert len(errors) == 1
+    [error] = errors
+    assert error["level"] == "ERROR" and error["request_id"] == "req-500"
+    assert "RuntimeError: kaboom" in error["exception"]
+    assert "frame-local-value" not in log_lines.raw()
+    assert request_lines(log_lines())[0]["level"] == "ERROR"
+
+
+def test_log_level_is_honoured(make_app, database_url, log_lines):
+    client = make_app(Settings(webhook_secret=SECRET, database_url=database_url, log_level="WARNING")).test_client()
+    client.get("/health/live")
+    client.post("/webhook", data=b"{}")
+    lines = request_lines(log_lines())
+    assert [line["status"] for line in lines] == [401]
