@@ -52,3 +52,21 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Deployment with Docker Compose (nginx on http://localhost:8000 in front of the api).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+.PHONY: up down logs docker-check
+
+up:
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down -v
+
+logs:
+	$(COMPOSE) logs -f api
+
+# Builds and checks the image for real with a local Docker engine (takes minutes; not in CI).
+docker-check:
+	bash deploy/docker-check.sh

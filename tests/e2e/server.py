@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,3 +139,78 @@ class Gunicorn:
 
     def log_lines(self) -> list[str]:
         return [line for line in self.output().splitlines() if line.strip()]
+
+
+NGINX_CONFIG = ROOT / "deploy" / "nginx.conf"
+
+
+def nginx_binary() -> str | None:
+    """Where nginx is installed, if it is."""
+    found = shutil.which("nginx")
+    if found is None and Path("/usr/sbin/nginx").exists():
+        found = "/usr/sbin/nginx"
+    return found
+
+
+@dataclass
+class Nginx:
+    """nginx with the project's deploy/nginx.conf, rewritten only for loopback ports and the
+    upstream address, in front of a Gunicorn."""
+
+    workdir: Path
+    upstream_port: int
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> Nginx:
+        """Start in the foreground of a child process; raises RuntimeError if it does not serve."""
+        config = NGINX_CONFIG.read_text()
+        for original, replacement in (
+            ("listen 80;", f"listen 127.0.0.1:{self.port};"),
+            ("server api:8000;", f"server 127.0.0.1:{self.upstream_port};"),
+        ):
+            if original not in config:
+                raise RuntimeError(f"deploy/nginx.conf no longer contains {original!r}")
+            config = config.replace(original, replacement)
+        config_path = self.workdir / f"nginx-{self.port}.conf"
+        config_path.write_text(config)
+        self.access_log = self.workdir / f"nginx-{self.port}.access.log"
+        self.error_log = self.workdir / f"nginx-{self.port}.error.log"
+        with open(self.access_log, "wb") as out, open(self.error_log, "wb") as err:
+            self.process = subprocess.Popen(
+                [
+                    nginx_binary(),
+                    "-c",
+                    str(config_path),
+                    "-g",
+                    f"daemon off; pid {self.workdir / f'nginx-{self.port}.pid'};",
+                ],
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        if not wait_until(self._serving, timeout=15):
+            self.stop()
+            raise RuntimeError(f"nginx did not start:\n{self.error_log.read_text()}")
+        return self
+
+    def _serving(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.error_log.read_text()}")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGTERM), then SIGKILL to its process group if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def access_lines(self) -> list[dict]:
+        """nginx's JSON access log, parsed."""
+        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]

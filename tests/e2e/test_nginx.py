@@ -1,0 +1,106 @@
+"""deploy/nginx.conf in front of real gunicorn, as in the compose deployment."""
+
+import http.client
+import json
+import os
+
+import pytest
+
+from tests.conftest import make_message
+from tests.e2e.conftest import SECRET
+from tests.e2e.server import Gunicorn, Nginx, nginx_binary, request, signed_post
+from webhook_service.signatures import sign
+
+pytestmark = pytest.mark.e2e
+
+if nginx_binary() is None:
+    if os.environ.get("REQUIRE_NGINX"):
+        raise RuntimeError("nginx is required for these tests (REQUIRE_NGINX is set) but is not installed")
+    pytest.skip("nginx is not installed (apt-get install nginx)", allow_module_level=True)
+
+# The client connects from 127.0.0.2, a loopback address that is not a trusted proxy;
+# nginx reaches gunicorn from 127.0.0.1, the only trusted one.
+CLIENT_ADDRESS = "127.0.0.2"
+
+
+@pytest.fixture
+def stack(tmp_path, server_env):
+    app = Gunicorn(workdir=tmp_path, env=dict(server_env, FORWARDED_ALLOW_IPS="127.0.0.1"), workers=2).start()
+    proxy = Nginx(workdir=tmp_path, upstream_port=app.port)
+    try:
+        proxy.start()
+        yield app, proxy
+    finally:
+        proxy.stop()
+        app.stop()
+
+
+def post_from_client(port: int, body: bytes, headers: dict) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15, source_address=(CLIENT_ADDRESS, 0))
+    try:
+        conn.request("POST", "/webhook", body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def app_request_lines(app: Gunicorn) -> list[dict]:
+    lines = [json.loads(line) for line in app.log_lines()]
+    return [line for line in lines if line.get("event") == "request" and line.get("path") == "/webhook"]
+
+
+def test_signed_post_through_nginx_is_stored_and_traced_end_to_end(stack):
+    app, proxy = stack
+    body = json.dumps(make_message(message_id="via-nginx")).encode()
+    status, headers, payload = post_from_client(
+        proxy.port, body, {"X-Signature": sign(SECRET, body), "X-Forwarded-For": "198.51.100.66"}
+    )
+    assert status == 200 and json.loads(payload) == {"status": "ok"}
+    request_id = headers["x-request-id"]
+    assert request_id
+
+    messages = request(proxy.port, "GET", "/messages").json()
+    assert [m["message_id"] for m in messages["data"]] == ["via-nginx"]
+
+    [app_line] = app_request_lines(app)
+    assert app_line["request_id"] == request_id
+    # The real client, not the address it claimed in X-Forwarded-For, nor nginx's.
+    assert app_line["client"] == CLIENT_ADDRESS
+    [nginx_line] = [line for line in proxy.access_lines() if line["path"] == "/webhook"]
+    assert nginx_line["request_id"] == request_id
+    assert nginx_line["client"] == CLIENT_ADDRESS
+    assert nginx_line["status"] == 200
+
+
+def test_a_sane_caller_request_id_is_kept_through_nginx(stack):
+    app, proxy = stack
+    response = signed_post(proxy.port, make_message(message_id="rid"), SECRET, headers={"X-Request-ID": "caller-7"})
+    assert response.status == 200
+    assert response.headers["x-request-id"] == "caller-7"
+    assert app_request_lines(app)[0]["request_id"] == "caller-7"
+    bad = signed_post(proxy.port, make_message(message_id="rid2"), SECRET, headers={"X-Request-ID": "bad id!"})
+    assert bad.headers["x-request-id"] != "bad id!"
+    assert app_request_lines(app)[1]["request_id"] == bad.headers["x-request-id"]
+
+
+def test_oversized_body_gets_nginx_json_413_and_never_reaches_the_app(stack):
+    app, proxy = stack
+    body = json.dumps(make_message(message_id="huge", text="x" * 70_000)).encode()
+    response = request(proxy.port, "POST", "/webhook", body, {"X-Signature": sign(SECRET, body)})
+    assert response.status == 413
+    assert response.headers["content-type"].startswith("application/json")
+    assert "detail" in response.json()
+    assert app_request_lines(app) == []
+    assert request(proxy.port, "GET", "/messages").json()["total"] == 0
+
+
+def test_with_gunicorn_stopped_nginx_answers_json_502(stack):
+    app, proxy = stack
+    assert request(proxy.port, "GET", "/health/live").status == 200
+    app.stop()
+    response = request(proxy.port, "GET", "/stats")
+    assert response.status == 502
+    assert response.headers["content-type"].startswith("application/json")
+    assert "detail" in response.json()
+    assert "<html" not in response.body.decode().lower()
