@@ -72,6 +72,18 @@ def wait_until(check, timeout: float = START_TIMEOUT_SECONDS, interval: float = 
         time.sleep(interval)
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float) -> int | None:
+    """SIGTERM a server started in its own session, then SIGKILL its group if it lingers."""
+    if process is None or process.poll() is not None:
+        return None if process is None else process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=10)
+
+
 @dataclass
 class Gunicorn:
     """gunicorn serving wsgi:app with the project's gunicorn.conf.py, as in production."""
@@ -122,16 +134,16 @@ class Gunicorn:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in children.read_text().split()]
 
+    def kill_workers(self) -> None:
+        """SIGKILL every worker, as a crash would, and wait until the master's new ones serve."""
+        for pid in self.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        if not wait_until(lambda: request(self.port, "GET", "/health/live", timeout=2).status == 200):
+            raise RuntimeError(f"gunicorn did not recover from killed workers:\n{self.output()}")
+
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM, then SIGKILL to the whole process group if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait(timeout=10)
+        return stop_process(self.process, timeout)
 
     def output(self) -> str:
         """Everything the server printed so far."""
@@ -202,14 +214,7 @@ class Nginx:
 
     def stop(self) -> None:
         """Fast shutdown (SIGTERM), then SIGKILL to its process group if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process(self.process, timeout=10)
 
     def access_lines(self) -> list[dict]:
         """nginx's JSON access log, parsed."""

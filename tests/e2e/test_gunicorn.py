@@ -1,8 +1,6 @@
 """The service as deployed: real gunicorn, several worker processes, a real SQLite file."""
 
 import json
-import os
-import signal
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +10,7 @@ import pytest
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, request, signed_post, wait_until
+from tests.e2e.server import Gunicorn, request, signed_post
 
 pytestmark = pytest.mark.e2e
 
@@ -71,9 +69,7 @@ def test_acknowledged_messages_survive_killed_workers(gunicorn_server, server_en
     port = gunicorn_server.port
     for number in range(20):
         assert signed_post(port, make_message(message_id=f"k{number}"), SECRET).status == 200
-    for pid in gunicorn_server.worker_pids():
-        os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: request(port, "GET", "/health/ready", timeout=2).status == 200)
+    gunicorn_server.kill_workers()
     assert request(port, "GET", "/messages?limit=100").json()["total"] == 20
     assert len(stored_ids(server_env)) == 20
 
