@@ -26,7 +26,6 @@ function init(args)
     }, lines[2 * i + 2])
   end
   position = 0
-  statuses = {}
 end
 
 function request()
@@ -35,10 +34,6 @@ function request()
     error("ran out of unique messages; generate more")
   end
   return requests_list[position]
-end
-
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
 end
 
 function done(summary, latency, requests)

@@ -80,13 +80,14 @@ class GroupCommit(Generic[Item, Result]):
         return pending.result
 
     def _lead(self) -> None:
-        with self._lock:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: len(batch)]
+        batch: list[_Pending[Item, Result]] = []
         try:
-            self._commit(batch)
+            batch = self._commit_queued()
         finally:
             with self._lock:
+                if not batch:
+                    # Failed before taking a batch: everything queued shares that failure.
+                    batch = self._take_batch()
                 successor = self._queue[0] if self._queue else None
                 if successor is not None:
                     successor.leads = True
@@ -97,29 +98,48 @@ class GroupCommit(Generic[Item, Result]):
             if successor is not None:
                 successor.wake.set()
 
+    def _take_batch(self) -> list[_Pending[Item, Result]]:
+        batch = self._queue[: self._max_batch]
+        del self._queue[: len(batch)]
+        return batch
+
+    def _commit_queued(self) -> list[_Pending[Item, Result]]:
+        # The batch is taken only once the transaction has begun, that is once this process
+        # has its turn to write: callers that arrive while it waits join this commit.
+        batch: list[_Pending[Item, Result]] = []
+        try:
+            with self._transaction() as conn:
+                with self._lock:
+                    batch = self._take_batch()
+                results = self._write(conn, [pending.item for pending in batch])
+        except BaseException as error:  # noqa: BLE001 - every waiting caller must learn the outcome
+            if not batch:
+                with self._lock:
+                    batch = self._take_batch()
+            self._handle_failure(batch, error)
+            return batch
+        for pending, result in zip(batch, results, strict=True):
+            pending.result = result
+        return batch
+
     def _commit(self, batch: list[_Pending[Item, Result]]) -> None:
         try:
-            results = self._write_all(batch)
-        except OperationalError as error:
-            # The database itself is unavailable (locked, full, unreadable): all fail alike.
-            for pending in batch:
-                pending.error = error
+            with self._transaction() as conn:
+                results = self._write(conn, [pending.item for pending in batch])
+        except BaseException as error:  # noqa: BLE001 - every waiting caller must learn the outcome
+            self._handle_failure(batch, error)
             return
-        except SQLAlchemyError as error:
-            if len(batch) == 1:
-                batch[0].error = error
-                return
+        for pending, result in zip(batch, results, strict=True):
+            pending.result = result
+
+    def _handle_failure(self, batch: list[_Pending[Item, Result]], error: BaseException) -> None:
+        if isinstance(error, SQLAlchemyError) and not isinstance(error, OperationalError) and len(batch) > 1:
             # One item may be at fault: give each its own transaction and its own outcome.
             for pending in batch:
                 self._commit([pending])
             return
-        except BaseException as error:
-            for pending in batch:
-                pending.error = error
-            raise
-        for pending, result in zip(batch, results, strict=True):
-            pending.result = result
-
-    def _write_all(self, batch: list[_Pending[Item, Result]]) -> list[Result]:
-        with self._transaction() as conn:
-            return self._write(conn, [pending.item for pending in batch])
+        # The database itself is unavailable (locked, full, unreadable): all fail alike.
+        for pending in batch:
+            pending.error = error
+        if not isinstance(error, Exception):
+            raise error
