@@ -1,4 +1,5 @@
 import threading
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -72,23 +73,34 @@ def test_a_failed_transaction_fails_every_caller_in_it():
         writer.submit(99)
 
 
-def test_one_bad_item_does_not_fail_the_others_in_its_batch():
-    committed = []
+@pytest.mark.parametrize(
+    "failure", [IntegrityError("INSERT", {}, Exception("constraint")), UnicodeEncodeError("utf-8", "", 0, 1, "x")]
+)
+def test_one_bad_item_does_not_fail_the_others_in_its_batch(failure):
+    committed, batch_sizes = [], []
+    writer = None
 
     @contextmanager
     def transaction():
+        # The first transaction waits until all twelve callers are queued: one batch of 12.
+        if not batch_sizes:
+            deadline = time.monotonic() + 5
+            while len(writer._queue) < 12 and time.monotonic() < deadline:
+                time.sleep(0.001)
         pending = []
         yield pending
         committed.extend(pending)
 
     def write(pending, items):
+        batch_sizes.append(len(items))
         if "bad" in items:
-            raise IntegrityError("INSERT", {}, Exception("constraint"))
+            raise failure
         pending.extend(items)
         return [True] * len(items)
 
     writer = GroupCommit(transaction, write)
     results = run_concurrently(12, lambda i: writer.submit("bad" if i == 5 else f"ok{i}"))
-    assert isinstance(results[5], IntegrityError)
+    assert batch_sizes[0] == 12
+    assert results[5] is failure
     assert [r for i, r in enumerate(results) if i != 5] == [True] * 11
     assert sorted(committed) == sorted(f"ok{i}" for i in range(12) if i != 5)

@@ -239,3 +239,11 @@ def test_database_failure_is_503_and_acknowledges_nothing(signed_post, settings,
     # The sender's retry then succeeds.
     assert signed_post(make_message()).status_code == 200
     assert len(stored_messages()) == 1
+
+
+@pytest.mark.parametrize("field", ["message_id", "text"])
+def test_lone_surrogates_are_rejected_not_stored(signed_post, stored_messages, field):
+    body = json.dumps(make_message()).replace('"m1"' if field == "message_id" else '"Hello"', '"a\\ud800b"')
+    errors = field_errors(signed_post(body=body.encode()))
+    assert errors[("body", field)]["type"] == "value_error"
+    assert stored_messages() == []

@@ -29,6 +29,7 @@ QUERY_INTEGER_PATTERN = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
 FIELD_REQUIRED = "Field required"
 NOT_A_STRING = "Input should be a valid string"
 BLANK_STRING = "Value error, must contain at least one non-space character"
+NOT_UNICODE = "Value error, must be valid Unicode text (no lone surrogates)"
 NOT_E164 = "Value error, must be E.164: '+' then 1 to 15 digits"
 NOT_A_TIMESTAMP = "Value error, must be UTC ISO-8601 YYYY-MM-DDTHH:MM:SS[.fraction]Z with a real date"
 TEXT_TOO_LONG = f"String should have at most {MAX_TEXT_CHARS} characters"
@@ -57,6 +58,14 @@ _STRING_ERRORS = {"required": FIELD_REQUIRED, "null": NOT_A_STRING, "invalid": N
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError(BLANK_STRING)
+
+
+def _unicode_text(value: str) -> None:
+    # JSON can escape lone surrogates ("\ud800"), which are not text and cannot be stored.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(NOT_UNICODE) from None
 
 
 def _e164(value: str) -> None:
@@ -104,14 +113,14 @@ class WebhookMessageSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    message_id = fields.String(required=True, validate=_not_blank, error_messages=_STRING_ERRORS)
+    message_id = fields.String(required=True, validate=[_not_blank, _unicode_text], error_messages=_STRING_ERRORS)
     from_ = fields.String(data_key="from", required=True, validate=_e164, error_messages=_STRING_ERRORS)
     to = fields.String(required=True, validate=_e164, error_messages=_STRING_ERRORS)
     ts = fields.String(required=True, validate=_timestamp, error_messages=_STRING_ERRORS)
     text = fields.String(
         load_default=None,
         allow_none=True,
-        validate=_max_chars(MAX_TEXT_CHARS, TEXT_TOO_LONG),
+        validate=[_max_chars(MAX_TEXT_CHARS, TEXT_TOO_LONG), _unicode_text],
         error_messages=_STRING_ERRORS,
     )
 

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -133,7 +133,7 @@ class GroupCommit(Generic[Item, Result]):
             pending.result = result
 
     def _handle_failure(self, batch: list[_Pending[Item, Result]], error: BaseException) -> None:
-        if isinstance(error, SQLAlchemyError) and not isinstance(error, OperationalError) and len(batch) > 1:
+        if isinstance(error, Exception) and not isinstance(error, OperationalError) and len(batch) > 1:
             # One item may be at fault: give each its own transaction and its own outcome.
             for pending in batch:
                 self._commit([pending])
