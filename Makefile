@@ -35,7 +35,7 @@ run: install .env
 	  exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
 migrate: install
-	$(BIN)/python -m webhook_service.storage.migrations
+	$(BIN)/python -m webhook_service.migrate
 
 test: install-dev
 	$(BIN)/python -m pytest

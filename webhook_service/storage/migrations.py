@@ -76,15 +76,3 @@ def _run_alembic(database_url: str, alembic_command, revision: str) -> None:
                 alembic_command(config, revision)
     finally:
         engine.dispose()
-
-
-if __name__ == "__main__":
-    import sys
-
-    from webhook_service.config import ConfigError, Settings
-
-    try:
-        url = Settings.from_env().database_url
-    except ConfigError as error:
-        sys.exit(f"invalid configuration: {error}")
-    print(f"database at schema revision {upgrade_to_head(url)}")
