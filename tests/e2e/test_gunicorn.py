@@ -1,5 +1,6 @@
 """The service as deployed: real gunicorn, several worker processes, a real SQLite file."""
 
+import http.client
 import json
 import sqlite3
 import threading
@@ -11,6 +12,7 @@ import pytest
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
 from tests.e2e.server import Gunicorn, request, signed_post
+from webhook_service.signatures import sign
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +120,25 @@ def test_unwritable_database_fails_at_start_without_a_traceback(tmp_path, server
         server.stop()
     assert "Traceback" not in server.output()
     assert any("database migration failed" in line for line in server.log_lines())
+
+
+def chunked_post(port: int, body: bytes, headers: dict) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        pieces = (body[start : start + 4096] for start in range(0, len(body), 4096))
+        conn.request("POST", "/webhook", body=pieces, headers=headers, encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_are_limited_too(gunicorn_server, server_env):
+    port = gunicorn_server.port
+    large = json.dumps(make_message(message_id="chunked-large", text="x" * 70_000)).encode()
+    status, body = chunked_post(port, large, {"X-Signature": sign(SECRET, large)})
+    assert status == 413 and "detail" in json.loads(body)
+    small = json.dumps(make_message(message_id="chunked-small")).encode()
+    status, _ = chunked_post(port, small, {"X-Signature": sign(SECRET, small)})
+    assert status == 200
+    assert stored_ids(server_env) == ["chunked-small"]

@@ -24,11 +24,30 @@ SIGNATURE_HEADER = "X-Signature"
 ACCEPTED_BODY = json.dumps({"status": "ok"}, separators=(",", ":")) + "\n"
 
 
+def read_body(limit: int) -> bytes:
+    """The raw body, refused with 413 past `limit` bytes without reading further.
+
+    A declared Content-Length is checked before reading. A chunked body has none; behind
+    gunicorn werkzeug's own limit lets it through silently truncated, so it is read from
+    the server's stream to at most limit + 1 bytes.
+    """
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge(f"request body exceeds {limit} bytes")
+        return request.stream.read()
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""
+    body = request.input_stream.read(limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"request body exceeds {limit} bytes")
+    return body
+
+
 @bp.post("/webhook")
 def receive_webhook():
     """Store a signed message once; 200 for new and duplicate deliveries alike."""
     try:
-        body = request.get_data(cache=False)
+        body = read_body(current_settings().max_body_bytes)
     except RequestEntityTooLarge:
         record_webhook("payload_too_large")
         raise
