@@ -3,6 +3,7 @@
 Everything here can be overridden on the command line (`--bind`, `--workers`, ...).
 """
 
+import logging
 import os
 import shutil
 import sys
@@ -37,6 +38,8 @@ control_socket_disable = True
 accesslog = None
 logger_class = "webhook_service.observability.gunicorn_logger.ApplicationLogsRequests"
 logconfig_dict = logging_config(_settings.log_level if _settings else "INFO")
+# Python warnings in the master and the workers become JSON lines like everything else.
+logging.captureWarnings(True)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Request line and header limits: part of the service's bounds on client input.
 limit_request_line = 8190

@@ -120,3 +120,17 @@ def test_log_level_is_honoured(make_app, database_url, log_lines):
     client.post("/webhook", data=b"{}")
     lines = request_lines(log_lines())
     assert [line["status"] for line in lines] == [401]
+
+
+def test_python_warnings_become_json_lines(make_app, settings, log_lines):
+    import warnings
+
+    with warnings.catch_warnings():
+        # pytest installs its own warning recorder for each test; start from plain Python.
+        logging.captureWarnings(False)
+        make_app(settings)
+        warnings.simplefilter("always")
+        warnings.warn("something deprecated", DeprecationWarning, stacklevel=1)
+        logging.captureWarnings(False)
+    [line] = [entry for entry in log_lines() if "something deprecated" in entry["event"]]
+    assert line["level"] == "WARNING"
