@@ -3,7 +3,7 @@ set by gunicorn.conf.py), so every scrape sums all workers whichever one answers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -34,13 +34,29 @@ class ServiceMetrics:
     webhook_requests: Counter
     request_duration_seconds: Histogram
     request_latency_ms: Histogram
+    _child_cache: dict = field(default_factory=dict)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency under bounded labels."""
         method_label = method if method in KNOWN_METHODS else OTHER_METHOD
-        self.http_requests.labels(method_label, path, str(status)).inc()
-        self.request_duration_seconds.labels(method_label, path).observe(seconds)
-        self.request_latency_ms.labels(method_label, path).observe(seconds * 1000.0)
+        counter, seconds_histogram, milliseconds_histogram = self._children(method_label, path, status)
+        counter.inc()
+        seconds_histogram.observe(seconds)
+        milliseconds_histogram.observe(seconds * 1000.0)
+
+    def _children(self, method: str, path: str, status: int) -> tuple:
+        # labels() takes a lock and builds a key on every call; the label sets are bounded,
+        # so each one's children are looked up once.
+        key = (method, path, status)
+        children = self._child_cache.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, path, str(status)),
+                self.request_duration_seconds.labels(method, path),
+                self.request_latency_ms.labels(method, path),
+            )
+            self._child_cache[key] = children
+        return children
 
     def count_webhook(self, result: str) -> None:
         """Count one POST /webhook outcome."""
