@@ -247,3 +247,17 @@ def test_lone_surrogates_are_rejected_not_stored(signed_post, stored_messages, f
     errors = field_errors(signed_post(body=body.encode()))
     assert errors[("body", field)]["type"] == "value_error"
     assert stored_messages() == []
+
+
+def test_database_folder_unusable_is_503_for_every_endpoint(make_app, tmp_path):
+    # The database's folder is a file: neither the database nor its lock file can be opened.
+    (tmp_path / "not-a-folder").write_text("x")
+    url = f"sqlite:///{tmp_path / 'not-a-folder' / 'messages.db'}"
+    client = make_app(Settings(webhook_secret=SECRET, database_url=url)).test_client()
+    body = json.dumps(make_message()).encode()
+    response = client.post("/webhook", data=body, headers={"X-Signature": sign(SECRET, body)})
+    assert response.status_code == 503 and "detail" in response.get_json()
+    for path in ("/messages", "/stats", "/health/ready"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert "Traceback" not in response.get_data(as_text=True)

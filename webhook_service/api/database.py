@@ -21,12 +21,12 @@ def read_transaction() -> Iterator[Connection]:
     try:
         with current_database().read_transaction() as conn:
             yield conn
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         logger.error("database read failed", error=describe_database_error(exc))
         raise ServiceUnavailable("database unavailable; retry later") from None
 
 
-def describe_database_error(exc: SQLAlchemyError) -> str:
+def describe_database_error(exc: SQLAlchemyError | OSError) -> str:
     """The driver's reason, without the statement or its parameters."""
     cause = getattr(exc, "orig", None) or exc
     return f"{type(cause).__name__}: {cause}" if cause is not exc else type(exc).__name__

@@ -31,8 +31,7 @@ def ready():
         if revision != expected_schema_revision():
             checks["schema"] = f"at {revision or 'no revision'}, expected {expected_schema_revision()}"
     except (SQLAlchemyError, OSError) as exc:
-        reason = describe_database_error(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__
-        logger.warning("readiness: database unavailable", error=reason)
+        logger.warning("readiness: database unavailable", error=describe_database_error(exc))
         checks["database"] = "unavailable"
         checks["schema"] = "unknown"
     failing = [name for name, state in checks.items() if state != "ok"]

@@ -69,7 +69,8 @@ def receive_webhook():
 
     try:
         inserted = current_message_writer().submit(message)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
+        # OSError: the database's folder or its writer lock file cannot be opened.
         record_webhook("db_error", message.message_id)
         logger.error("message not stored", error=describe_database_error(exc))
         raise ServiceUnavailable("database unavailable; retry later") from None

@@ -143,8 +143,11 @@ class Database:
             yield conn
 
     def dispose(self) -> None:
-        """Close every pooled connection of this process."""
+        """Close every pooled connection of this process, and the writer lock file."""
         with self._lock:
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
+            if self._lock_fd is not None and self._lock_fd_pid == os.getpid():
+                os.close(self._lock_fd)
+            self._lock_fd = None
