@@ -103,7 +103,8 @@ def test_bad_settings_fail_at_start_with_one_clear_line(tmp_path, server_env, en
     finally:
         server.stop()
     lines = server.log_lines()
-    errors = [json.loads(line) for line in lines if '"ERROR"' in line]
+    parsed = [json.loads(line) for line in lines]  # every line, not only the error, is JSON
+    errors = [entry for entry in parsed if entry["level"] == "ERROR"]
     assert len(errors) == 1, lines
     assert named in errors[0]["event"]
     assert "Traceback" not in server.output()
