@@ -24,10 +24,10 @@ def run_concurrently(count: int, action) -> list:
         barrier.wait(timeout=10)
         try:
             results[index] = action(index)
-        except Exception as error:  # noqa: BLE001 - the caller asserts on what was raised
+        except BaseException as error:  # noqa: BLE001 - the caller asserts on what was raised
             results[index] = error
 
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    threads = [threading.Thread(target=run, args=(index,), daemon=True) for index in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -104,3 +104,33 @@ def test_one_bad_item_does_not_fail_the_others_in_its_batch(failure):
     assert results[5] is failure
     assert [r for i, r in enumerate(results) if i != 5] == [True] * 11
     assert sorted(committed) == sorted(f"ok{i}" for i in range(12) if i != 5)
+
+
+class Interrupted(BaseException):
+    """Like KeyboardInterrupt or a worker's SystemExit: not an Exception."""
+
+
+def test_an_interrupted_batch_acknowledges_none_of_its_callers():
+    writer = None
+    calls = []
+
+    @contextmanager
+    def transaction():
+        if not calls:
+            deadline = time.monotonic() + 5
+            while len(writer._queue) < 6 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        yield None
+
+    def write(conn, items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise Interrupted()
+        return [True] * len(items)
+
+    writer = GroupCommit(transaction, write)
+    results = run_concurrently(6, lambda i: writer.submit(i))
+    assert calls[0] == 6
+    assert all(isinstance(result, Interrupted) for result in results), results
+    # Nothing is left waiting or stuck: the next write goes through.
+    assert writer.submit(99) is True

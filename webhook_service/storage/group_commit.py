@@ -23,6 +23,7 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 DEFAULT_MAX_BATCH = 64
+_UNSET = object()
 
 
 class _Pending(Generic[Item, Result]):
@@ -32,7 +33,7 @@ class _Pending(Generic[Item, Result]):
         self.item = item
         self.wake = threading.Event()
         self.leads = False
-        self.result: Result | None = None
+        self.result: Result | object = _UNSET
         self.error: BaseException | None = None
 
 
@@ -77,17 +78,16 @@ class GroupCommit(Generic[Item, Result]):
             self._lead()
         if pending.error is not None:
             raise pending.error
+        if pending.result is _UNSET:
+            raise RuntimeError("the write was neither committed nor failed")
         return pending.result
 
     def _lead(self) -> None:
         batch: list[_Pending[Item, Result]] = []
         try:
-            batch = self._commit_queued()
+            self._commit_queued(batch)
         finally:
             with self._lock:
-                if not batch:
-                    # Failed before taking a batch: everything queued shares that failure.
-                    batch = self._take_batch()
                 successor = self._queue[0] if self._queue else None
                 if successor is not None:
                     successor.leads = True
@@ -103,24 +103,25 @@ class GroupCommit(Generic[Item, Result]):
         del self._queue[: len(batch)]
         return batch
 
-    def _commit_queued(self) -> list[_Pending[Item, Result]]:
+    def _commit_queued(self, batch: list[_Pending[Item, Result]]) -> None:
         # The batch is taken only once the transaction has begun, that is once this process
         # has its turn to write: callers that arrive while it waits join this commit.
-        batch: list[_Pending[Item, Result]] = []
+        # `batch` is filled in place so that the leader wakes exactly these callers, even
+        # when this raises.
         try:
             with self._transaction() as conn:
                 with self._lock:
-                    batch = self._take_batch()
+                    batch.extend(self._take_batch())
                 results = self._write(conn, [pending.item for pending in batch])
         except BaseException as error:  # noqa: BLE001 - every waiting caller must learn the outcome
             if not batch:
+                # Failed before taking a batch: everything queued shares that failure.
                 with self._lock:
-                    batch = self._take_batch()
+                    batch.extend(self._take_batch())
             self._handle_failure(batch, error)
-            return batch
+            return
         for pending, result in zip(batch, results, strict=True):
             pending.result = result
-        return batch
 
     def _commit(self, batch: list[_Pending[Item, Result]]) -> None:
         try:
