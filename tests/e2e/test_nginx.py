@@ -104,3 +104,13 @@ def test_with_gunicorn_stopped_nginx_answers_json_502(stack):
     assert response.headers["content-type"].startswith("application/json")
     assert "detail" in response.json()
     assert "<html" not in response.body.decode().lower()
+
+
+def test_requests_nginx_cannot_parse_get_json_errors(stack):
+    _, proxy = stack
+    too_long_uri = request(proxy.port, "GET", "/" + "a" * 9000)
+    too_large_header = request(proxy.port, "GET", "/stats", headers={"X-Big": "b" * 40_000})
+    for response in (too_long_uri, too_large_header):
+        assert response.status in (400, 414)
+        assert response.headers["content-type"].startswith("application/json")
+        assert "detail" in response.json()
