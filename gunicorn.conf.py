@@ -16,6 +16,7 @@ os.environ.setdefault(
 )
 
 from webhook_service.config import ConfigError, ServerSettings, Settings
+from webhook_service.observability.gunicorn import answer_protocol_errors_as_json
 from webhook_service.observability.logging import logging_config
 
 try:
@@ -36,10 +37,12 @@ timeout = 30
 graceful_timeout = 20
 control_socket_disable = True
 accesslog = None
-logger_class = "webhook_service.observability.gunicorn_logger.ApplicationLogsRequests"
+logger_class = "webhook_service.observability.gunicorn.ApplicationLogsRequests"
 logconfig_dict = logging_config(_settings.log_level if _settings else "INFO")
 # Python warnings in the master and the workers become JSON lines like everything else.
 logging.captureWarnings(True)
+# Requests gunicorn cannot parse get the service's JSON error shape, not an HTML page.
+answer_protocol_errors_as_json()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Request line and header limits: part of the service's bounds on client input.
 limit_request_line = 8190

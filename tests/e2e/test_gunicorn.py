@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import socket
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -143,3 +144,23 @@ def test_chunked_bodies_are_limited_too(gunicorn_server, server_env):
     status, _ = chunked_post(port, small, {"X-Signature": sign(SECRET, small)})
     assert status == 200
     assert stored_ids(server_env) == ["chunked-small"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NOT A REQUEST\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+)
+def test_requests_gunicorn_cannot_parse_get_json_errors(gunicorn_server, raw):
+    with socket.create_connection(("127.0.0.1", gunicorn_server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] in (b"400", b"414", b"431")
+    assert b"Content-Type: application/json" in head
+    assert "detail" in json.loads(body)
