@@ -59,15 +59,12 @@ def on_starting(server):
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
 
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from webhook_service.storage.migrations import upgrade_to_head
+    from webhook_service.migrate import MigrationFailed, migrate
 
     try:
-        revision = upgrade_to_head(_settings.database_url)
-    except (SQLAlchemyError, OSError) as error:
-        reason = getattr(error, "orig", None) or error
-        server.log.error("database migration failed: %s: %s", type(reason).__name__, reason)
+        revision = migrate(_settings.database_url)
+    except MigrationFailed as error:
+        server.log.error("%s", error)
         sys.exit(1)
     server.log.info("database at schema revision %s", revision)
     if _settings.webhook_secret is None:

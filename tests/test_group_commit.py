@@ -35,6 +35,13 @@ def run_concurrently(count: int, action) -> list:
     return results
 
 
+def wait_until_queued(writer: GroupCommit, count: int) -> None:
+    """Hold the first transaction until `count` callers wait, so that they form one batch."""
+    deadline = time.monotonic() + 5
+    while len(writer._queue) < count and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def test_concurrent_writes_are_all_committed_with_their_own_results(database_url, stored_messages):
     database = Database(database_url)
     writer = GroupCommit(database.write_transaction, insert_messages_if_new)
@@ -84,9 +91,7 @@ def test_one_bad_item_does_not_fail_the_others_in_its_batch(failure):
     def transaction():
         # The first transaction waits until all twelve callers are queued: one batch of 12.
         if not batch_sizes:
-            deadline = time.monotonic() + 5
-            while len(writer._queue) < 12 and time.monotonic() < deadline:
-                time.sleep(0.001)
+            wait_until_queued(writer, 12)
         pending = []
         yield pending
         committed.extend(pending)
@@ -117,9 +122,7 @@ def test_an_interrupted_batch_acknowledges_none_of_its_callers():
     @contextmanager
     def transaction():
         if not calls:
-            deadline = time.monotonic() + 5
-            while len(writer._queue) < 6 and time.monotonic() < deadline:
-                time.sleep(0.001)
+            wait_until_queued(writer, 6)
         yield None
 
     def write(conn, items):

@@ -1,5 +1,7 @@
-"""`python -m webhook_service.migrate`: bring the database named by DATABASE_URL to the newest
-migration (`make migrate`). The server does the same at start, in the gunicorn master."""
+"""Bringing the database to the newest migration: `python -m webhook_service.migrate`
+(`make migrate`), and the server at start, once, in the gunicorn master."""
+
+from __future__ import annotations
 
 import sys
 
@@ -9,16 +11,27 @@ from webhook_service.config import ConfigError, Settings
 from webhook_service.storage.migrations import upgrade_to_head
 
 
+class MigrationFailed(RuntimeError):
+    """The database could not be reached or migrated; the message says why, in one line."""
+
+
+def migrate(database_url: str) -> str:
+    """Upgrade to the newest revision and return it; raises MigrationFailed."""
+    try:
+        return upgrade_to_head(database_url)
+    except (SQLAlchemyError, OSError) as error:
+        reason = getattr(error, "orig", None) or error
+        raise MigrationFailed(f"database migration failed: {type(reason).__name__}: {reason}") from None
+
+
 def main() -> int:
     try:
-        url = Settings.from_env().database_url
-        revision = upgrade_to_head(url)
+        revision = migrate(Settings.from_env().database_url)
     except ConfigError as error:
         print(f"invalid configuration: {error}", file=sys.stderr)
         return 1
-    except (SQLAlchemyError, OSError) as error:
-        reason = getattr(error, "orig", None) or error
-        print(f"database migration failed: {type(reason).__name__}: {reason}", file=sys.stderr)
+    except MigrationFailed as error:
+        print(error, file=sys.stderr)
         return 1
     print(f"database at schema revision {revision}")
     return 0
