@@ -46,12 +46,13 @@ def read_body(limit: int) -> bytes:
 @bp.post("/webhook")
 def receive_webhook():
     """Store a signed message once; 200 for new and duplicate deliveries alike."""
+    settings = current_settings()
     try:
-        body = read_body(current_settings().max_body_bytes)
+        body = read_body(settings.max_body_bytes)
     except RequestEntityTooLarge:
         record_webhook("payload_too_large")
         raise
-    secret = current_settings().webhook_secret
+    secret = settings.webhook_secret
     if secret is None:
         record_webhook("not_configured")
         raise ServiceUnavailable("webhook secret is not configured")

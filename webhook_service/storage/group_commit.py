@@ -63,7 +63,8 @@ class GroupCommit(Generic[Item, Result]):
     def submit(self, item: Item) -> Result:
         """Write `item` and return what `write` returned, once its transaction is committed.
 
-        Raises the SQLAlchemyError that failed the transaction; nothing of it was committed.
+        Raises what failed its transaction (a SQLAlchemyError when the database fails);
+        nothing of that transaction was committed.
         """
         if self._pid != os.getpid():
             self._reset()
@@ -85,7 +86,7 @@ class GroupCommit(Generic[Item, Result]):
     def _lead(self) -> None:
         batch: list[_Pending[Item, Result]] = []
         try:
-            self._commit_queued(batch)
+            self._commit(batch, take_queued=True)
         finally:
             with self._lock:
                 successor = self._queue[0] if self._queue else None
@@ -103,31 +104,22 @@ class GroupCommit(Generic[Item, Result]):
         del self._queue[: len(batch)]
         return batch
 
-    def _commit_queued(self, batch: list[_Pending[Item, Result]]) -> None:
-        # The batch is taken only once the transaction has begun, that is once this process
-        # has its turn to write: callers that arrive while it waits join this commit.
-        # `batch` is filled in place so that the leader wakes exactly these callers, even
-        # when this raises.
+    def _commit(self, batch: list[_Pending[Item, Result]], take_queued: bool = False) -> None:
+        # With `take_queued`, the batch is taken only once the transaction has begun, that is
+        # once this process has its turn to write: callers that arrive while it waits join
+        # this commit. `batch` is filled in place so that the leader wakes exactly these
+        # callers, even when this raises.
         try:
             with self._transaction() as conn:
-                with self._lock:
-                    batch.extend(self._take_batch())
+                if take_queued:
+                    with self._lock:
+                        batch.extend(self._take_batch())
                 results = self._write(conn, [pending.item for pending in batch])
         except BaseException as error:  # noqa: BLE001 - every waiting caller must learn the outcome
-            if not batch:
+            if take_queued and not batch:
                 # Failed before taking a batch: everything queued shares that failure.
                 with self._lock:
                     batch.extend(self._take_batch())
-            self._handle_failure(batch, error)
-            return
-        for pending, result in zip(batch, results, strict=True):
-            pending.result = result
-
-    def _commit(self, batch: list[_Pending[Item, Result]]) -> None:
-        try:
-            with self._transaction() as conn:
-                results = self._write(conn, [pending.item for pending in batch])
-        except BaseException as error:  # noqa: BLE001 - every waiting caller must learn the outcome
             self._handle_failure(batch, error)
             return
         for pending, result in zip(batch, results, strict=True):

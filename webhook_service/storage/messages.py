@@ -123,11 +123,6 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     return results
 
 
-def insert_message_if_new(conn: Connection, message: NewMessage) -> bool:
-    """Insert one message unless its message_id is stored already; True if it was inserted."""
-    return insert_messages_if_new(conn, [message])[0]
-
-
 def _filter_conditions(conn: Connection, message_filter: MessageFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if message_filter.sender is not None:
