@@ -67,8 +67,12 @@ def on_starting(server):
         server.log.error("%s", error)
         sys.exit(1)
     server.log.info("database at schema revision %s", revision)
-    if _settings.webhook_secret is None:
-        server.log.warning("WEBHOOK_SECRET is not set: POST /webhook answers 503 until it is")
+    if not (_settings.webhook_secrets or _settings.public_keys):
+        server.log.warning(
+            "neither WEBHOOK_SECRET nor WEBHOOK_PUBLIC_KEYS is set: POST /webhook answers 503 until one is"
+        )
+    if not _settings.api_tokens:
+        server.log.warning("API_TOKENS is not set: GET /messages and GET /stats are open to anyone who can connect")
 
 
 def child_exit(server, worker):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.server import Gunicorn, free_port, request
-from webhook_service.signatures import sign
+from webhook_service.signatures import sign_legacy
 
 SECRET = "bench-secret"
 # wrk sends as fast as the server answers; generate more messages than it can send.
@@ -53,7 +53,7 @@ def write_signed_messages(path: Path, count: int, prefix: str = "bench") -> None
                 },
                 separators=(",", ":"),
             ).encode()
-            out.write(sign(SECRET, body) + "\n" + body.decode() + "\n")
+            out.write(sign_legacy(SECRET, body) + "\n" + body.decode() + "\n")
 
 
 def run_wrk(port: int, messages: Path, seconds: int, connections: int, threads: int) -> dict:

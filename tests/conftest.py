@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from webhook_service import create_app
 from webhook_service.config import Settings
 from webhook_service.context import DATABASE_KEY
-from webhook_service.signatures import sign
+from webhook_service.observability.logging import json_formatter
+from webhook_service.signatures import sign_legacy
 from webhook_service.storage.migrations import upgrade_to_head
 
 SECRET = "test-secret"
@@ -45,7 +49,7 @@ def database_url(tmp_path) -> str:
 
 @pytest.fixture
 def settings(database_url) -> Settings:
-    return Settings(webhook_secret=SECRET, database_url=database_url)
+    return Settings(webhook_secrets=(SECRET,), database_url=database_url)
 
 
 @pytest.fixture
@@ -80,7 +84,7 @@ def signed_post(client):
 
     def post(payload=None, *, body: bytes | None = None, secret: str = SECRET, headers=None):
         raw = body if body is not None else json.dumps(payload).encode("utf-8")
-        all_headers = {"X-Signature": sign(secret, raw), "Content-Type": "application/json"}
+        all_headers = {"X-Signature": sign_legacy(secret, raw), "Content-Type": "application/json"}
         all_headers.update(headers or {})
         return client.post("/webhook", data=raw, headers=all_headers)
 
@@ -103,3 +107,39 @@ def stored_messages(settings):
 
     yield read
     engine.dispose()
+
+
+@pytest.fixture
+def log_lines():
+    """The JSON lines the service renders while the test runs, parsed."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+
+    def read() -> list[dict]:
+        return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+    read.raw = stream.getvalue
+    yield read
+    root.removeHandler(handler)
+
+
+def request_lines(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if line.get("event") == "request"]
+
+
+def samples(client) -> dict:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    values = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def value(values, name, **labels) -> float:
+    """One sample's value; a series that is not exported at all fails the test (KeyError)."""
+    return values[(name, tuple(sorted(labels.items())))]

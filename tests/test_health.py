@@ -17,7 +17,7 @@ def test_ready_when_database_migrated_and_secret_set(client):
 
 
 def test_not_ready_without_a_secret(make_app, database_url):
-    client = make_app(Settings(webhook_secret=None, database_url=database_url)).test_client()
+    client = make_app(Settings(webhook_secrets=(), database_url=database_url)).test_client()
     response = client.get("/health/ready")
     assert response.status_code == 503
     body = response.get_json()
@@ -30,7 +30,7 @@ def test_not_ready_without_a_secret(make_app, database_url):
 
 def test_not_ready_when_the_database_is_not_migrated(make_app, tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    client = make_app(Settings(webhook_secret="s", database_url=url)).test_client()
+    client = make_app(Settings(webhook_secrets=("s",), database_url=url)).test_client()
     response = client.get("/health/ready")
     assert response.status_code == 503
     checks = response.get_json()["checks"]
@@ -49,7 +49,7 @@ def test_not_ready_when_the_database_is_unreachable(make_app, tmp_path):
     # A directory where the database file should be: SQLite cannot open it.
     (tmp_path / "db-is-a-dir").mkdir()
     url = f"sqlite:///{tmp_path / 'db-is-a-dir'}"
-    client = make_app(Settings(webhook_secret="s", database_url=url)).test_client()
+    client = make_app(Settings(webhook_secrets=("s",), database_url=url)).test_client()
     response = client.get("/health/ready")
     assert response.status_code == 503
     body = response.get_json()
@@ -60,7 +60,7 @@ def test_not_ready_when_the_database_is_unreachable(make_app, tmp_path):
 def test_not_ready_when_the_file_is_not_a_database(make_app, tmp_path):
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not a database" * 100)
-    client = make_app(Settings(webhook_secret="s", database_url=f"sqlite:///{path}")).test_client()
+    client = make_app(Settings(webhook_secrets=("s",), database_url=f"sqlite:///{path}")).test_client()
     assert client.get("/health/ready").status_code == 503
     # The read endpoints answer 503 JSON too, not a stack trace.
     for url in ("/messages", "/stats"):
@@ -71,7 +71,7 @@ def test_not_ready_when_the_file_is_not_a_database(make_app, tmp_path):
 
 def test_missing_parent_folder_is_created(make_app, tmp_path):
     url = f"sqlite:///{tmp_path / 'a' / 'b' / 'messages.db'}"
-    client = make_app(Settings(webhook_secret="s", database_url=url)).test_client()
+    client = make_app(Settings(webhook_secrets=("s",), database_url=url)).test_client()
     client.get("/stats")
     assert (tmp_path / "a" / "b").is_dir()
     assert sqlite3.connect(tmp_path / "a" / "b" / "messages.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)

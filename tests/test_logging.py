@@ -1,35 +1,12 @@
-import io
 import json
 import logging
 
 import pytest
 from flask import Blueprint
 
-from tests.conftest import SECRET, make_message
+from tests.conftest import SECRET, make_message, request_lines
 from webhook_service.config import Settings
-from webhook_service.observability.logging import json_formatter
-from webhook_service.signatures import sign
-
-
-@pytest.fixture
-def log_lines():
-    """The JSON lines the service renders while the test runs, parsed."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-
-    def read() -> list[dict]:
-        return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
-
-    read.raw = stream.getvalue
-    yield read
-    root.removeHandler(handler)
-
-
-def request_lines(lines: list[dict]) -> list[dict]:
-    return [line for line in lines if line.get("event") == "request"]
+from webhook_service.signatures import sign_legacy
 
 
 def test_one_line_per_request_with_the_documented_fields(client, log_lines):
@@ -60,7 +37,7 @@ def test_webhook_lines_carry_message_id_dup_and_result(signed_post, client, log_
 def test_secret_signature_and_text_are_never_logged(signed_post, client, log_lines):
     text = "very private words"
     body = json.dumps(make_message(text=text)).encode()
-    signature = sign(SECRET, body)
+    signature = sign_legacy(SECRET, body)
     client.post("/webhook", data=body, headers={"X-Signature": signature})
     client.post("/webhook", data=body, headers={"X-Signature": signature[::-1]})
     signed_post(make_message(message_id="long", text="z" * 5000))
@@ -115,7 +92,7 @@ def test_unhandled_exception_is_one_json_error_line_with_traceback(make_app, set
 
 
 def test_log_level_is_honoured(make_app, database_url, log_lines):
-    client = make_app(Settings(webhook_secret=SECRET, database_url=database_url, log_level="WARNING")).test_client()
+    client = make_app(Settings(webhook_secrets=(SECRET,), database_url=database_url, log_level="WARNING")).test_client()
     client.get("/health/live")
     client.post("/webhook", data=b"{}")
     lines = request_lines(log_lines())

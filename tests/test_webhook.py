@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import SECRET, make_message
 from webhook_service.config import Settings
-from webhook_service.signatures import sign
+from webhook_service.signatures import sign_legacy
 
 
 def test_valid_signed_message_is_stored(signed_post, stored_messages):
@@ -33,7 +33,7 @@ def test_duplicate_answers_ok_and_first_write_wins(signed_post, stored_messages)
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"X-Signature": "0" * 64}, {"X-Signature": "not hex"}, {"X-Signature": sign("wrong", b"{}")}],
+    [{}, {"X-Signature": "0" * 64}, {"X-Signature": "not hex"}, {"X-Signature": sign_legacy("wrong", b"{}")}],
 )
 def test_missing_or_wrong_signature_is_401_and_stores_nothing(client, stored_messages, headers):
     response = client.post("/webhook", data=json.dumps(make_message()), headers=headers)
@@ -50,22 +50,24 @@ def test_signature_is_checked_before_parsing(client):
 
 def test_signature_over_other_bytes_than_sent_is_rejected(client):
     payload = make_message()
-    signature = sign(SECRET, json.dumps(payload, indent=2).encode())
+    signature = sign_legacy(SECRET, json.dumps(payload, indent=2).encode())
     response = client.post("/webhook", data=json.dumps(payload), headers={"X-Signature": signature})
     assert response.status_code == 401
 
 
 def test_uppercase_and_prefixed_signatures_are_accepted(client, stored_messages):
     body = json.dumps(make_message()).encode()
-    response = client.post("/webhook", data=body, headers={"X-Signature": "sha256=" + sign(SECRET, body).upper()})
+    response = client.post(
+        "/webhook", data=body, headers={"X-Signature": "sha256=" + sign_legacy(SECRET, body).upper()}
+    )
     assert response.status_code == 200
     assert len(stored_messages()) == 1
 
 
 def test_without_a_secret_ingestion_refuses_with_503(make_app, database_url, stored_messages):
-    client = make_app(Settings(webhook_secret=None, database_url=database_url)).test_client()
+    client = make_app(Settings(webhook_secrets=(), database_url=database_url)).test_client()
     body = json.dumps(make_message()).encode()
-    response = client.post("/webhook", data=body, headers={"X-Signature": sign("", body)})
+    response = client.post("/webhook", data=body, headers={"X-Signature": sign_legacy("", body)})
     assert response.status_code == 503
     assert "detail" in response.get_json()
     assert stored_messages() == []
@@ -79,9 +81,9 @@ def test_body_over_the_limit_is_413(signed_post, stored_messages):
 
 
 def test_body_limit_is_configurable(make_app, database_url, stored_messages):
-    client = make_app(Settings(webhook_secret=SECRET, database_url=database_url, max_body_bytes=200)).test_client()
+    client = make_app(Settings(webhook_secrets=(SECRET,), database_url=database_url, max_body_bytes=200)).test_client()
     body = json.dumps(make_message(text="y" * 300)).encode()
-    response = client.post("/webhook", data=body, headers={"X-Signature": sign(SECRET, body)})
+    response = client.post("/webhook", data=body, headers={"X-Signature": sign_legacy(SECRET, body)})
     assert response.status_code == 413
     assert stored_messages() == []
 
@@ -253,9 +255,9 @@ def test_database_folder_unusable_is_503_for_every_endpoint(make_app, tmp_path):
     # The database's folder is a file: neither the database nor its lock file can be opened.
     (tmp_path / "not-a-folder").write_text("x")
     url = f"sqlite:///{tmp_path / 'not-a-folder' / 'messages.db'}"
-    client = make_app(Settings(webhook_secret=SECRET, database_url=url)).test_client()
+    client = make_app(Settings(webhook_secrets=(SECRET,), database_url=url)).test_client()
     body = json.dumps(make_message()).encode()
-    response = client.post("/webhook", data=body, headers={"X-Signature": sign(SECRET, body)})
+    response = client.post("/webhook", data=body, headers={"X-Signature": sign_legacy(SECRET, body)})
     assert response.status_code == 503 and "detail" in response.get_json()
     for path in ("/messages", "/stats", "/health/ready"):
         response = client.get(path)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from webhook_service.api import blueprints
+from webhook_service.api import blueprints, read_blueprints
+from webhook_service.api.access import bearer_guard
 from webhook_service.config import Settings
-from webhook_service.context import DATABASE_KEY, MESSAGE_WRITER_KEY, SCHEMA_HEAD_KEY, SETTINGS_KEY
+from webhook_service.context import DATABASE_KEY, MESSAGE_WRITER_KEY, SCHEMA_HEAD_KEY, SETTINGS_KEY, VERIFIER_KEY
 from webhook_service.errors import register_error_handlers
 from webhook_service.observability.logging import configure_logging
 from webhook_service.observability.metrics import init_metrics
@@ -31,14 +32,19 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions[SETTINGS_KEY] = settings
+    app.extensions[VERIFIER_KEY] = settings.verifier()
     database = Database(settings.database_url)
     app.extensions[DATABASE_KEY] = database
     app.extensions[MESSAGE_WRITER_KEY] = GroupCommit(database.write_transaction, insert_messages_if_new)
     app.extensions[SCHEMA_HEAD_KEY] = head_revision()
 
     register_error_handlers(app)
-    metrics = init_metrics(app, metrics_registry)
+    metrics_token = (settings.metrics_token,) if settings.metrics_token else ()
+    metrics = init_metrics(app, metrics_registry, guard=bearer_guard(metrics_token))
     init_request_observability(app, metrics, settings.trusted_proxies)
+    read_guard = bearer_guard(settings.api_tokens)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    for blueprint in read_blueprints:
+        app.before_request_funcs.setdefault(blueprint.name, []).append(read_guard)
     return app

@@ -7,12 +7,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from webhook_service.signatures import Scheme, Verifier
 from webhook_service.storage.engine import database_url_from_setting
 
 DEFAULT_DATABASE_URL = "sqlite:///data/messages.db"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 MAX_BODY_BYTES_CEILING = 16 * 1024 * 1024
 DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
+DEFAULT_TOLERANCE_SECONDS = 300
+MAX_TOLERANCE_SECONDS = 7 * 24 * 3600
+MIN_TOKEN_CHARS = 16
 
 
 class ConfigError(ValueError):
@@ -23,32 +27,53 @@ class ConfigError(ValueError):
 class Settings:
     """Everything the application reads from its environment."""
 
-    webhook_secret: str | None
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default_factory=lambda: parse_networks(DEFAULT_TRUSTED_PROXIES)
     )
+    public_keys: tuple[str, ...] = ()
+    signature_schemes: frozenset[Scheme] = frozenset(Scheme)
+    tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
+
+    def verifier(self) -> Verifier:
+        """A Verifier for these secrets, keys and schemes (validated by from_env already)."""
+        return Verifier(self.webhook_secrets, self.public_keys, self.signature_schemes, self.tolerance_seconds)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate the settings; raises ConfigError naming the bad variable."""
         env = os.environ if environ is None else environ
-        secret = env.get("WEBHOOK_SECRET") or None
         try:
             database_url = database_url_from_setting(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
         except ValueError as exc:
             raise ConfigError(f"DATABASE_URL: {exc}") from None
-        return cls(
-            webhook_secret=secret,
+        settings = cls(
+            webhook_secrets=_secrets_setting(env, "WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE"),
             database_url=database_url,
             log_level=parse_log_level(env.get("LOG_LEVEL", "INFO")),
             max_body_bytes=parse_int(
                 "MAX_BODY_BYTES", env.get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES, 1, MAX_BODY_BYTES_CEILING
             ),
             trusted_proxies=_parse_trusted_proxies(env.get("FORWARDED_ALLOW_IPS", DEFAULT_TRUSTED_PROXIES)),
+            public_keys=split_list(env.get("WEBHOOK_PUBLIC_KEYS", "")),
+            signature_schemes=_parse_schemes(env.get("SIGNATURE_SCHEMES")),
+            tolerance_seconds=parse_int(
+                "WEBHOOK_TOLERANCE_SECONDS",
+                env.get("WEBHOOK_TOLERANCE_SECONDS"),
+                DEFAULT_TOLERANCE_SECONDS,
+                1,
+                MAX_TOLERANCE_SECONDS,
+            ),
+            api_tokens=_tokens("API_TOKENS", _secrets_setting(env, "API_TOKENS", "API_TOKENS_FILE")),
+            metrics_token=next(iter(_tokens("METRICS_TOKEN", split_list(env.get("METRICS_TOKEN", ""), None))), None),
         )
+        _check_keys(settings)
+        return settings
 
 
 @dataclass(frozen=True)
@@ -104,3 +129,49 @@ def _parse_trusted_proxies(value: str) -> tuple[ipaddress.IPv4Network | ipaddres
         return parse_networks(value)
     except ValueError as exc:
         raise ConfigError(f"FORWARDED_ALLOW_IPS: {exc}") from None
+
+
+def split_list(value: str, separator: str | None = ",") -> tuple[str, ...]:
+    """The non-empty, stripped items of a list setting (one item when `separator` is None)."""
+    items = [value] if separator is None else value.split(separator)
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _secrets_setting(env: Mapping[str, str], name: str, file_name: str) -> tuple[str, ...]:
+    # NAME holds comma-separated values; NAME_FILE a file with one a line (Docker secrets).
+    inline, path = env.get(name, ""), env.get(file_name, "")
+    if inline.strip() and path.strip():
+        raise ConfigError(f"{name} and {file_name} are both set; set one of them")
+    if not path.strip():
+        return split_list(inline)
+    try:
+        with open(path.strip(), encoding="utf-8") as file:
+            return split_list(file.read(), separator="\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file_name}: cannot read {path.strip()!r}: {type(exc).__name__}") from None
+
+
+def _tokens(name: str, tokens: tuple[str, ...]) -> tuple[str, ...]:
+    for token in tokens:
+        # Never echo a token: the message names the variable and the rule only.
+        if len(token) < MIN_TOKEN_CHARS or any(ch.isspace() or not ch.isprintable() for ch in token):
+            raise ConfigError(f"{name}: every token needs at least {MIN_TOKEN_CHARS} printable characters, no spaces")
+    return tokens
+
+
+def _parse_schemes(value: str | None) -> frozenset[Scheme]:
+    if value is None or not value.strip():
+        return frozenset(Scheme)
+    names = split_list(value)
+    try:
+        return frozenset(Scheme(name.lower()) for name in names)
+    except ValueError:
+        raise ConfigError(f"SIGNATURE_SCHEMES: expected standard, legacy or both, got {value!r}") from None
+
+
+def _check_keys(settings: Settings) -> None:
+    try:
+        settings.verifier()
+    except ValueError as exc:
+        # The message says what is wrong with the key's form, never the key itself.
+        raise ConfigError(f"WEBHOOK_SECRET / WEBHOOK_PUBLIC_KEYS: {exc}") from None

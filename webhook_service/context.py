@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app
 
 from webhook_service.config import Settings
+from webhook_service.signatures import Verifier
 from webhook_service.storage.engine import Database
 from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import NewMessage
@@ -13,6 +14,7 @@ SETTINGS_KEY = "webhook_service.settings"
 DATABASE_KEY = "webhook_service.database"
 SCHEMA_HEAD_KEY = "webhook_service.schema_head"
 MESSAGE_WRITER_KEY = "webhook_service.message_writer"
+VERIFIER_KEY = "webhook_service.verifier"
 
 
 def current_settings() -> Settings:
@@ -33,3 +35,8 @@ def expected_schema_revision() -> str:
 def current_message_writer() -> GroupCommit[NewMessage, bool]:
     """Stores deliveries, committing those that arrive together in one transaction."""
     return current_app.extensions[MESSAGE_WRITER_KEY]
+
+
+def current_verifier() -> Verifier:
+    """Checks delivery signatures against the configured secrets and public keys."""
+    return current_app.extensions[VERIFIER_KEY]

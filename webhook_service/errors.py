@@ -9,6 +9,9 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 logger = logging.getLogger(__name__)
 
+# How long a client should wait before retrying after a 503.
+RETRY_AFTER_SECONDS = 5
+
 # Short reason phrases, as FastAPI answers them, for the errors a client can cause.
 _DETAILS = {
     404: "Not Found",
@@ -34,9 +37,11 @@ class ServiceUnavailable(Exception):
 
 
 def json_error(status: int, detail: object) -> Response:
-    """A response with the service's error shape."""
+    """A response with the service's error shape; a 503 tells the client when to retry."""
     response = jsonify({"detail": detail})
     response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webhook_service.signatures import sign
+from webhook_service.signatures import sign_legacy
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 30
@@ -53,7 +53,7 @@ def request(
 def signed_post(port: int, payload: dict, secret: str, headers: dict | None = None) -> Response:
     """POST /webhook with a valid signature for `payload` under `secret`."""
     body = json.dumps(payload).encode()
-    all_headers = {"X-Signature": sign(secret, body), "Content-Type": "application/json"}
+    all_headers = {"X-Signature": sign_legacy(secret, body), "Content-Type": "application/json"}
     all_headers.update(headers or {})
     return request(port, "POST", "/webhook", body, all_headers)
 

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
 from tests.e2e.server import Gunicorn, request, signed_post
-from webhook_service.signatures import sign
+from webhook_service.signatures import sign_legacy
 
 pytestmark = pytest.mark.e2e
 
@@ -138,10 +138,10 @@ def chunked_post(port: int, body: bytes, headers: dict) -> tuple[int, bytes]:
 def test_chunked_bodies_are_limited_too(gunicorn_server, server_env):
     port = gunicorn_server.port
     large = json.dumps(make_message(message_id="chunked-large", text="x" * 70_000)).encode()
-    status, body = chunked_post(port, large, {"X-Signature": sign(SECRET, large)})
+    status, body = chunked_post(port, large, {"X-Signature": sign_legacy(SECRET, large)})
     assert status == 413 and "detail" in json.loads(body)
     small = json.dumps(make_message(message_id="chunked-small")).encode()
-    status, _ = chunked_post(port, small, {"X-Signature": sign(SECRET, small)})
+    status, _ = chunked_post(port, small, {"X-Signature": sign_legacy(SECRET, small)})
     assert status == 200
     assert stored_ids(server_env) == ["chunked-small"]
 

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
 from tests.e2e.server import Gunicorn, Nginx, nginx_binary, request, signed_post
-from webhook_service.signatures import sign
+from webhook_service.signatures import sign_legacy
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def test_signed_post_through_nginx_is_stored_and_traced_end_to_end(stack):
     app, proxy = stack
     body = json.dumps(make_message(message_id="via-nginx")).encode()
     status, headers, payload = post_from_client(
-        proxy.port, body, {"X-Signature": sign(SECRET, body), "X-Forwarded-For": "198.51.100.66"}
+        proxy.port, body, {"X-Signature": sign_legacy(SECRET, body), "X-Forwarded-For": "198.51.100.66"}
     )
     assert status == 200 and json.loads(payload) == {"status": "ok"}
     request_id = headers["x-request-id"]
@@ -87,7 +87,7 @@ def test_a_sane_caller_request_id_is_kept_through_nginx(stack):
 def test_oversized_body_gets_nginx_json_413_and_never_reaches_the_app(stack):
     app, proxy = stack
     body = json.dumps(make_message(message_id="huge", text="x" * 70_000)).encode()
-    response = request(proxy.port, "POST", "/webhook", body, {"X-Signature": sign(SECRET, body)})
+    response = request(proxy.port, "POST", "/webhook", body, {"X-Signature": sign_legacy(SECRET, body)})
     assert response.status == 413
     assert response.headers["content-type"].startswith("application/json")
     assert "detail" in response.json()

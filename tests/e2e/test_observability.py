@@ -26,7 +26,8 @@ def scrape(port: int) -> dict:
 
 
 def count(values: dict, name: str, **labels) -> float:
-    return values.get((name, tuple(sorted(labels.items()))), 0.0)
+    """One sample's value; a series missing from the scrape fails the test (KeyError)."""
+    return values[(name, tuple(sorted(labels.items())))]
 
 
 def test_every_scrape_sums_all_workers(gunicorn_server):

@@ -6,3 +6,5 @@ from webhook_service.api.stats import bp as stats_bp
 from webhook_service.api.webhook import bp as webhook_bp
 
 blueprints = (webhook_bp, messages_bp, stats_bp, health_bp)
+# The blueprints that API_TOKENS protects: stored messages and their statistics.
+read_blueprints = (messages_bp, stats_bp)

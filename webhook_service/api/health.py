@@ -7,7 +7,8 @@ from flask import Blueprint, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_service.api.database import describe_database_error
-from webhook_service.context import current_database, current_settings, expected_schema_revision
+from webhook_service.context import current_database, current_verifier, expected_schema_revision
+from webhook_service.errors import RETRY_AFTER_SECONDS
 from webhook_service.storage.migrations import database_revision
 
 bp = Blueprint("health", __name__)
@@ -24,8 +25,8 @@ def live():
 def ready():
     """200 when the database answers at the newest migration and the secret is set; else 503."""
     checks = {"database": "ok", "schema": "ok", "secret": "ok"}
-    if current_settings().webhook_secret is None:
-        checks["secret"] = "WEBHOOK_SECRET is not set"
+    if not current_verifier().configured:
+        checks["secret"] = "neither WEBHOOK_SECRET nor WEBHOOK_PUBLIC_KEYS is set"
     try:
         revision = database_revision(current_database().engine)
         if revision != expected_schema_revision():
@@ -38,5 +39,6 @@ def ready():
     if failing:
         response = jsonify({"status": "not_ready", "detail": f"not ready: {', '.join(failing)}", "checks": checks})
         response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     return jsonify({"status": "ready", "checks": checks})

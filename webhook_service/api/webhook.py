@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
+import time
 
 import structlog
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from webhook_service import signatures
 from webhook_service.api.database import describe_database_error
-from webhook_service.context import current_message_writer, current_settings
+from webhook_service.context import current_message_writer, current_settings, current_verifier
 from webhook_service.errors import RequestValidationError, ServiceUnavailable, json_error
-from webhook_service.observability.requests import note_message_id, record_webhook
+from webhook_service.observability.metrics import WebhookResult
+from webhook_service.observability.requests import note_message_id, note_webhook_id, record_webhook
 from webhook_service.schemas import load_webhook_message, parse_json_object
+from webhook_service.signatures import Outcome
 
 bp = Blueprint("webhook", __name__)
 logger = structlog.get_logger(__name__)
 
-SIGNATURE_HEADER = "X-Signature"
 # The same answer for new and duplicate deliveries, serialized once.
 ACCEPTED_BODY = json.dumps({"status": "ok"}, separators=(",", ":")) + "\n"
 
@@ -46,18 +47,22 @@ def read_body(limit: int) -> bytes:
 @bp.post("/webhook")
 def receive_webhook():
     """Store a signed message once; 200 for new and duplicate deliveries alike."""
-    settings = current_settings()
     try:
-        body = read_body(settings.max_body_bytes)
+        body = read_body(current_settings().max_body_bytes)
     except RequestEntityTooLarge:
-        record_webhook("payload_too_large")
+        record_webhook(WebhookResult.PAYLOAD_TOO_LARGE)
         raise
-    secret = settings.webhook_secret
-    if secret is None:
-        record_webhook("not_configured")
+    verifier = current_verifier()
+    if not verifier.configured:
+        record_webhook(WebhookResult.NOT_CONFIGURED)
         raise ServiceUnavailable("webhook secret is not configured")
-    if not signatures.verify(secret, body, request.headers.get(SIGNATURE_HEADER)):
-        record_webhook("invalid_signature")
+    verification = verifier.verify(request.headers, body, time.time())
+    note_webhook_id(verification.webhook_id)
+    if verification.outcome is Outcome.STALE_TIMESTAMP:
+        record_webhook(WebhookResult.STALE_TIMESTAMP, reason=verification.outcome)
+        return json_error(401, "timestamp outside tolerance")
+    if not verification.verified:
+        record_webhook(WebhookResult.INVALID_SIGNATURE, reason=verification.outcome)
         return json_error(401, "invalid signature")
 
     try:
@@ -65,16 +70,17 @@ def receive_webhook():
         note_message_id(document.get("message_id"))
         message = load_webhook_message(document)
     except RequestValidationError:
-        record_webhook("validation_error")
+        record_webhook(WebhookResult.VALIDATION_ERROR)
         raise
 
     try:
         inserted = current_message_writer().submit(message)
     except (SQLAlchemyError, OSError) as exc:
         # OSError: the database's folder or its writer lock file cannot be opened.
-        record_webhook("db_error", message.message_id)
+        record_webhook(WebhookResult.DB_ERROR, message.message_id)
         logger.error("message not stored", error=describe_database_error(exc))
         raise ServiceUnavailable("database unavailable; retry later") from None
 
-    record_webhook("success" if inserted else "duplicate", message.message_id, duplicate=not inserted)
+    result = WebhookResult.SUCCESS if inserted else WebhookResult.DUPLICATE
+    record_webhook(result, message.message_id, duplicate=not inserted)
     return current_app.response_class(ACCEPTED_BODY, mimetype="application/json")

@@ -3,7 +3,9 @@ set by gunicorn.conf.py), so every scrape sums all workers whichever one answers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from flask import Flask, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -14,15 +16,20 @@ UNMATCHED_PATH = "<unmatched>"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "OTHER"
 LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-WEBHOOK_RESULTS = (
-    "success",
-    "duplicate",
-    "invalid_signature",
-    "validation_error",
-    "db_error",
-    "payload_too_large",
-    "not_configured",
-)
+
+
+class WebhookResult(StrEnum):
+    """The outcome of one POST /webhook: the `result` of its log line and metric label."""
+
+    SUCCESS = "success"
+    DUPLICATE = "duplicate"
+    INVALID_SIGNATURE = "invalid_signature"
+    STALE_TIMESTAMP = "stale_timestamp"
+    VALIDATION_ERROR = "validation_error"
+    DB_ERROR = "db_error"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_CONFIGURED = "not_configured"
+    BAD_REQUEST = "bad_request"
 
 
 @dataclass(frozen=True)
@@ -89,13 +96,18 @@ def create_metrics(registry: CollectorRegistry) -> ServiceMetrics:
             registry=registry,
         ),
     )
-    for result in WEBHOOK_RESULTS:
-        metrics.webhook_requests.labels(result)
+    for result in WebhookResult:
+        metrics.webhook_requests.labels(result.value)
     return metrics
 
 
-def init_metrics(app: Flask, registry: CollectorRegistry | None = None) -> ServiceMetrics:
-    """Create the app's metrics and serve them at GET /metrics in the text format 0.0.4."""
+def init_metrics(
+    app: Flask, registry: CollectorRegistry | None = None, guard: Callable[[], Response | None] | None = None
+) -> ServiceMetrics:
+    """Create the app's metrics and serve them at GET /metrics in the text format 0.0.4.
+
+    `guard` may refuse a scrape (METRICS_TOKEN) by returning the response to send instead.
+    """
     registry = registry or CollectorRegistry()
     metrics = create_metrics(registry)
     # The exporter collects from every worker's files when PROMETHEUS_MULTIPROC_DIR is set,
@@ -103,6 +115,9 @@ def init_metrics(app: Flask, registry: CollectorRegistry | None = None) -> Servi
     exporter = PrometheusMetrics(app, path=None, export_defaults=False, registry=registry)
 
     def serve_metrics() -> Response:
+        refusal = guard() if guard is not None else None
+        if refusal is not None:
+            return refusal
         # Always the classic text format, whatever the scraper's Accept asks for.
         body, _content_type = exporter.generate_metrics(accept_header=None)
         return Response(body, status=200, content_type=CONTENT_TYPE_PLAIN_0_0_4)

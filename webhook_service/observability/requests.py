@@ -15,27 +15,42 @@ from collections.abc import Sequence
 import structlog
 from flask import Flask, Response, g, request
 
-from webhook_service.observability.metrics import UNMATCHED_PATH, ServiceMetrics
+from webhook_service.observability.metrics import UNMATCHED_PATH, ServiceMetrics, WebhookResult
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MAX_LOGGED_MESSAGE_ID_CHARS = 256
+MAX_LOGGED_ID_CHARS = 256
 
 logger = structlog.get_logger("webhook_service.request")
 
 
-def record_webhook(result: str, message_id: str | None = None, duplicate: bool = False) -> None:
-    """Note the outcome of this POST /webhook for its log line and metrics."""
+def record_webhook(
+    result: WebhookResult, message_id: str | None = None, duplicate: bool = False, reason: str | None = None
+) -> None:
+    """Note the outcome of this POST /webhook (and why it was refused) for its log line and metrics."""
     g.webhook_result = result
     g.webhook_duplicate = duplicate
     if message_id is not None:
-        g.webhook_message_id = message_id[:MAX_LOGGED_MESSAGE_ID_CHARS]
+        g.webhook_message_id = message_id[:MAX_LOGGED_ID_CHARS]
+    if reason is not None:
+        note_refusal_reason(reason)
 
 
 def note_message_id(message_id: object) -> None:
     """Remember the delivery's message_id for the log line, once the body is parsed."""
     if isinstance(message_id, str):
-        g.webhook_message_id = message_id[:MAX_LOGGED_MESSAGE_ID_CHARS]
+        g.webhook_message_id = message_id[:MAX_LOGGED_ID_CHARS]
+
+
+def note_webhook_id(webhook_id: str | None) -> None:
+    """Remember a Standard Webhooks delivery's webhook-id for the log line."""
+    if webhook_id:
+        g.webhook_id = webhook_id[:MAX_LOGGED_ID_CHARS]
+
+
+def note_refusal_reason(reason: str) -> None:
+    """Say in the log line why the request was refused (never with the secret or token)."""
+    g.refusal_reason = reason
 
 
 def incoming_request_id(value: str | None) -> str:
@@ -107,11 +122,17 @@ def init_request_observability(app: Flask, metrics: ServiceMetrics, trusted_prox
         result = g.get("webhook_result")
         if result is not None:
             metrics.count_webhook(result)
-            fields["result"] = result
+            fields["result"] = result.value
             fields["dup"] = bool(g.get("webhook_duplicate", False))
             message_id = g.get("webhook_message_id")
             if message_id is not None:
                 fields["message_id"] = message_id
+            webhook_id = g.get("webhook_id")
+            if webhook_id is not None:
+                fields["webhook_id"] = webhook_id
+        reason = g.get("refusal_reason")
+        if reason is not None:
+            fields["reason"] = reason
         if response.status_code >= 500:
             logger.error("request", **fields)
         elif response.status_code in (401, 403, 413):
