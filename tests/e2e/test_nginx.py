@@ -3,12 +3,14 @@
 import http.client
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, Nginx, nginx_binary, request, signed_post
+from tests.e2e.server import Gunicorn, Nginx, Response, nginx_binary, request, signed_post
 from webhook_service.signatures import sign_legacy
 
 pytestmark = pytest.mark.e2e
@@ -114,3 +116,61 @@ def test_requests_nginx_cannot_parse_get_json_errors(stack):
         assert response.status in (400, 414)
         assert response.headers["content-type"].startswith("application/json")
         assert "detail" in response.json()
+
+
+def burst(port: int, method: str, path: str, count: int, source: str, body: bytes | None = None) -> list[Response]:
+    """`count` requests as fast as 32 keep-alive connections from `source` can send them."""
+
+    def send(share: int) -> list[Response]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15, source_address=(source, 0))
+        answers = []
+        try:
+            for _ in range(share):
+                conn.request(method, path, body=body)
+                answer = conn.getresponse()
+                answers.append(Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()))
+        finally:
+            conn.close()
+        return answers
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return [answer for answers in pool.map(send, [count // 32] * 32) for answer in answers]
+
+
+def steady(port: int, method: str, path: str, per_second: float, seconds: float, source: str) -> list[int]:
+    """Requests at a steady `per_second` from `source`; returns their statuses."""
+    statuses = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15, source_address=(source, 0))
+        try:
+            conn.request(method, path, body=b"{}" if method == "POST" else None)
+            statuses.append(conn.getresponse().status)
+        finally:
+            conn.close()
+        time.sleep(1 / per_second)
+    return statuses
+
+
+@pytest.mark.parametrize(
+    "method, path, count",
+    [("POST", "/webhook", 1600), ("GET", "/stats", 320)],
+    ids=["deliveries", "reads"],
+)
+def test_a_burst_past_the_rate_limit_gets_json_429_while_a_calm_client_never_does(stack, method, path, count):
+    _, proxy = stack
+    with ThreadPoolExecutor(max_workers=1) as calm:
+        calm_statuses = calm.submit(steady, proxy.port, method, path, 4, 2.0, "127.0.0.3")
+        answers = burst(proxy.port, method, path, count, CLIENT_ADDRESS, b"{}" if method == "POST" else None)
+        calm_statuses = calm_statuses.result()
+    limited = [answer for answer in answers if answer.status == 429]
+    assert limited, "a burst of this size must pass the configured limit"
+    assert {answer.status for answer in answers} <= {429, 401 if method == "POST" else 200}
+    for answer in limited[:5]:
+        assert answer.json() == {"detail": "too many requests"}
+        assert answer.headers["content-type"].startswith("application/json")
+        assert answer.headers["retry-after"] == "1"
+        assert answer.headers["x-request-id"]
+    assert calm_statuses and 429 not in calm_statuses
+    # Probes stay reachable for the address that is being limited.
+    assert burst(proxy.port, "GET", "/health/live", 64, CLIENT_ADDRESS)[-1].status == 200
