@@ -1,7 +1,7 @@
 import sqlite3
 
 from webhook_service.config import Settings
-from webhook_service.storage.migrations import downgrade_to_base
+from webhook_service.storage.migrations import downgrade_to_base, upgrade_to_head
 
 
 def test_live_always_answers(client):
@@ -29,6 +29,7 @@ def test_not_ready_without_a_secret(make_app, database_url):
 
 
 def test_not_ready_when_the_database_is_not_migrated(make_app, tmp_path):
+    sqlite3.connect(tmp_path / "empty.db").close()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     client = make_app(Settings(webhook_secrets=("s",), database_url=url)).test_client()
     response = client.get("/health/ready")
@@ -69,9 +70,10 @@ def test_not_ready_when_the_file_is_not_a_database(make_app, tmp_path):
         assert "detail" in response.get_json()
 
 
-def test_missing_parent_folder_is_created(make_app, tmp_path):
+def test_missing_parent_folder_is_created_by_the_migrations_at_start(make_app, tmp_path):
     url = f"sqlite:///{tmp_path / 'a' / 'b' / 'messages.db'}"
+    upgrade_to_head(url)
     client = make_app(Settings(webhook_secrets=("s",), database_url=url)).test_client()
-    client.get("/stats")
+    assert client.get("/stats").status_code == 200
     assert (tmp_path / "a" / "b").is_dir()
     assert sqlite3.connect(tmp_path / "a" / "b" / "messages.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)

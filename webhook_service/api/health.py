@@ -23,18 +23,27 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    """200 when the database answers at the newest migration and the secret is set; else 503."""
-    checks = {"database": "ok", "schema": "ok", "secret": "ok"}
+    """200 when the database answers at the newest migration, takes a write, and a secret or
+    key is set; else 503 naming what fails."""
+    checks = {"database": "ok", "schema": "ok", "writes": "ok", "secret": "ok"}
     if not current_verifier().configured:
         checks["secret"] = "neither WEBHOOK_SECRET nor WEBHOOK_PUBLIC_KEYS is set"
+    database = current_database()
     try:
-        revision = database_revision(current_database().engine)
+        revision = database_revision(database.engine)
         if revision != expected_schema_revision():
             checks["schema"] = f"at {revision or 'no revision'}, expected {expected_schema_revision()}"
     except (SQLAlchemyError, OSError) as exc:
         logger.warning("readiness: database unavailable", error=describe_database_error(exc))
         checks["database"] = "unavailable"
-        checks["schema"] = "unknown"
+        checks["schema"] = checks["writes"] = "unknown"
+    else:
+        try:
+            database.check_writable()
+        except (SQLAlchemyError, OSError) as exc:
+            reason = describe_database_error(exc)
+            logger.warning("readiness: database takes no writes", error=reason)
+            checks["writes"] = f"failing: {reason}"
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         response = jsonify({"status": "not_ready", "detail": f"not ready: {', '.join(failing)}", "checks": checks})

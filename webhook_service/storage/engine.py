@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 SUPPORTED_DIALECTS = ("sqlite",)
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# A readiness probe waits this long for the write lock before calling the database stuck.
+PROBE_BUSY_TIMEOUT_MS = 1000
+# After a checkpoint the WAL file is cut back to this size; a long read can make it grow far
+# beyond (no checkpoint can pass a reader), and without a limit it would stay that large.
+SQLITE_JOURNAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 WRITE_OPTION = "webhook_service_write"
+_FILE_IDENTITY = "webhook_service_file_identity"
+
+
+class DatabaseFileChanged(OSError):
+    """The SQLite file was removed or replaced since this connection opened it."""
 
 
 def database_url_from_setting(value: str) -> str:
@@ -36,24 +48,63 @@ def database_url_from_setting(value: str) -> str:
     return text
 
 
-def create_database_engine(url: str) -> Engine:
+def create_database_engine(url: str, *, create: bool = True) -> Engine:
     """Create an engine with the durability settings the service relies on.
 
-    For SQLite the file's parent folder is created; raises OSError when that is impossible.
+    With `create` (migrations), a missing SQLite file and its parent folder are made; raises
+    OSError when that is impossible. Without it (serving), the file must exist and be
+    writable: a removed or read-only file is a connection error, never a silent new empty
+    database or a read-only fallback.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # The driver's own transaction handling is switched off so that BEGIN is emitted by
-        # SQLAlchemy for reads too: a page and its total then come from one snapshot.
-        engine = create_engine(parsed, hide_parameters=True, connect_args={"isolation_level": None, "timeout": 5.0})
-        event.listen(engine, "connect", _configure_sqlite_connection)
+        path = Path(parsed.database).absolute()
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "rwc" if create else "rw"
+        file_uri = f"file:{quote(str(path))}?mode={mode}"
+
+        def connect() -> sqlite3.Connection:
+            # No driver-side transaction handling: SQLAlchemy emits BEGIN for reads too, so a
+            # page and its total come from one snapshot.
+            return sqlite3.connect(file_uri, uri=True, isolation_level=None, timeout=5.0, check_same_thread=False)
+
+        engine = create_engine("sqlite://", creator=connect, hide_parameters=True)
+        event.listen(engine, "connect", lambda dbapi, record: _configure_sqlite_connection(dbapi, record, path))
+        event.listen(engine, "checkout", lambda dbapi, record, proxy: _check_same_file(record.info, path))
         event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
     return create_engine(parsed, hide_parameters=True, pool_pre_ping=True)
 
 
-def _configure_sqlite_connection(dbapi_connection, _record) -> None:
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (status.st_dev, status.st_ino)
+
+
+def _check_same_file(info: dict, path: Path) -> None:
+    # A pooled connection to a file that was since deleted or replaced (a backup restored
+    # underneath the service) would go on reading and writing the old inode, and every
+    # message acknowledged there would be gone at the next start.
+    if info.get(_FILE_IDENTITY) != _file_identity(path):
+        raise DisconnectionError("the database file was replaced or removed")
+
+
+def confirm_same_file(conn: Connection) -> None:
+    """Raise DatabaseFileChanged if the SQLite file behind `conn` is no longer at its path."""
+    info = conn.connection.info
+    path = info.get("webhook_service_path")
+    if path is not None and info.get(_FILE_IDENTITY) != _file_identity(path):
+        conn.invalidate()
+        raise DatabaseFileChanged("the database file was replaced or removed while the service ran")
+
+
+def _configure_sqlite_connection(dbapi_connection, record, path: Path) -> None:
+    record.info[_FILE_IDENTITY] = _file_identity(path)
+    record.info["webhook_service_path"] = path
     cursor = dbapi_connection.cursor()
     try:
         # WAL lets readers run beside the writer; FULL fsyncs the WAL on every commit, so an
@@ -61,6 +112,7 @@ def _configure_sqlite_connection(dbapi_connection, _record) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT_BYTES:d}")
     finally:
         cursor.close()
 
@@ -93,24 +145,54 @@ class Database:
 
     @property
     def engine(self) -> Engine:
-        """The engine for this process; raises OSError if the database folder cannot be made."""
+        """The engine for this process (the database must exist: migrations create it)."""
         pid = os.getpid()
         if self._engine is None or self._pid != pid:
             with self._lock:
                 if self._engine is None or self._pid != pid:
                     if self._engine is not None:
                         self._engine.dispose(close=False)
-                    self._engine = create_database_engine(self.url)
+                    self._engine = create_database_engine(self.url, create=False)
                     self._pid = pid
         return self._engine
 
     @contextmanager
     def write_transaction(self) -> Iterator[Connection]:
-        """A transaction that holds the write lock from its start; commits on success."""
+        """A transaction that holds the write lock from its start; commits on success.
+
+        Raises DatabaseFileChanged when, after the commit, the file is no longer the one
+        written: the caller must not acknowledge what it wrote.
+        """
         with self._writer_turn(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+            confirm_same_file(conn)
+
+    def check_writable(self) -> None:
+        """Commit a write that changes nothing, waiting at most about a second for the lock.
+
+        Raises SQLAlchemyError or OSError when the database does not take writes (disk full,
+        read-only files, a lock held elsewhere, a replaced file).
+        """
+        with self._writer_turn(), self.engine.connect() as conn:
+            if conn.dialect.name != "sqlite":
+                with conn.begin():
+                    conn.exec_driver_sql("SELECT 1")
+                return
+            # Set on the driver's connection: outside SQLAlchemy's transaction bookkeeping.
+            driver_connection = conn.connection.driver_connection
+            driver_connection.execute(f"PRAGMA busy_timeout={PROBE_BUSY_TIMEOUT_MS:d}")
+            try:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    # Rewriting the header's user_version is a real page write and an fsynced commit.
+                    version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
+                    conn.exec_driver_sql(f"PRAGMA user_version={int(version):d}")
+                confirm_same_file(conn)
+            finally:
+                if not conn.invalidated:
+                    driver_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:

@@ -1,0 +1,116 @@
+"""A database that disappears, is replaced, or stops taking writes while the app runs."""
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_message
+from webhook_service.storage.engine import Database
+from webhook_service.storage.migrations import upgrade_to_head
+
+
+def database_file(settings) -> Path:
+    return Path(settings.database_url.removeprefix("sqlite:///"))
+
+
+def sqlite_files(path: Path) -> list[Path]:
+    return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+
+
+def stored_ids(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT message_id FROM messages ORDER BY id")]
+
+
+def test_a_deleted_database_refuses_writes_and_is_not_ready_until_it_is_back(client, signed_post, settings, tmp_path):
+    path = database_file(settings)
+    assert signed_post(make_message(message_id="before")).status_code == 200
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for file in sqlite_files(path):
+        shutil.move(file, saved / file.name)
+
+    refused = signed_post(make_message(message_id="while-gone"))
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["database"] == "unavailable"
+    assert client.get("/messages").status_code == 503
+    assert not path.exists(), "no empty database may be created in its place"
+
+    for file in saved.iterdir():
+        shutil.move(file, path.parent / file.name)
+    assert client.get("/health/ready").status_code == 200
+    assert signed_post(make_message(message_id="after")).status_code == 200
+    assert stored_ids(path) == ["before", "after"]
+
+
+def test_a_database_replaced_underneath_gets_the_next_writes(client, signed_post, settings, tmp_path):
+    path = database_file(settings)
+    assert signed_post(make_message(message_id="old-1")).status_code == 200
+    # Restore "a backup" the way an operator might: a new file renamed over the path.
+    backup = tmp_path / "backup.db"
+    upgrade_to_head(f"sqlite:///{backup}")
+    with sqlite3.connect(backup) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for stale in sqlite_files(path)[1:]:
+        stale.unlink(missing_ok=True)
+    backup.rename(path)
+
+    assert signed_post(make_message(message_id="new-1")).status_code == 200
+    assert client.get("/health/ready").status_code == 200
+    assert [m["message_id"] for m in client.get("/messages").get_json()["data"]] == ["new-1"]
+    assert stored_ids(path) == ["new-1"]
+
+
+def test_nothing_is_acknowledged_into_a_file_replaced_during_the_commit(settings, tmp_path):
+    """The check after the commit: a write that landed in the old inode is an error."""
+    from webhook_service.storage.engine import DatabaseFileChanged
+
+    path = database_file(settings)
+    database = Database(settings.database_url)
+    try:
+        with pytest.raises(DatabaseFileChanged), database.write_transaction() as conn:
+            conn.exec_driver_sql("PRAGMA user_version=7")
+            shutil.copy(path, tmp_path / "copy.db")
+            (tmp_path / "copy.db").rename(path)
+    finally:
+        database.dispose()
+
+
+def test_readiness_reports_a_database_that_takes_no_writes(client):
+    # Another process holds the write lock, as a stuck migration or a sqlite3 shell would.
+    path = client.application.extensions["webhook_service.settings"].database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = client.get("/health/ready")
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        body = response.get_json()
+        assert body["checks"]["writes"].startswith("failing") and "locked" in body["checks"]["writes"]
+        assert body["checks"]["database"] == "ok"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_the_readiness_probe_changes_no_data(client, signed_post, stored_messages):
+    signed_post(make_message())
+    before = stored_messages()
+    for _ in range(3):
+        assert client.get("/health/ready").status_code == 200
+    assert stored_messages() == before
+
+
+def test_the_service_opens_the_database_fully_durable(settings):
+    database = Database(settings.database_url)
+    try:
+        with database.engine.connect() as conn:
+            # 2 = FULL: every commit is fsynced before the answer, so a 200 survives a host crash.
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == 32 * 1024 * 1024
+    finally:
+        database.dispose()
