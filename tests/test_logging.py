@@ -111,3 +111,19 @@ def test_python_warnings_become_json_lines(make_app, settings, log_lines):
         logging.captureWarnings(False)
     [line] = [entry for entry in log_lines() if "something deprecated" in entry["event"]]
     assert line["level"] == "WARNING"
+
+
+def test_413_lines_are_warnings(client, log_lines):
+    client.post("/webhook", data=b"x" * 70_000)
+    [line] = request_lines(log_lines())
+    assert (line["status"], line["level"], line["result"]) == (413, "WARNING", "payload_too_large")
+
+
+def test_control_characters_from_clients_are_escaped_in_log_lines(signed_post, client, log_lines):
+    client.get("/probe%1B%5B31mred%07")
+    signed_post(make_message(message_id="id\x1b[2Jwipe"))
+    lines = request_lines(log_lines())
+    assert lines[0]["path"] == "/probe\\x1b[31mred\\x07"
+    assert lines[1]["message_id"] == "id\\x1b[2Jwipe"
+    raw = log_lines.raw()
+    assert "\\u001b" not in raw and "\x1b" not in raw

@@ -263,3 +263,32 @@ def test_database_folder_unusable_is_503_for_every_endpoint(make_app, tmp_path):
         response = client.get(path)
         assert response.status_code == 503, path
         assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_message_id_is_at_most_256_characters(signed_post, stored_messages):
+    assert signed_post(make_message(message_id="i" * 256)).status_code == 200
+    errors = field_errors(signed_post(make_message(message_id="j" * 257)))
+    assert errors[("body", "message_id")]["type"] == "string_too_long"
+    assert [row["message_id"] for row in stored_messages()] == ["i" * 256]
+
+
+def test_an_unsigned_oversized_body_is_413_not_401(client, stored_messages):
+    response = client.post("/webhook", data=b"x" * 70_000)
+    assert response.status_code == 413 and "detail" in response.get_json()
+
+
+@pytest.mark.parametrize("extra, status", [(0, 200), (1, 413)])
+def test_the_body_limit_is_exact(make_app, database_url, extra, status):
+    client = make_app(Settings(webhook_secrets=(SECRET,), database_url=database_url, max_body_bytes=300)).test_client()
+    body = json.dumps(make_message(text="")).encode()
+    body = body[:-1] + b" " * (300 - len(body) + extra) + b"}"
+    assert len(body) == 300 + extra
+    assert client.post("/webhook", data=body, headers={"X-Signature": sign_legacy(SECRET, body)}).status_code == status
+
+
+def test_options_answers_json_with_the_allowed_methods(client):
+    response = client.open("/webhook", method="OPTIONS")
+    assert response.status_code == 200
+    assert response.get_json() == {"allow": ["OPTIONS", "POST"]}
+    assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+    assert client.get("/static/app.js").status_code == 404

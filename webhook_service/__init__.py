@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry
 
 from webhook_service.api import blueprints, read_blueprints
@@ -28,7 +28,9 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
 
-    app = Flask(__name__)
+    # No static folder: the service serves no files, so no /static route.
+    app = Flask(__name__, static_folder=None)
+    app.make_default_options_response = _options_response
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions[SETTINGS_KEY] = settings
@@ -48,3 +50,11 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     for blueprint in read_blueprints:
         app.before_request_funcs.setdefault(blueprint.name, []).append(read_guard)
     return app
+
+
+def _options_response() -> Response:
+    # Flask's automatic OPTIONS answer is an empty text/html page: say the same in JSON.
+    methods = sorted(request.url_rule.methods) if request.url_rule is not None else ["OPTIONS"]
+    response = jsonify({"allow": methods})
+    response.allow.update(methods)
+    return response

@@ -18,6 +18,7 @@ from webhook_service.storage.messages import MessageFilter, NewMessage
 from webhook_service.timestamps import instant_key
 
 MAX_TEXT_CHARS = 4096
+MAX_MESSAGE_ID_CHARS = 256
 MAX_QUERY_TEXT_CHARS = 4096
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
@@ -33,6 +34,7 @@ NOT_UNICODE = "Value error, must be valid Unicode text (no lone surrogates)"
 NOT_E164 = "Value error, must be E.164: '+' then 1 to 15 digits"
 NOT_A_TIMESTAMP = "Value error, must be UTC ISO-8601 YYYY-MM-DDTHH:MM:SS[.fraction]Z with a real date"
 TEXT_TOO_LONG = f"String should have at most {MAX_TEXT_CHARS} characters"
+MESSAGE_ID_TOO_LONG = f"String should have at most {MAX_MESSAGE_ID_CHARS} characters"
 QUERY_TEXT_TOO_LONG = f"String should have at most {MAX_QUERY_TEXT_CHARS} characters"
 NOT_AN_INTEGER = "Input should be a valid integer, unable to parse string as an integer"
 LIMIT_TOO_SMALL = "Input should be greater than or equal to 1"
@@ -44,6 +46,7 @@ ERROR_TYPES = {
     FIELD_REQUIRED: "missing",
     NOT_A_STRING: "string_type",
     TEXT_TOO_LONG: "string_too_long",
+    MESSAGE_ID_TOO_LONG: "string_too_long",
     QUERY_TEXT_TOO_LONG: "string_too_long",
     NOT_AN_INTEGER: "int_parsing",
     LIMIT_TOO_SMALL: "greater_than_equal",
@@ -113,7 +116,11 @@ class WebhookMessageSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    message_id = fields.String(required=True, validate=[_not_blank, _unicode_text], error_messages=_STRING_ERRORS)
+    message_id = fields.String(
+        required=True,
+        validate=[_not_blank, _max_chars(MAX_MESSAGE_ID_CHARS, MESSAGE_ID_TOO_LONG), _unicode_text],
+        error_messages=_STRING_ERRORS,
+    )
     from_ = fields.String(data_key="from", required=True, validate=_e164, error_messages=_STRING_ERRORS)
     to = fields.String(required=True, validate=_e164, error_messages=_STRING_ERRORS)
     ts = fields.String(required=True, validate=_timestamp, error_messages=_STRING_ERRORS)

@@ -8,7 +8,7 @@ import time
 import structlog
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from webhook_service.api.database import describe_database_error
 from webhook_service.context import current_message_writer, current_settings, current_verifier
@@ -21,8 +21,20 @@ from webhook_service.signatures import Outcome
 bp = Blueprint("webhook", __name__)
 logger = structlog.get_logger(__name__)
 
+try:  # The server's own errors for a body it cannot read (a bad chunk size, for one).
+    from gunicorn.http.errors import ParseException as _ServerParseError
+except ImportError:  # pragma: no cover - served by another WSGI server
+    _ServerParseError = ClientDisconnected
+
 # The same answer for new and duplicate deliveries, serialized once.
 ACCEPTED_BODY = json.dumps({"status": "ok"}, separators=(",", ":")) + "\n"
+# Reading the body raises these when the client framed it badly or stopped sending it:
+# gunicorn's parse errors, its NoMoreData (an OSError), werkzeug's ClientDisconnected.
+_BODY_FRAMING_ERRORS = (_ServerParseError, ClientDisconnected, OSError, ValueError)
+
+
+class MalformedBody(Exception):
+    """The body ended before its declared length, or its chunked framing is broken (400)."""
 
 
 def read_body(limit: int) -> bytes:
@@ -30,15 +42,23 @@ def read_body(limit: int) -> bytes:
 
     A declared Content-Length is checked before reading. A chunked body has none; behind
     gunicorn werkzeug's own limit lets it through silently truncated, so it is read from
-    the server's stream to at most limit + 1 bytes.
+    the server's stream to at most limit + 1 bytes. Raises MalformedBody for a body that
+    is shorter than declared or badly chunked: it must never be taken as complete.
     """
-    if request.content_length is not None:
-        if request.content_length > limit:
-            raise RequestEntityTooLarge(f"request body exceeds {limit} bytes")
-        return request.stream.read()
-    if not request.environ.get("wsgi.input_terminated"):
-        return b""
-    body = request.input_stream.read(limit + 1)
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestEntityTooLarge(f"request body exceeds {limit} bytes")
+    try:
+        if declared is not None:
+            body = request.stream.read()
+        elif request.environ.get("wsgi.input_terminated"):
+            body = request.input_stream.read(limit + 1)
+        else:
+            body = b""
+    except _BODY_FRAMING_ERRORS as error:
+        raise MalformedBody(f"request body could not be read: {type(error).__name__}") from None
+    if declared is not None and len(body) != declared:
+        raise MalformedBody(f"request body ended after {len(body)} of {declared} declared bytes")
     if len(body) > limit:
         raise RequestEntityTooLarge(f"request body exceeds {limit} bytes")
     return body
@@ -52,6 +72,9 @@ def receive_webhook():
     except RequestEntityTooLarge:
         record_webhook(WebhookResult.PAYLOAD_TOO_LARGE)
         raise
+    except MalformedBody as error:
+        record_webhook(WebhookResult.BAD_REQUEST, reason=str(error))
+        return json_error(400, "malformed request body")
     verifier = current_verifier()
     if not verifier.configured:
         record_webhook(WebhookResult.NOT_CONFIGURED)

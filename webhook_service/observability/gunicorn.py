@@ -4,6 +4,7 @@ before the application sees a request (a malformed request line or headers)."""
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 from gunicorn import util
 from gunicorn.glogging import Logger
@@ -20,8 +21,13 @@ class ApplicationLogsRequests(Logger):
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn.util.write_error with the service's error shape instead of an HTML page.
 
-    `mesg` quotes the malformed input, so only the reason is sent back.
+    `mesg` quotes the malformed input, so only the reason is sent back. The reason phrase is
+    the status's own: gunicorn passes "Bad Request" with a 501 for an unknown transfer coding.
     """
+    try:
+        reason = HTTPStatus(int(status_int)).phrase
+    except ValueError:
+        pass
     body = json.dumps({"detail": reason}).encode() + b"\n"
     head = (
         f"HTTP/1.1 {int(status_int)} {reason}\r\n"

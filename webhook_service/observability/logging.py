@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 
 import structlog
 
@@ -20,6 +21,22 @@ def _uppercase_level(_logger, _method, event_dict: dict) -> dict:
 
 def _drop_stdlib_noise(_logger, _method, event_dict: dict) -> dict:
     event_dict.pop("color_message", None)
+    return event_dict
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape_control(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def _escape_control_characters(_logger, _method, event_dict: dict) -> dict:
+    # Paths, ids and headers come from clients: an escape sequence in them must not reach a
+    # terminal that shows the log (`jq -r` would print it raw). Tracebacks keep their lines.
+    for key, value in event_dict.items():
+        if key != "exception" and isinstance(value, str) and _CONTROL_CHARACTERS.search(value):
+            event_dict[key] = _CONTROL_CHARACTERS.sub(_escape_control, value)
     return event_dict
 
 
@@ -47,6 +64,7 @@ def json_formatter() -> logging.Formatter:
             _drop_stdlib_noise,
             # Plain tracebacks: frame locals would dump the WSGI environ and request data.
             structlog.processors.format_exc_info,
+            _escape_control_characters,
             _leading_keys_first,
             structlog.processors.JSONRenderer(default=str),
         ],

@@ -135,7 +135,7 @@ def init_request_observability(app: Flask, metrics: ServiceMetrics, trusted_prox
             fields["reason"] = reason
         if response.status_code >= 500:
             logger.error("request", **fields)
-        elif response.status_code in (401, 403, 413):
+        elif response.status_code in (400, 401, 403, 413):
             logger.warning("request", **fields)
         else:
             logger.info("request", **fields)

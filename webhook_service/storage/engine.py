@@ -14,6 +14,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.pool import QueuePool
 
 SUPPORTED_DIALECTS = ("sqlite",)
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -69,7 +70,11 @@ def create_database_engine(url: str, *, create: bool = True) -> Engine:
             # page and its total come from one snapshot.
             return sqlite3.connect(file_uri, uri=True, isolation_level=None, timeout=5.0, check_same_thread=False)
 
-        engine = create_engine("sqlite://", creator=connect, hide_parameters=True)
+        # The pool is named: from a bare "sqlite://" URL SQLAlchemy would pick the in-memory
+        # database's pool, which closes connections other threads are still using.
+        engine = create_engine(
+            "sqlite://", creator=connect, poolclass=QueuePool, pool_size=5, max_overflow=20, hide_parameters=True
+        )
         event.listen(engine, "connect", lambda dbapi, record: _configure_sqlite_connection(dbapi, record, path))
         event.listen(engine, "checkout", lambda dbapi, record, proxy: _check_same_file(record.info, path))
         event.listen(engine, "begin", _begin_sqlite_transaction)
