@@ -26,7 +26,7 @@ try:
 except ConfigError as error:
     _server, _settings, _config_error = ServerSettings(), None, error
 
-bind = [f"0.0.0.0:{_server.port}"]
+bind = [f"{_server.host}:{_server.port}"]
 workers = _server.workers or ((os.cpu_count() or 1) + 1)
 # Threads let one worker hold several keep-alive connections (nginx upstream keep-alive);
 # each thread takes its own pooled database connection.
@@ -55,10 +55,6 @@ def on_starting(server):
     if _config_error is not None:
         server.log.error("invalid configuration: %s", _config_error)
         sys.exit(1)
-    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    os.makedirs(metrics_dir, exist_ok=True)
-
     from webhook_service.migrate import MigrationFailed, migrate
 
     try:
@@ -66,6 +62,10 @@ def on_starting(server):
     except MigrationFailed as error:
         server.log.error("%s", error)
         sys.exit(1)
+    # Made only once the start can succeed: a refused start leaves nothing behind in /tmp.
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
     server.log.info("database at schema revision %s", revision)
     if not (_settings.webhook_secrets or _settings.public_keys):
         server.log.warning(

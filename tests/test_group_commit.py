@@ -137,3 +137,41 @@ def test_an_interrupted_batch_acknowledges_none_of_its_callers():
     assert all(isinstance(result, Interrupted) for result in results), results
     # Nothing is left waiting or stuck: the next write goes through.
     assert writer.submit(99) is True
+
+
+def test_callers_queued_behind_a_commit_are_led_by_a_successor(database_url, stored_messages):
+    database = Database(database_url)
+    entered, release = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def write(conn, items):
+        batches.append([item.message_id for item in items])
+        if len(batches) == 1:
+            entered.set()
+            release.wait(timeout=5)
+        return insert_messages_if_new(conn, items)
+
+    writer = GroupCommit(database.write_transaction, write)
+    results: dict[str, object] = {}
+
+    def submit(message_id: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.update({message_id: writer.submit(new_message(message_id))}))
+        thread.start()
+        return thread
+
+    try:
+        threads = [submit("first")]
+        assert entered.wait(timeout=5)
+        threads += [submit(f"queued-{n}") for n in range(3)]
+        wait_until_queued(writer, 3)
+        release.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        # Nobody submits again: the queued callers return only if one of them took over.
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        release.set()
+        database.dispose()
+    assert results == {"first": True, "queued-0": True, "queued-1": True, "queued-2": True}
+    assert [sorted(batch) for batch in batches] == [["first"], ["queued-0", "queued-1", "queued-2"]]
+    assert len(stored_messages()) == 4

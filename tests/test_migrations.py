@@ -1,7 +1,11 @@
+import sqlite3
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from webhook_service.migrate import MigrationFailed, migrate
 from webhook_service.storage.engine import create_database_engine
 from webhook_service.storage.migrations import downgrade_to_base, head_revision, upgrade_to_head
 from webhook_service.storage.tables import is_outside_metadata, metadata
@@ -37,3 +41,24 @@ def test_upgrade_is_idempotent_and_downgrade_is_clean(tmp_path):
     finally:
         engine.dispose()
     assert upgrade_to_head(url) == head_revision()
+
+
+def test_a_revision_from_a_newer_release_is_refused_naming_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade_to_head(url)
+    with sqlite3.connect(tmp_path / "m.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099_future'")
+    with pytest.raises(MigrationFailed) as refused:
+        migrate(url)
+    message = str(refused.value)
+    assert "0099_future" in message and "Deploy that release again" in message and "\n" not in message
+
+
+def test_another_applications_database_is_left_alone(tmp_path):
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    with pytest.raises(MigrationFailed, match="invoices"):
+        migrate(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["invoices"]

@@ -78,19 +78,26 @@ class Settings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """The gunicorn-facing settings: listen port and worker count."""
+    """The gunicorn-facing settings: listen address and port, and worker count."""
 
     port: int = 8000
     workers: int | None = None
+    host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
-        """Read PORT and WEB_CONCURRENCY; raises ConfigError naming the bad variable."""
+        """Read HOST, PORT and WEB_CONCURRENCY; raises ConfigError naming the bad variable."""
         env = os.environ if environ is None else environ
         workers_value = env.get("WEB_CONCURRENCY")
+        host = (env.get("HOST") or "0.0.0.0").strip()
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"HOST: expected an IP address to listen on, got {host!r}") from None
         return cls(
             port=parse_int("PORT", env.get("PORT"), 8000, 1, 65535),
             workers=None if not workers_value else parse_int("WEB_CONCURRENCY", workers_value, 1, 1, 256),
+            host=host,
         )
 
 

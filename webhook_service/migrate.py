@@ -8,7 +8,7 @@ import sys
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_service.config import ConfigError, Settings
-from webhook_service.storage.migrations import upgrade_to_head
+from webhook_service.storage.migrations import SchemaMismatch, upgrade_to_head
 
 
 class MigrationFailed(RuntimeError):
@@ -19,6 +19,8 @@ def migrate(database_url: str) -> str:
     """Upgrade to the newest revision and return it; raises MigrationFailed."""
     try:
         return upgrade_to_head(database_url)
+    except SchemaMismatch as error:
+        raise MigrationFailed(f"database migration refused: {error}") from None
     except (SQLAlchemyError, OSError) as error:
         reason = getattr(error, "orig", None) or error
         raise MigrationFailed(f"database migration failed: {type(reason).__name__}: {reason}") from None

@@ -93,6 +93,8 @@ class Gunicorn:
     workers: int | None = 3
     port: int = field(default_factory=free_port)
     app: str = "wsgi:app"
+    # False: no --bind on the command line, so gunicorn.conf.py must bind from HOST and PORT.
+    bind: bool = True
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -102,7 +104,8 @@ class Gunicorn:
         env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(self.env)
         command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
-        command += ["--bind", f"127.0.0.1:{self.port}"]
+        if self.bind:
+            command += ["--bind", f"127.0.0.1:{self.port}"]
         if self.workers is not None:
             command += ["--workers", str(self.workers)]
         with open(self.log_path, "wb") as log:

@@ -1,6 +1,7 @@
 """Faults under real gunicorn: a full disk loses no acknowledged message and shows no trace."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -26,6 +27,8 @@ def small_disk(tmp_path):
         text=True,
     )
     if result.returncode != 0:
+        if os.environ.get("REQUIRE_MOUNT"):
+            pytest.fail(f"REQUIRE_MOUNT is set but a tmpfs cannot be mounted: {result.stderr.strip()}")
         pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
     try:
         yield mount_point

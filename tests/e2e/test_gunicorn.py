@@ -4,6 +4,7 @@ import http.client
 import json
 import socket
 import sqlite3
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, request, signed_post
+from tests.e2e.server import Gunicorn, free_port, request, signed_post, wait_until
 from webhook_service.signatures import sign_legacy
+from webhook_service.storage.migrations import upgrade_to_head
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +50,9 @@ def test_concurrent_duplicates_store_exactly_one_row(gunicorn_server, server_env
 def test_migrations_ran_once_in_the_master(gunicorn_server, server_env):
     lines = gunicorn_server.log_lines()
     assert sum("Running upgrade" in line for line in lines) == 1
+    # alembic says this once per run, also when there is nothing to upgrade: a worker that
+    # migrated at its start would add a line of its own.
+    assert sum("Context impl SQLiteImpl" in line for line in lines) == 1
     with sqlite3.connect(database_path(server_env)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert request(gunicorn_server.port, "GET", "/health/ready").status == 200
@@ -164,3 +169,32 @@ def test_requests_gunicorn_cannot_parse_get_json_errors(gunicorn_server, raw):
     assert head.split(b" ")[1] in (b"400", b"414", b"431")
     assert b"Content-Type: application/json" in head
     assert "detail" in json.loads(body)
+
+
+def test_host_port_and_web_concurrency_alone_configure_the_server(tmp_path, server_env):
+    port = free_port()
+    env = dict(server_env, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2")
+    server = Gunicorn(workdir=tmp_path, env=env, workers=None, port=port, bind=False).start()
+    try:
+        assert request(port, "GET", "/health/ready").status == 200
+        assert wait_until(lambda: len(server.worker_pids()) == 2)
+        assert len(server.worker_pids()) == 2
+    finally:
+        server.stop()
+
+
+def test_a_database_from_a_newer_release_stops_the_start_with_one_line(tmp_path, server_env):
+    path = database_path(server_env)
+    upgrade_to_head(server_env["DATABASE_URL"])
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0042'")
+    server = Gunicorn(workdir=tmp_path, env=server_env).start(wait=False)
+    try:
+        assert server.wait_for_exit() != 0
+    finally:
+        server.stop()
+    parsed = [json.loads(line) for line in server.log_lines()]
+    [error] = [entry for entry in parsed if entry["level"] == "ERROR"]
+    assert "0042" in error["event"] and "restore a backup" in error["event"]
+    assert "Traceback" not in server.output()
+    assert not Path(tempfile.gettempdir(), f"webhook-service-metrics-{server.process.pid}").exists()

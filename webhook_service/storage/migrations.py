@@ -46,12 +46,42 @@ def database_revision(engine: Engine) -> str | None:
         return current_revision(conn)
 
 
+class SchemaMismatch(RuntimeError):
+    """The database is not one these migrations can bring to their newest revision."""
+
+
+def known_revisions() -> set[str]:
+    """Every revision in `migrations/versions`."""
+    return {script.revision for script in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
+
+
+def check_upgradable(conn: Connection) -> None:
+    """Raise SchemaMismatch, saying what to do, for a database these migrations must not touch:
+    one at a revision they do not know (migrated by a newer release), or one that holds
+    tables but no revision (another application's database)."""
+    revision = current_revision(conn)
+    if revision is not None and revision not in known_revisions():
+        raise SchemaMismatch(
+            f"the database is at schema revision {revision}, which this release does not know (its newest is "
+            f"{head_revision()}): a newer release migrated it. Deploy that release again, or restore a backup "
+            "taken before the upgrade"
+        )
+    if revision is None:
+        tables = sorted(name for name in inspect(conn).get_table_names() if name != _version_table.name)
+        if tables:
+            raise SchemaMismatch(
+                f"the database holds tables ({', '.join(tables[:5])}) but no schema revision: it is not this "
+                "service's database. Point DATABASE_URL at a new file or an empty database"
+            )
+
+
 def upgrade_to_head(database_url: str) -> str:
     """Migrate the database to the newest revision and return it.
 
-    Raises sqlalchemy.exc.SQLAlchemyError or OSError when the database cannot be reached.
+    Raises SchemaMismatch for a database these migrations must not touch, and
+    sqlalchemy.exc.SQLAlchemyError or OSError when the database cannot be reached.
     """
-    _run_alembic(database_url, command.upgrade, "head")
+    _run_alembic(database_url, command.upgrade, "head", check=check_upgradable)
     engine = create_database_engine(database_url)
     try:
         return database_revision(engine) or ""
@@ -64,13 +94,15 @@ def downgrade_to_base(database_url: str) -> None:
     _run_alembic(database_url, command.downgrade, "base")
 
 
-def _run_alembic(database_url: str, alembic_command, revision: str) -> None:
+def _run_alembic(database_url: str, alembic_command, revision: str, check=None) -> None:
     engine = create_database_engine(database_url)
     try:
         with engine.connect() as conn:
             # One immediate transaction: a second migrator waits rather than interleaves.
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
+                if check is not None:
+                    check(conn)
                 config = alembic_config(database_url)
                 config.attributes["connection"] = conn
                 alembic_command(config, revision)
