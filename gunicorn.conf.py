@@ -76,10 +76,13 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """Fold a dead worker's live metrics so that scrapes stay correct."""
+    """Fold a dead worker's metrics into the archives, so that scrapes stay exact and fast."""
     from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
+    from webhook_service.observability.multiprocess import fold_dead_worker
+
     GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+    fold_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
 
 
 def on_exit(server):

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import request, signed_post
+from tests.e2e.server import Gunicorn, request, signed_post
 from tests.e2e.test_gunicorn import concurrent_posts
 
 pytestmark = pytest.mark.e2e
@@ -101,3 +101,27 @@ def test_every_printed_line_is_json_and_request_lines_carry_their_fields(gunicor
         assert {"request_id", "method", "path", "status", "latency_ms", "client"} <= set(entry)
     assert "do not log me" not in gunicorn_server.output()
     assert SECRET not in gunicorn_server.output()
+
+
+def test_dead_workers_are_folded_so_the_folder_stays_small_and_counts_exact(tmp_path, server_env):
+    metrics_dir = tmp_path / "metrics"
+    server = Gunicorn(workdir=tmp_path, env=dict(server_env, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)), workers=2)
+    server.start()
+    try:
+        port = server.port
+        for round_number in range(8):
+            for number in range(3):
+                message = make_message(message_id=f"fold-{round_number}-{number}")
+                assert signed_post(port, message, SECRET).status == 200
+            server.kill_workers()
+        values = scrape(port)
+        assert count(values, "webhook_requests_total", result="success") == 24
+        assert count(values, "http_requests_total", method="POST", path="/webhook", status="200") == 24
+        assert count(values, "http_request_duration_seconds_count", method="POST", path="/webhook") == 24
+        # Two live workers write one counter and one histogram file each; the 16 dead ones
+        # live on in one archive per type.
+        files = sorted(path.name for path in metrics_dir.glob("*.db"))
+        assert len(files) <= 6, files
+        assert {"counter_archive.db", "histogram_archive.db"} <= set(files)
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@ set by gunicorn.conf.py), so every scrape sums all workers whichever one answers
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -11,6 +12,8 @@ from flask import Flask, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_flask_exporter import PrometheusMetrics
+
+from webhook_service.observability.multiprocess import folder_lock
 
 UNMATCHED_PATH = "<unmatched>"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -119,7 +122,12 @@ def init_metrics(
         if refusal is not None:
             return refusal
         # Always the classic text format, whatever the scraper's Accept asks for.
-        body, _content_type = exporter.generate_metrics(accept_header=None)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            with folder_lock(directory, exclusive=False):
+                body, _content_type = exporter.generate_metrics(accept_header=None)
+        else:
+            body, _content_type = exporter.generate_metrics(accept_header=None)
         return Response(body, status=200, content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     app.add_url_rule("/metrics", endpoint="metrics", view_func=serve_metrics, methods=["GET"])
