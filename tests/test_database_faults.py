@@ -41,8 +41,10 @@ def test_a_deleted_database_refuses_writes_and_is_not_ready_until_it_is_back(cli
 
     for file in saved.iterdir():
         shutil.move(file, path.parent / file.name)
-    assert client.get("/health/ready").status_code == 200
+    # The deliveries refused meanwhile hold readiness down until one commits again.
+    assert client.get("/health/ready").get_json()["checks"]["writes"].startswith("failing")
     assert signed_post(make_message(message_id="after")).status_code == 200
+    assert client.get("/health/ready").status_code == 200
     assert stored_ids(path) == ["before", "after"]
 
 

@@ -95,6 +95,8 @@ class Gunicorn:
     app: str = "wsgi:app"
     # False: no --bind on the command line, so gunicorn.conf.py must bind from HOST and PORT.
     bind: bool = True
+    # A command that runs gunicorn (setpriv, to drop privileges), if any.
+    wrapper: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -103,7 +105,7 @@ class Gunicorn:
         self.log_path = self.workdir / f"gunicorn-{self.port}-{time.monotonic_ns()}.log"
         env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(self.env)
-        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+        command = [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
         if self.bind:
             command += ["--bind", f"127.0.0.1:{self.port}"]
         if self.workers is not None:

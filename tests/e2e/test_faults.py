@@ -1,14 +1,24 @@
 """Faults under real gunicorn: a full disk loses no acknowledged message and shows no trace."""
 
+from __future__ import annotations
+
+import http.client
 import json
 import os
+import shutil
+import signal
+import sqlite3
 import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Self
 
 import pytest
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, request, signed_post
+from tests.e2e.server import Gunicorn, request, signed_post, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -51,18 +61,23 @@ def test_full_disk_answers_503_and_keeps_every_acknowledged_message(tmp_path, sm
                 break
         assert refused, "the disk never filled up"
         assert acknowledged, "nothing was stored before the disk filled up"
+        ready = request(server.port, "GET", "/health/ready")
+        assert ready.status == 503 and ready.json()["checks"]["writes"].startswith("failing")
 
         # Room again: ingestion recovers without a restart, and a refused message can be resent.
         subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
         assert signed_post(server.port, make_message(message_id=refused[0]), SECRET).status == 200
         acknowledged.append(refused[0])
+        assert request(server.port, "GET", "/health/ready").status == 200
     finally:
         server.stop()
     # The database errors were handled: no unhandled exception was logged, no 500 answered.
     logged = [json.loads(line) for line in server.log_lines()]
     assert not [entry for entry in logged if "exception" in entry]
     assert not [entry for entry in logged if entry.get("status") == 500]
-    assert {entry["result"] for entry in logged if entry.get("status") == 503} == {"db_error"}
+    assert {entry["result"] for entry in logged if entry.get("status") == 503 and entry["path"] == "/webhook"} == {
+        "db_error"
+    }
 
     again = Gunicorn(workdir=tmp_path, env=env).start()
     try:
@@ -75,3 +90,144 @@ def test_full_disk_answers_503_and_keeps_every_acknowledged_message(tmp_path, sm
     finally:
         again.stop()
     assert sorted(listed) == sorted(acknowledged)
+
+
+def stored_ids(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT message_id FROM messages")}
+
+
+class Load:
+    """Threads posting unique signed messages until stopped; remembers what was acknowledged."""
+
+    def __init__(self, port: int, threads: int = 8) -> None:
+        self.port = port
+        self.acknowledged: list[str] = []
+        self.statuses: list[int | str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def _run(self, number: int) -> None:
+        sequence = 0
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            message_id = f"load-{number}-{sequence}"
+            sequence += 1
+            try:
+                status = signed_post(self.port, make_message(message_id=message_id), SECRET).status
+            except (OSError, http.client.HTTPException) as error:  # cut off while the server dies: not acknowledged
+                self.statuses.append(type(error).__name__)
+                time.sleep(0.05)
+                continue
+            self.statuses.append(status)
+            if status == 200:
+                self.acknowledged.append(message_id)
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp_path, server_env):
+    path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
+    server = Gunicorn(workdir=tmp_path, env=server_env).start()
+    try:
+        with Load(server.port) as load:
+            time.sleep(1.0)
+            server.kill_workers()
+            time.sleep(1.0)
+            server.kill_workers()
+            time.sleep(1.0)
+            # The host "crashes": master and workers die at once, nothing is flushed or closed.
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=10)
+    finally:
+        server.stop()
+    assert len(load.acknowledged) > 100, load.statuses[-20:]
+    cut_off = {"ConnectionResetError", "ConnectionRefusedError", "RemoteDisconnected", "IncompleteRead"}
+    assert set(load.statuses) <= {200, 503, *cut_off}
+    again = Gunicorn(workdir=tmp_path, env=server_env).start()
+    try:
+        assert request(again.port, "GET", "/health/ready").status == 200
+    finally:
+        again.stop()
+    missing = set(load.acknowledged) - stored_ids(path)
+    assert not missing, f"{len(missing)} acknowledged messages lost"
+
+
+def test_a_database_deleted_under_gunicorn_refuses_and_recovers_when_restored(tmp_path, server_env):
+    path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
+    server = Gunicorn(workdir=tmp_path, env=server_env).start()
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    try:
+        assert signed_post(server.port, make_message(message_id="kept"), SECRET).status == 200
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        for file in files:
+            if file.exists():
+                file.rename(saved / file.name)
+        for number in range(12):  # every worker and thread: none may acknowledge into the old file
+            response = signed_post(server.port, make_message(message_id=f"lost-{number}"), SECRET)
+            assert response.status == 503 and response.headers["retry-after"]
+        assert request(server.port, "GET", "/health/ready").status == 503
+        assert not path.exists()
+        for file in saved.iterdir():
+            file.rename(path.parent / file.name)
+        assert signed_post(server.port, make_message(message_id="after"), SECRET).status == 200
+        assert request(server.port, "GET", "/health/ready").status == 200
+    finally:
+        server.stop()
+    assert stored_ids(path) == {"kept", "after"}
+
+
+def test_a_write_lock_held_elsewhere_makes_readiness_fail_until_released(gunicorn_server, server_env):
+    path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        ready = request(gunicorn_server.port, "GET", "/health/ready")
+        assert ready.status == 503 and "locked" in ready.json()["checks"]["writes"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert request(gunicorn_server.port, "GET", "/health/ready").status == 200
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed to drop root's override")
+def test_read_only_files_answer_503_and_not_ready_and_kill_no_worker(tmp_path, server_env):
+    path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
+    # As root the file modes would not matter: drop the capabilities that override them.
+    server = Gunicorn(
+        workdir=tmp_path,
+        env=server_env,
+        workers=2,
+        wrapper=["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"],
+    ).start()
+    try:
+        assert signed_post(server.port, make_message(message_id="before"), SECRET).status == 200
+        files = [file for file in path.parent.iterdir() if file.name.startswith(path.name)]
+        for file in files:
+            file.chmod(0o444)
+        server.kill_workers()  # new workers open the files as they are now
+        for number in range(8):
+            assert signed_post(server.port, make_message(message_id=f"ro-{number}"), SECRET).status == 503
+        ready = request(server.port, "GET", "/health/ready")
+        assert ready.status == 503 and ready.json()["checks"]["writes"] != "ok"
+        for file in files:
+            file.chmod(0o644)
+        # A connection SQLite opened read-only is dropped at its first failed write: a sender's
+        # retry (it retries every 503) then commits.
+        assert wait_until(
+            lambda: signed_post(server.port, make_message(message_id="after"), SECRET).status == 200, timeout=5
+        )
+        assert request(server.port, "GET", "/health/ready").status == 200
+    finally:
+        server.stop()
+    assert "SIGBUS" not in server.output()
+    assert stored_ids(path) == {"before", "after"}

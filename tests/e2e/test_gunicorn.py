@@ -15,7 +15,7 @@ from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
 from tests.e2e.server import Gunicorn, free_port, request, signed_post, wait_until
 from webhook_service.signatures import sign_legacy
-from webhook_service.storage.migrations import upgrade_to_head
+from webhook_service.storage.migrations import known_revisions, upgrade_to_head
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def test_concurrent_duplicates_store_exactly_one_row(gunicorn_server, server_env
 
 def test_migrations_ran_once_in_the_master(gunicorn_server, server_env):
     lines = gunicorn_server.log_lines()
-    assert sum("Running upgrade" in line for line in lines) == 1
+    assert sum("Running upgrade" in line for line in lines) == len(known_revisions())
     # alembic says this once per run, also when there is nothing to upgrade: a worker that
     # migrated at its start would add a line of its own.
     assert sum("Context impl SQLiteImpl" in line for line in lines) == 1

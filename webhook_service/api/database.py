@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_service.context import current_database
 from webhook_service.errors import ServiceUnavailable
+from webhook_service.storage.engine import describe_database_error
 
 logger = structlog.get_logger(__name__)
 
@@ -24,9 +25,3 @@ def read_transaction() -> Iterator[Connection]:
     except (SQLAlchemyError, OSError) as exc:
         logger.error("database read failed", error=describe_database_error(exc))
         raise ServiceUnavailable("database unavailable; retry later") from None
-
-
-def describe_database_error(exc: SQLAlchemyError | OSError) -> str:
-    """The driver's reason, without the statement or its parameters."""
-    cause = getattr(exc, "orig", None) or exc
-    return f"{type(cause).__name__}: {cause}" if cause is not exc else type(exc).__name__

@@ -6,12 +6,16 @@ import structlog
 from flask import Blueprint, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_service.api.database import describe_database_error
-from webhook_service.context import current_database, current_verifier, expected_schema_revision
+from webhook_service.context import current_database, current_settings, current_verifier, expected_schema_revision
 from webhook_service.errors import RETRY_AFTER_SECONDS
+from webhook_service.storage.engine import describe_database_error
 from webhook_service.storage.migrations import database_revision
+from webhook_service.storage.probe import rewrite_probe_row
 
 bp = Blueprint("health", __name__)
+# After a delivery's write fails, readiness stays down this long before its own probe write
+# may declare the database writable again: a small probe can fit where a delivery did not.
+WRITE_FAILURE_HOLD_SECONDS = 10.0
 logger = structlog.get_logger(__name__)
 
 
@@ -37,9 +41,17 @@ def ready():
         logger.warning("readiness: database unavailable", error=describe_database_error(exc))
         checks["database"] = "unavailable"
         checks["schema"] = checks["writes"] = "unknown"
+    failure = database.last_write_failure()
+    if checks["schema"] != "ok":
+        checks["writes"] = "unknown"
+    elif failure is not None and failure[1] < WRITE_FAILURE_HOLD_SECONDS:
+        checks["writes"] = f"failing: {failure[0]}"
     else:
+        # No failure, or one old enough that a probe may say whether writes commit again
+        # (with no deliveries arriving, nothing else would).
         try:
-            database.check_writable()
+            with database.probe_transaction() as conn:
+                rewrite_probe_row(conn, current_settings().max_body_bytes)
         except (SQLAlchemyError, OSError) as exc:
             reason = describe_database_error(exc)
             logger.warning("readiness: database takes no writes", error=reason)

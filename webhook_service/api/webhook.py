@@ -10,13 +10,13 @@ from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from webhook_service.api.database import describe_database_error
 from webhook_service.context import current_message_writer, current_settings, current_verifier
 from webhook_service.errors import RequestValidationError, ServiceUnavailable, json_error
 from webhook_service.observability.metrics import WebhookResult
 from webhook_service.observability.requests import note_message_id, note_webhook_id, record_webhook
 from webhook_service.schemas import load_webhook_message, parse_json_object
 from webhook_service.signatures import Outcome
+from webhook_service.storage.engine import describe_database_error
 
 bp = Blueprint("webhook", __name__)
 logger = structlog.get_logger(__name__)

@@ -13,8 +13,10 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import QueuePool
+
+from webhook_service.storage.write_health import WRITE_HEALTH, database_key
 
 SUPPORTED_DIALECTS = ("sqlite",)
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -29,6 +31,16 @@ _FILE_IDENTITY = "webhook_service_file_identity"
 
 class DatabaseFileChanged(OSError):
     """The SQLite file was removed or replaced since this connection opened it."""
+
+
+def describe_database_error(exc: SQLAlchemyError | OSError) -> str:
+    """The driver's reason, without the statement or its parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    if cause is not exc:
+        return f"{type(cause).__name__}: {cause}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return type(exc).__name__
 
 
 def database_url_from_setting(value: str) -> str:
@@ -107,6 +119,17 @@ def confirm_same_file(conn: Connection) -> None:
         raise DatabaseFileChanged("the database file was replaced or removed while the service ran")
 
 
+@contextmanager
+def _discarded_on_failure(conn: Connection) -> Iterator[None]:
+    # A connection whose write failed is not reused: SQLite opens a write-protected file
+    # read-only and keeps it so even after the file is writable again.
+    try:
+        yield
+    except OperationalError:
+        conn.invalidate()
+        raise
+
+
 def _configure_sqlite_connection(dbapi_connection, record, path: Path) -> None:
     record.info[_FILE_IDENTITY] = _file_identity(path)
     record.info["webhook_service_path"] = path
@@ -139,6 +162,7 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._key = database_key(url)
         self._engine: Engine | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -168,36 +192,46 @@ class Database:
         Raises DatabaseFileChanged when, after the commit, the file is no longer the one
         written: the caller must not acknowledge what it wrote.
         """
-        with self._writer_turn(), self.engine.connect() as conn:
+        with self._writer_turn(), self._recording_write_health(), self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
+            with _discarded_on_failure(conn), conn.begin():
                 yield conn
             confirm_same_file(conn)
 
-    def check_writable(self) -> None:
-        """Commit a write that changes nothing, waiting at most about a second for the lock.
+    def last_write_failure(self) -> tuple[str, float] | None:
+        """Why the latest write transaction of any worker failed and how long ago, or None
+        when the latest one committed."""
+        return WRITE_HEALTH.last_failure(self._key)
 
-        Raises SQLAlchemyError or OSError when the database does not take writes (disk full,
-        read-only files, a lock held elsewhere, a replaced file).
-        """
-        with self._writer_turn(), self.engine.connect() as conn:
-            if conn.dialect.name != "sqlite":
-                with conn.begin():
-                    conn.exec_driver_sql("SELECT 1")
-                return
-            # Set on the driver's connection: outside SQLAlchemy's transaction bookkeeping.
-            driver_connection = conn.connection.driver_connection
-            driver_connection.execute(f"PRAGMA busy_timeout={PROBE_BUSY_TIMEOUT_MS:d}")
+    @contextmanager
+    def _recording_write_health(self, failures: bool = True) -> Iterator[None]:
+        try:
+            yield
+        except (SQLAlchemyError, OSError) as error:
+            if failures:
+                WRITE_HEALTH.record_failure(self._key, describe_database_error(error))
+            raise
+        WRITE_HEALTH.record_success(self._key)
+
+    @contextmanager
+    def probe_transaction(self) -> Iterator[Connection]:
+        """A write transaction for a readiness probe: it waits at most about a second for the
+        write lock, where deliveries wait five. Raises like write_transaction."""
+        # A failed probe speaks for itself (and is probed again next time); a committed one
+        # clears the failure deliveries met.
+        with self._writer_turn(), self._recording_write_health(failures=False), self.engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # Set on the driver's connection: outside SQLAlchemy's transaction bookkeeping.
+                conn.connection.driver_connection.execute(f"PRAGMA busy_timeout={PROBE_BUSY_TIMEOUT_MS:d}")
             try:
                 conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    # Rewriting the header's user_version is a real page write and an fsynced commit.
-                    version = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
-                    conn.exec_driver_sql(f"PRAGMA user_version={int(version):d}")
+                with _discarded_on_failure(conn), conn.begin():
+                    yield conn
                 confirm_same_file(conn)
             finally:
-                if not conn.invalidated:
-                    driver_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+                if sqlite and not conn.invalidated:
+                    conn.connection.driver_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:

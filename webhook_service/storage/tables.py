@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -36,6 +36,19 @@ messages = Table(
     UniqueConstraint("message_id", name="uq_messages_message_id"),
     Index("ix_messages_ts_instant", "ts_instant", "message_id"),
     Index("ix_messages_from_ts_instant", "from_msisdn", "ts_instant", "message_id"),
+)
+
+write_probe = Table(
+    "write_probe",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False, comment="Always 1: one row, rewritten."),
+    Column(
+        "payload",
+        LargeBinary,
+        nullable=False,
+        comment="As large as the largest delivery: readiness proves such a write still commits.",
+    ),
+    Column("written_at", Text, nullable=False, comment="When readiness last committed it, UTC ISO-8601."),
 )
 
 # The SQLite full-text index over text_folded lives beside the tables above but is created

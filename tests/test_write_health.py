@@ -1,0 +1,53 @@
+"""The latest write outcome, shared by the worker processes of one server."""
+
+import os
+
+import pytest
+
+from tests.conftest import make_message
+from webhook_service.api import health
+from webhook_service.storage.write_health import WRITE_HEALTH, WriteHealth, database_key
+
+
+def test_a_failure_recorded_in_a_forked_worker_is_seen_by_the_others():
+    shared = WriteHealth()
+    pid = os.fork()
+    if pid == 0:  # the "worker": record and leave at once
+        shared.record_failure(7, "OperationalError: database or disk is full")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    reason, age = shared.last_failure(7)
+    assert reason == "OperationalError: database or disk is full" and 0 <= age < 5
+    shared.record_success(7)
+    assert shared.last_failure(7) is None
+
+
+def test_databases_are_kept_apart():
+    shared = WriteHealth()
+    shared.record_failure(1, "locked")
+    assert shared.last_failure(2) is None
+    shared.record_success(2)
+    assert shared.last_failure(1)[0] == "locked"
+
+
+@pytest.fixture
+def failed_delivery_write(settings):
+    key = database_key(settings.database_url)
+    WRITE_HEALTH.record_failure(key, "OperationalError: database or disk is full")
+    yield
+    WRITE_HEALTH.record_success(key)
+
+
+def test_readiness_stays_down_after_a_failed_delivery_until_a_write_commits(client, signed_post, failed_delivery_write):
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["writes"] == "failing: OperationalError: database or disk is full"
+    assert signed_post(make_message()).status_code == 200
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_without_deliveries_an_old_failure_is_settled_by_the_probe(client, monkeypatch, failed_delivery_write):
+    monkeypatch.setattr(health, "WRITE_FAILURE_HOLD_SECONDS", 0.0)
+    assert client.get("/health/ready").status_code == 200
+    monkeypatch.setattr(health, "WRITE_FAILURE_HOLD_SECONDS", 10.0)
+    assert client.get("/health/ready").status_code == 200
