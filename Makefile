@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run test migrate lint format bench install install-dev clean
+.PHONY: run test migrate lint format bench bench-wal install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ format: install-dev
 
 bench: install
 	$(BIN)/python bench/ingest.py
+
+# WAL size under ingestion while a long read holds an old snapshot, and after it ends.
+bench-wal: install
+	$(BIN)/python bench/wal.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -17,6 +17,7 @@ DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
 DEFAULT_TOLERANCE_SECONDS = 300
 MAX_TOLERANCE_SECONDS = 7 * 24 * 3600
 MIN_TOKEN_CHARS = 16
+DEFAULT_BODY_READ_TIMEOUT_SECONDS = 10
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,7 @@ class Settings:
     public_keys: tuple[str, ...] = ()
     signature_schemes: frozenset[Scheme] = frozenset(Scheme)
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS
+    body_read_timeout_seconds: int = DEFAULT_BODY_READ_TIMEOUT_SECONDS
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)
 
@@ -68,6 +70,13 @@ class Settings:
                 DEFAULT_TOLERANCE_SECONDS,
                 1,
                 MAX_TOLERANCE_SECONDS,
+            ),
+            body_read_timeout_seconds=parse_int(
+                "BODY_READ_TIMEOUT_SECONDS",
+                env.get("BODY_READ_TIMEOUT_SECONDS"),
+                DEFAULT_BODY_READ_TIMEOUT_SECONDS,
+                1,
+                300,
             ),
             api_tokens=_tokens("API_TOKENS", _secrets_setting(env, "API_TOKENS", "API_TOKENS_FILE")),
             metrics_token=next(iter(_tokens("METRICS_TOKEN", split_list(env.get("METRICS_TOKEN", ""), None))), None),

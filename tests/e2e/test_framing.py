@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import request
+from tests.e2e.server import request, wait_until
 from tests.e2e.test_gunicorn import chunked_post, stored_ids
 from tests.e2e.test_observability import count, scrape
 from webhook_service.signatures import sign_legacy
@@ -104,3 +104,28 @@ def test_options_and_control_characters_through_gunicorn(gunicorn_server):
     request(gunicorn_server.port, "GET", "/x%1B%5D0;owned%07")
     assert "\\u001b" not in gunicorn_server.output() and "\x1b" not in gunicorn_server.output()
     assert any("\\\\x1b]0;owned\\\\x07" in line for line in gunicorn_server.log_lines())
+
+
+def test_a_body_that_stops_arriving_frees_its_thread_with_a_400(tmp_path, server_env):
+    from tests.e2e.server import Gunicorn
+
+    server = Gunicorn(workdir=tmp_path, env=dict(server_env, BODY_READ_TIMEOUT_SECONDS="1"), workers=1).start()
+    stalled = []
+    try:
+        # One worker has 16 threads: 20 stalled bodies would hold all of them for good.
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+            stalled.append(sock)
+        for sock in stalled:
+            reply = b""
+            while b"malformed request body" not in reply and (chunk := sock.recv(65536)):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 400 ") and b"malformed request body" in reply
+        # gunicorn then spends at most its own 5 s trying to skip the missing rest: the
+        # threads come back, where without the timeout they would be held for good.
+        assert wait_until(lambda: request(server.port, "GET", "/health/live", timeout=2).status == 200, timeout=20)
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.stop()

@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -174,3 +175,31 @@ def test_a_burst_past_the_rate_limit_gets_json_429_while_a_calm_client_never_doe
     assert calm_statuses and 429 not in calm_statuses
     # Probes stay reachable for the address that is being limited.
     assert burst(proxy.port, "GET", "/health/live", 64, CLIENT_ADDRESS)[-1].status == 200
+
+
+def test_two_hundred_slow_clients_hold_nginx_not_gunicorn(stack):
+    app, proxy = stack
+    slow = []
+    try:
+        for number in range(200):
+            sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+            # Half the sockets trickle headers, half a body that never completes.
+            if number % 2:
+                sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+            else:
+                sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{")
+            slow.append(sock)
+        for round_number in range(3):
+            for sock in slow:
+                sock.sendall(b"X-Slow: 1\r\n" if slow.index(sock) % 2 else b" ")
+            # gunicorn has 2 workers x 16 threads: were they held, these would time out.
+            for number in range(10):
+                message = make_message(message_id=f"calm-{round_number}-{number}")
+                assert signed_post(proxy.port, message, SECRET).status == 200
+            live = request(proxy.port, "GET", "/health/live", timeout=5)
+            assert live.status == 200
+        assert request(app.port, "GET", "/health/live", timeout=5).status == 200
+    finally:
+        for sock in slow:
+            sock.close()
+    assert request(proxy.port, "GET", "/messages?limit=100").json()["total"] == 30

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import structlog
 from flask import Blueprint, current_app, request
@@ -37,24 +40,48 @@ class MalformedBody(Exception):
     """The body ended before its declared length, or its chunked framing is broken (400)."""
 
 
-def read_body(limit: int) -> bytes:
+@contextmanager
+def _socket_timeout(sock, seconds: float) -> Iterator[None]:
+    # gunicorn's worker threads read the body from a blocking socket with no timeout: a
+    # client that stops sending would hold the thread for good. Bounded here, it gets a 400.
+    if sock is None:
+        yield
+        return
+    previous = sock.gettimeout()
+    sock.settimeout(seconds)
+    try:
+        yield
+    except BaseException:
+        # Where this body ends is unknown, so nothing more is read from this connection:
+        # the answer still goes out, then gunicorn finds the end of input and closes it
+        # (rather than wait, thread held, for the rest of a body that never comes).
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
+        raise
+    finally:
+        sock.settimeout(previous)
+
+
+def read_body(limit: int, timeout_seconds: float) -> bytes:
     """The raw body, refused with 413 past `limit` bytes without reading further.
 
     A declared Content-Length is checked before reading. A chunked body has none; behind
     gunicorn werkzeug's own limit lets it through silently truncated, so it is read from
     the server's stream to at most limit + 1 bytes. Raises MalformedBody for a body that
-    is shorter than declared or badly chunked: it must never be taken as complete.
+    is shorter than declared or badly chunked, or stalls for `timeout_seconds`: it must
+    never be taken as complete.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise RequestEntityTooLarge(f"request body exceeds {limit} bytes")
     try:
-        if declared is not None:
-            body = request.stream.read()
-        elif request.environ.get("wsgi.input_terminated"):
-            body = request.input_stream.read(limit + 1)
-        else:
-            body = b""
+        with _socket_timeout(request.environ.get("gunicorn.socket"), timeout_seconds):
+            if declared is not None:
+                body = request.stream.read()
+            elif request.environ.get("wsgi.input_terminated"):
+                body = request.input_stream.read(limit + 1)
+            else:
+                body = b""
     except _BODY_FRAMING_ERRORS as error:
         raise MalformedBody(f"request body could not be read: {type(error).__name__}") from None
     if declared is not None and len(body) != declared:
@@ -68,7 +95,8 @@ def read_body(limit: int) -> bytes:
 def receive_webhook():
     """Store a signed message once; 200 for new and duplicate deliveries alike."""
     try:
-        body = read_body(current_settings().max_body_bytes)
+        settings = current_settings()
+        body = read_body(settings.max_body_bytes, settings.body_read_timeout_seconds)
     except RequestEntityTooLarge:
         record_webhook(WebhookResult.PAYLOAD_TOO_LARGE)
         raise
