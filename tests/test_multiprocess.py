@@ -1,0 +1,28 @@
+"""Folding a dead worker's metric files into the archives."""
+
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+from webhook_service.observability.multiprocess import fold_dead_worker
+
+KEY = mmap_key("webhook_requests", "webhook_requests_total", ["result"], ["success"], "POST /webhook outcomes.")
+
+
+def write(path, value: float) -> None:
+    values = MmapedDict(str(path))
+    values.write_value(KEY, value, 0.0)
+    values.close()
+
+
+def read(path) -> float:
+    return dict((key, value) for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(str(path)))[KEY]
+
+
+def test_dead_workers_add_up_in_one_archive_and_their_files_go(tmp_path):
+    write(tmp_path / "counter_101.db", 3.0)
+    write(tmp_path / "counter_102.db", 4.0)
+    write(tmp_path / "counter_103.db", 5.0)  # still alive
+    fold_dead_worker(str(tmp_path), 101)
+    fold_dead_worker(str(tmp_path), 102)
+    fold_dead_worker(str(tmp_path), 999)  # wrote nothing: nothing to do
+    assert read(tmp_path / "counter_archive.db") == 7.0
+    assert sorted(path.name for path in tmp_path.glob("*.db")) == ["counter_103.db", "counter_archive.db"]
