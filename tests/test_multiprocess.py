@@ -14,7 +14,7 @@ def write(path, value: float) -> None:
 
 
 def read(path) -> float:
-    return dict((key, value) for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(str(path)))[KEY]
+    return {key: value for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(str(path))}[KEY]
 
 
 def test_dead_workers_add_up_in_one_archive_and_their_files_go(tmp_path):
