@@ -50,7 +50,7 @@ def ready():
         # No failure, or one old enough that a probe may say whether writes commit again
         # (with no deliveries arriving, nothing else would).
         try:
-            with database.probe_transaction() as conn:
+            with database.write_transaction(probe=True) as conn:
                 rewrite_probe_row(conn, current_settings().max_body_bytes)
         except (SQLAlchemyError, OSError) as exc:
             reason = describe_database_error(exc)

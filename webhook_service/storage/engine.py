@@ -120,6 +120,21 @@ def confirm_same_file(conn: Connection) -> None:
 
 
 @contextmanager
+def _busy_timeout(conn: Connection, milliseconds: int | None) -> Iterator[None]:
+    # Set on the driver's connection, outside SQLAlchemy's transaction bookkeeping, and put
+    # back for the connection's next user.
+    if milliseconds is None or conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.connection.driver_connection.execute(f"PRAGMA busy_timeout={milliseconds:d}")
+    try:
+        yield
+    finally:
+        if not conn.invalidated:
+            conn.connection.driver_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+
+
+@contextmanager
 def _discarded_on_failure(conn: Connection) -> Iterator[None]:
     # A connection whose write failed is not reused: SQLite opens a write-protected file
     # read-only and keeps it so even after the file is writable again.
@@ -186,13 +201,21 @@ class Database:
         return self._engine
 
     @contextmanager
-    def write_transaction(self) -> Iterator[Connection]:
+    def write_transaction(self, *, probe: bool = False) -> Iterator[Connection]:
         """A transaction that holds the write lock from its start; commits on success.
 
         Raises DatabaseFileChanged when, after the commit, the file is no longer the one
-        written: the caller must not acknowledge what it wrote.
+        written: the caller must not acknowledge what it wrote. A failure is remembered for
+        readiness (shared by all workers) and a commit clears it. A `probe` (readiness's own
+        write) waits at most about a second for the lock, where deliveries wait five, and
+        its failure is not remembered: it speaks for itself and is tried again next time.
         """
-        with self._writer_turn(), self._recording_write_health(), self.engine.connect() as conn:
+        with (
+            self._writer_turn(),
+            self._recording_write_health(failures=not probe),
+            self.engine.connect() as conn,
+            _busy_timeout(conn, PROBE_BUSY_TIMEOUT_MS if probe else None),
+        ):
             conn.execution_options(**{WRITE_OPTION: True})
             with _discarded_on_failure(conn), conn.begin():
                 yield conn
@@ -204,7 +227,7 @@ class Database:
         return WRITE_HEALTH.last_failure(self._key)
 
     @contextmanager
-    def _recording_write_health(self, failures: bool = True) -> Iterator[None]:
+    def _recording_write_health(self, failures: bool) -> Iterator[None]:
         try:
             yield
         except (SQLAlchemyError, OSError) as error:
@@ -212,26 +235,6 @@ class Database:
                 WRITE_HEALTH.record_failure(self._key, describe_database_error(error))
             raise
         WRITE_HEALTH.record_success(self._key)
-
-    @contextmanager
-    def probe_transaction(self) -> Iterator[Connection]:
-        """A write transaction for a readiness probe: it waits at most about a second for the
-        write lock, where deliveries wait five. Raises like write_transaction."""
-        # A failed probe speaks for itself (and is probed again next time); a committed one
-        # clears the failure deliveries met.
-        with self._writer_turn(), self._recording_write_health(failures=False), self.engine.connect() as conn:
-            sqlite = conn.dialect.name == "sqlite"
-            if sqlite:
-                # Set on the driver's connection: outside SQLAlchemy's transaction bookkeeping.
-                conn.connection.driver_connection.execute(f"PRAGMA busy_timeout={PROBE_BUSY_TIMEOUT_MS:d}")
-            try:
-                conn.execution_options(**{WRITE_OPTION: True})
-                with _discarded_on_failure(conn), conn.begin():
-                    yield conn
-                confirm_same_file(conn)
-            finally:
-                if sqlite and not conn.invalidated:
-                    conn.connection.driver_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
