@@ -26,7 +26,7 @@ def ids(response) -> list[str]:
 def test_empty_database_gives_an_empty_page(client):
     response = client.get("/messages")
     assert response.status_code == 200
-    assert response.get_json() == {"data": [], "total": 0, "limit": 50, "offset": 0}
+    assert response.get_json() == {"data": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": None}
 
 
 def test_items_carry_every_field_with_ts_as_sent(client, seeded):
@@ -50,7 +50,13 @@ def test_pagination_splits_the_same_order(client, seeded):
     assert [m["message_id"] for page in (first, second, third) for m in page["data"]] == ["e", "d", "a", "b", "c"]
     assert (first["total"], first["limit"], first["offset"]) == (5, 2, 0)
     assert third["total"] == 5 and len(third["data"]) == 1
-    assert client.get("/messages?offset=10").get_json() == {"data": [], "total": 5, "limit": 50, "offset": 10}
+    assert client.get("/messages?offset=10").get_json() == {
+        "data": [],
+        "total": 5,
+        "limit": 50,
+        "offset": 10,
+        "next_cursor": None,
+    }
 
 
 def test_from_filter_is_an_exact_match(client, seeded):

@@ -18,6 +18,7 @@ DEFAULT_TOLERANCE_SECONDS = 300
 MAX_TOLERANCE_SECONDS = 7 * 24 * 3600
 MIN_TOKEN_CHARS = 16
 DEFAULT_BODY_READ_TIMEOUT_SECONDS = 10
+DEFAULT_QUERY_BUDGET_MS = 2000
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,7 @@ class Settings:
     signature_schemes: frozenset[Scheme] = frozenset(Scheme)
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS
     body_read_timeout_seconds: int = DEFAULT_BODY_READ_TIMEOUT_SECONDS
+    query_budget_ms: int = DEFAULT_QUERY_BUDGET_MS
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)
 
@@ -77,6 +79,9 @@ class Settings:
                 DEFAULT_BODY_READ_TIMEOUT_SECONDS,
                 1,
                 300,
+            ),
+            query_budget_ms=parse_int(
+                "QUERY_BUDGET_MS", env.get("QUERY_BUDGET_MS"), DEFAULT_QUERY_BUDGET_MS, 10, 60_000
             ),
             api_tokens=_tokens("API_TOKENS", _secrets_setting(env, "API_TOKENS", "API_TOKENS_FILE")),
             metrics_token=next(iter(_tokens("METRICS_TOKEN", split_list(env.get("METRICS_TOKEN", ""), None))), None),

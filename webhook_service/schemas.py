@@ -11,9 +11,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
 
 from webhook_service.errors import RequestValidationError
+from webhook_service.storage.cursor import MalformedCursor, Position, decode_cursor
 from webhook_service.storage.messages import MessageFilter, NewMessage
 from webhook_service.timestamps import instant_key
 
@@ -41,6 +42,8 @@ LIMIT_TOO_SMALL = "Input should be greater than or equal to 1"
 LIMIT_TOO_LARGE = f"Input should be less than or equal to {MAX_LIMIT}"
 OFFSET_TOO_SMALL = "Input should be greater than or equal to 0"
 OFFSET_TOO_LARGE = f"Input should be less than or equal to {MAX_OFFSET}"
+NOT_A_CURSOR = "Value error, not a cursor: pass next_cursor from a previous page as it was"
+OFFSET_WITH_CURSOR = "Value error, offset must be 0 or absent when cursor is given"
 
 ERROR_TYPES = {
     FIELD_REQUIRED: "missing",
@@ -110,6 +113,16 @@ class QueryInteger(fields.Field):
         return int(value)
 
 
+class Cursor(fields.Field):
+    """A next_cursor handed out by GET /messages, decoded into the position it stands for."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs) -> Position:
+        try:
+            return decode_cursor(value if isinstance(value, str) else "")
+        except MalformedCursor:
+            raise ValidationError(NOT_A_CURSOR) from None
+
+
 class WebhookMessageSchema(Schema):
     """The signed JSON body of POST /webhook. Unknown fields are ignored."""
 
@@ -155,6 +168,12 @@ class MessagesQuerySchema(Schema):
     from_ = fields.String(data_key="from", load_default=None)
     since = fields.String(load_default=None, validate=_timestamp)
     q = fields.String(load_default=None, validate=_max_chars(MAX_QUERY_TEXT_CHARS, QUERY_TEXT_TOO_LONG))
+    cursor = Cursor(load_default=None)
+
+    @validates_schema
+    def offset_or_cursor(self, data: dict[str, Any], **kwargs) -> None:
+        if data.get("cursor") is not None and data.get("offset"):
+            raise ValidationError(OFFSET_WITH_CURSOR, field_name="offset")
 
     @post_load
     def normalize(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:

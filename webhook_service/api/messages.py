@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify, request
 
 from webhook_service.api.database import read_transaction
 from webhook_service.schemas import load_messages_query
+from webhook_service.storage.cursor import encode_cursor
 from webhook_service.storage.messages import StoredMessage, list_messages
 
 bp = Blueprint("messages", __name__)
@@ -25,16 +26,18 @@ def message_json(message: StoredMessage) -> dict:
 
 @bp.get("/messages")
 def get_messages():
-    """One page of messages and the total matching the filters; 422 for bad parameters."""
+    """One page of messages, the total matching the filters and the cursor of the next page;
+    422 for bad parameters."""
     # A repeated parameter counts by its last value, as FastAPI reads it.
     query = load_messages_query({key: request.args.getlist(key)[-1] for key in request.args})
     with read_transaction() as conn:
-        page = list_messages(conn, query["filter"], query["limit"], query["offset"])
+        page = list_messages(conn, query["filter"], query["limit"], query["offset"], after=query["cursor"])
     return jsonify(
         {
             "data": [message_json(message) for message in page.items],
             "total": page.total,
             "limit": query["limit"],
             "offset": query["offset"],
+            "next_cursor": encode_cursor(page.next_position) if page.next_position is not None else None,
         }
     )

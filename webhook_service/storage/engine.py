@@ -6,8 +6,10 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,6 +29,37 @@ PROBE_BUSY_TIMEOUT_MS = 1000
 SQLITE_JOURNAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 WRITE_OPTION = "webhook_service_write"
 _FILE_IDENTITY = "webhook_service_file_identity"
+# SQLite calls the progress handler every this many virtual machine instructions (~1 ms).
+PROGRESS_INSTRUCTIONS = 20_000
+# The monotonic time by which the statements of the current request must finish, if any.
+_query_deadline: ContextVar[float | None] = ContextVar("webhook_service_query_deadline", default=None)
+
+
+class QueryBudgetExceeded(Exception):
+    """A read ran past its time budget and was stopped."""
+
+
+@contextmanager
+def query_budget(seconds: float) -> Iterator[None]:
+    """Stop any statement run inside this block once `seconds` have passed.
+
+    Raises QueryBudgetExceeded when one was stopped. The deadline lives in a context
+    variable, so each request (thread) has its own on pooled connections.
+    """
+    token = _query_deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    except OperationalError as error:
+        if "interrupted" in str(error.orig):
+            raise QueryBudgetExceeded(f"stopped after {seconds:g} s") from None
+        raise
+    finally:
+        _query_deadline.reset(token)
+
+
+def _past_deadline() -> int:
+    deadline = _query_deadline.get()
+    return 1 if deadline is not None and time.monotonic() > deadline else 0
 
 
 class DatabaseFileChanged(OSError):
@@ -148,6 +181,7 @@ def _discarded_on_failure(conn: Connection) -> Iterator[None]:
 def _configure_sqlite_connection(dbapi_connection, record, path: Path) -> None:
     record.info[_FILE_IDENTITY] = _file_identity(path)
     record.info["webhook_service_path"] = path
+    dbapi_connection.set_progress_handler(_past_deadline, PROGRESS_INSTRUCTIONS)
     cursor = dbapi_connection.cursor()
     try:
         # WAL lets readers run beside the writer; FULL fsyncs the WAL on every commit, so an

@@ -5,17 +5,31 @@ Everything that differs between database dialects stays in this module.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, desc, func, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, false, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from webhook_service.storage.tables import messages, messages_text_index
+from webhook_service.storage.cursor import Position
+from webhook_service.storage.tables import (
+    message_totals,
+    messages,
+    messages_text_index,
+    messages_text_vocabulary,
+    sender_counts,
+)
 from webhook_service.timestamps import instant_key, utc_now_iso
 
 TOP_SENDERS = 10
 # The trigram index answers substrings of at least three characters; shorter ones scan.
 TEXT_INDEX_MIN_CHARS = 3
+# A needle whose rarest trigram is in more texts than this is found faster by reading
+# messages in page order and testing each text than by collecting every candidate first.
+COMMON_TRIGRAM_TEXTS = 20_000
+# The trigram tokenizer ends a text at a NUL; folded text holds U+2400 (the symbol for
+# NUL) in its place, and so does a folded needle, so both still match each other.
+FOLDED_NUL = "\u2400"
 
 
 @dataclass(frozen=True)
@@ -52,10 +66,12 @@ class MessageFilter:
 
 @dataclass(frozen=True)
 class MessagePage:
-    """One page of messages and the number of all messages matching the filter."""
+    """One page of messages, the number of all messages matching the filter, and where the
+    page ended when more messages follow it (None on the last page)."""
 
     items: list[StoredMessage]
     total: int
+    next_position: Position | None
 
 
 @dataclass(frozen=True)
@@ -78,17 +94,20 @@ class MessageStats:
 
 
 def fold_text(text: str | None) -> str | None:
-    """The form of a text that substring search compares: Unicode case-folded."""
-    return None if text is None else text.casefold()
+    """The form of a text that substring search compares: Unicode case-folded, NUL as U+2400."""
+    return None if text is None else text.casefold().replace("\x00", FOLDED_NUL)
 
 
+_DIALECT_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 # Built once: constructing the statement per call cost more than SQLite's durable commit.
 _INSERT_IF_NEW = {
     name: dialect_insert(messages)
     .on_conflict_do_nothing(index_elements=[messages.c.message_id])
     .returning(messages.c.message_id)
-    for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+    for name, dialect_insert in _DIALECT_INSERT.items()
 }
+_SENDER = bindparam("sender")
+_COUNT = bindparam("count")
 
 
 def _row_values(message: NewMessage, created_at: str) -> dict:
@@ -108,7 +127,8 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     """Insert each message unless its message_id is stored already; True where inserted.
 
     One statement, so concurrent deliveries of one id never conflict and the first commit
-    wins; within the batch the earlier occurrence of an id wins.
+    wins; within the batch the earlier occurrence of an id wins. The counters are updated in
+    the same transaction: one upsert for the batch's senders, one update of the totals.
     Raises sqlalchemy.exc.SQLAlchemyError when the database fails.
     """
     if not batch:
@@ -117,10 +137,70 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     rows = [_row_values(message, created_at) for message in batch]
     inserted = set(conn.execute(_INSERT_IF_NEW[conn.dialect.name], rows).scalars())
     results = []
+    added: Counter[str] = Counter()
     for message in batch:
-        results.append(message.message_id in inserted)
+        stored = message.message_id in inserted
+        results.append(stored)
+        if stored:
+            added[message.sender] += 1
         inserted.discard(message.message_id)
+    if added:
+        _add_to_counters(conn, added)
     return results
+
+
+def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
+    """Delete up to `limit` messages whose ts instant is before `before` (a ts), oldest first,
+    keeping the counters exact; returns how many. Raises SQLAlchemyError."""
+    rows = conn.execute(
+        select(messages.c.id, messages.c.from_msisdn)
+        .where(messages.c.ts_instant < instant_key(before))
+        .order_by(messages.c.ts_instant, messages.c.message_id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return 0
+    conn.execute(delete(messages).where(messages.c.id.in_([row.id for row in rows])))
+    removed = Counter(row.from_msisdn for row in rows)
+    conn.execute(
+        update(sender_counts)
+        .where(sender_counts.c.from_msisdn == _SENDER)
+        .values(message_count=sender_counts.c.message_count - _COUNT),
+        [{"sender": sender, "count": count} for sender, count in removed.items()],
+    )
+    gone = conn.execute(
+        delete(sender_counts)
+        .where(sender_counts.c.from_msisdn.in_(list(removed)), sender_counts.c.message_count <= 0)
+        .returning(sender_counts.c.from_msisdn)
+    ).all()
+    _add_to_totals(conn, -len(rows), -len(gone))
+    return len(rows)
+
+
+def _add_to_counters(conn: Connection, added: Counter[str]) -> None:
+    insert = _DIALECT_INSERT[conn.dialect.name](sender_counts)
+    statement = (
+        insert.values([{"from_msisdn": sender, "message_count": count} for sender, count in added.items()])
+        .on_conflict_do_update(
+            index_elements=[sender_counts.c.from_msisdn],
+            set_={"message_count": sender_counts.c.message_count + insert.excluded.message_count},
+        )
+        .returning(sender_counts.c.from_msisdn, sender_counts.c.message_count)
+    )
+    # A sender whose count now equals what this batch added was not counted before.
+    new_senders = sum(1 for sender, count in conn.execute(statement) if count == added[sender])
+    _add_to_totals(conn, sum(added.values()), new_senders)
+
+
+def _add_to_totals(conn: Connection, messages_added: int, senders_added: int) -> None:
+    conn.execute(
+        update(message_totals)
+        .where(message_totals.c.id == 1)
+        .values(
+            total_messages=message_totals.c.total_messages + messages_added,
+            senders_count=message_totals.c.senders_count + senders_added,
+        )
+    )
 
 
 def _filter_conditions(conn: Connection, message_filter: MessageFilter) -> list[ColumnElement[bool]]:
@@ -130,30 +210,74 @@ def _filter_conditions(conn: Connection, message_filter: MessageFilter) -> list[
     if message_filter.since is not None:
         conditions.append(messages.c.ts_instant >= instant_key(message_filter.since))
     if message_filter.text_contains is not None:
-        conditions.append(_text_contains(conn, message_filter.text_contains))
+        conditions.extend(_text_contains(conn, message_filter.text_contains))
     return conditions
 
 
-def _text_contains(conn: Connection, needle: str) -> ColumnElement[bool]:
+def _text_contains(conn: Connection, needle: str) -> list[ColumnElement[bool]]:
+    """Conditions that hold exactly for texts containing `needle` (folded), made cheap.
+
+    instr/strpos compare literally (% _ and \\ need no escaping; NULL text never matches).
+    On SQLite a needle of three or more characters is first narrowed to the texts that
+    hold its two rarest trigrams, when they are rare enough for that to pay off.
+    """
     folded = fold_text(needle)
-    if conn.dialect.name == "sqlite" and len(folded) >= TEXT_INDEX_MIN_CHARS:
-        # A quoted FTS5 phrase over a case-sensitive trigram index of the folded text is an
-        # exact substring test; quoting makes operators and punctuation in the input literal.
-        phrase = '"' + folded.replace('"', '""') + '"'
-        matching_rows = select(messages_text_index.c.rowid).where(messages_text_index.c.text_folded.match(phrase))
-        return messages.c.id.in_(matching_rows)
-    # instr/strpos compare literally: % _ and \ need no escaping, and NULL text never matches.
     position = func.strpos if conn.dialect.name == "postgresql" else func.instr
-    return position(messages.c.text_folded, folded) > 0
+    contains = position(messages.c.text_folded, folded) > 0
+    if conn.dialect.name != "sqlite" or len(folded) < TEXT_INDEX_MIN_CHARS:
+        return [contains]
+    trigram_texts = _trigram_text_counts(conn, folded)
+    if trigram_texts is None:
+        return [false()]
+    rarest = sorted(trigram_texts, key=trigram_texts.get)[:2]
+    if trigram_texts[rarest[0]] > COMMON_TRIGRAM_TEXTS:
+        return [contains]
+    # Each trigram a quoted FTS phrase: operators and punctuation in the input stay literal.
+    query = " AND ".join('"' + trigram.replace('"', '""') + '"' for trigram in rarest)
+    candidates = select(messages_text_index.c.rowid).where(messages_text_index.c.text_folded.match(query))
+    return [messages.c.id.in_(candidates), contains]
 
 
-def list_messages(conn: Connection, message_filter: MessageFilter, limit: int, offset: int) -> MessagePage:
-    """One page in (instant, message_id) order, with the total under the same filter.
+def _trigram_text_counts(conn: Connection, folded: str) -> dict[str, int] | None:
+    """How many texts hold each trigram of `folded`; None when one is in no text at all."""
+    trigrams = {folded[start : start + 3] for start in range(len(folded) - 2)}
+    counts = dict(
+        conn.execute(
+            select(messages_text_vocabulary.c.term, messages_text_vocabulary.c.doc).where(
+                messages_text_vocabulary.c.term.in_(trigrams)
+            )
+        ).all()
+    )
+    return counts if len(counts) == len(trigrams) else None
 
-    Run inside one transaction so that page and total come from the same snapshot.
+
+def _count_matching(conn: Connection, message_filter: MessageFilter, conditions: list) -> int:
+    # Without filters, or with `from` alone, the counters kept with the writes answer.
+    only_sender = message_filter.since is None and message_filter.text_contains is None
+    if only_sender and message_filter.sender is None:
+        return conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
+    if only_sender:
+        count = conn.execute(
+            select(sender_counts.c.message_count).where(sender_counts.c.from_msisdn == message_filter.sender)
+        ).scalar_one_or_none()
+        return count or 0
+    return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
+
+
+def list_messages(
+    conn: Connection, message_filter: MessageFilter, limit: int, offset: int = 0, after: Position | None = None
+) -> MessagePage:
+    """One page in (instant, message_id) order: `offset` messages in, or after the position
+    `after` (keyset paging, as fast deep in the order as at its start), with the total under
+    the same filter. Run inside one transaction, so that page and total share a snapshot.
     """
     conditions = _filter_conditions(conn, message_filter)
-    total = conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
+    total = _count_matching(conn, message_filter, conditions)
+    page_conditions = list(conditions)
+    if after is not None:
+        page_conditions.append(
+            tuple_(messages.c.ts_instant, messages.c.message_id) > tuple_(after.instant, after.message_id)
+        )
     rows = conn.execute(
         select(
             messages.c.message_id,
@@ -162,25 +286,28 @@ def list_messages(conn: Connection, message_filter: MessageFilter, limit: int, o
             messages.c.ts,
             messages.c.text,
             messages.c.created_at,
+            messages.c.ts_instant,
         )
-        .where(*conditions)
+        .where(*page_conditions)
         .order_by(messages.c.ts_instant, messages.c.message_id)
-        .limit(limit)
+        .limit(limit + 1)
         .offset(offset)
+    ).all()
+    next_position = Position(rows[limit - 1].ts_instant, rows[limit - 1].message_id) if len(rows) > limit else None
+    return MessagePage(
+        items=[StoredMessage(*row[:6]) for row in rows[:limit]], total=total, next_position=next_position
     )
-    return MessagePage(items=[StoredMessage(*row) for row in rows], total=total)
 
 
 def message_stats(conn: Connection) -> MessageStats:
-    """Totals, the top senders (count descending, then sender ascending) and the time range."""
+    """Totals, the top senders (count descending, then sender ascending) and the time range,
+    from the counters kept with the writes and the instant index: no scan."""
     total, senders = conn.execute(
-        select(func.count(), func.count(messages.c.from_msisdn.distinct())).select_from(messages)
+        select(message_totals.c.total_messages, message_totals.c.senders_count).where(message_totals.c.id == 1)
     ).one()
-    count = func.count().label("count")
     top = conn.execute(
-        select(messages.c.from_msisdn, count)
-        .group_by(messages.c.from_msisdn)
-        .order_by(desc(count), messages.c.from_msisdn)
+        select(sender_counts.c.from_msisdn, sender_counts.c.message_count)
+        .order_by(sender_counts.c.message_count.desc(), sender_counts.c.from_msisdn)
         .limit(TOP_SENDERS)
     )
     first = conn.execute(

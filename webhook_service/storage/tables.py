@@ -38,6 +38,27 @@ messages = Table(
     Index("ix_messages_from_ts_instant", "from_msisdn", "ts_instant", "message_id"),
 )
 
+sender_counts = Table(
+    "sender_counts",
+    metadata,
+    Column("from_msisdn", Text, primary_key=True, comment="Sender, E.164."),
+    Column(
+        "message_count",
+        BigInteger,
+        nullable=False,
+        comment="Messages stored from this sender; kept in the transaction of every insert and delete.",
+    ),
+    Index("ix_sender_counts_top", "message_count", "from_msisdn"),
+)
+
+message_totals = Table(
+    "message_totals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False, comment="Always 1: one row."),
+    Column("total_messages", BigInteger, nullable=False, comment="Messages stored; kept with every insert and delete."),
+    Column("senders_count", BigInteger, nullable=False, comment="Rows of sender_counts, i.e. distinct senders."),
+)
+
 write_probe = Table(
     "write_probe",
     metadata,
@@ -53,7 +74,9 @@ write_probe = Table(
 
 # The SQLite full-text index over text_folded lives beside the tables above but is created
 # by the migrations only; it has no place in `metadata`, so schema comparison skips it.
+# Its vocabulary table says in how many texts each trigram occurs.
 TEXT_INDEX_NAME = "messages_text_fts"
+TEXT_VOCABULARY_NAME = "messages_text_fts_vocabulary"
 
 text_index_metadata = MetaData()
 messages_text_index = Table(
@@ -61,6 +84,12 @@ messages_text_index = Table(
     text_index_metadata,
     Column("rowid", Integer, primary_key=True),
     Column("text_folded", Text),
+)
+messages_text_vocabulary = Table(
+    TEXT_VOCABULARY_NAME,
+    text_index_metadata,
+    Column("term", Text, primary_key=True),
+    Column("doc", Integer),
 )
 
 
