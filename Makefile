@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run test migrate lint format bench bench-wal install install-dev clean
+.PHONY: run test migrate lint format bench bench-queries bench-wal install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ format: install-dev
 
 bench: install
 	$(BIN)/python bench/ingest.py
+
+# Every read at scale: ROWS messages built through the storage layer, then timed through gunicorn.
+ROWS ?= 1000000
+bench-queries: install
+	$(BIN)/python bench/queries.py --rows $(ROWS)
 
 # WAL size under ingestion while a long read holds an old snapshot, and after it ends.
 bench-wal: install

@@ -52,6 +52,9 @@ def test_database_url_accepts_urls_and_bare_paths(value, url):
         ({"API_TOKENS": "short"}, "API_TOKENS"),
         ({"API_TOKENS": TOKEN, "API_TOKENS_FILE": "/etc/hosts"}, "API_TOKENS_FILE"),
         ({"METRICS_TOKEN": "has a space in it, long enough"}, "METRICS_TOKEN"),
+        ({"QUERY_BUDGET_MS": "2s"}, "QUERY_BUDGET_MS"),
+        ({"QUERY_BUDGET_MS": "5"}, "QUERY_BUDGET_MS"),
+        ({"BODY_READ_TIMEOUT_SECONDS": "0"}, "BODY_READ_TIMEOUT_SECONDS"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(env, variable):
@@ -64,7 +67,10 @@ def test_log_level_is_case_insensitive():
 
 
 def test_server_settings_validate_port_and_workers():
-    assert ServerSettings.from_env({}) == ServerSettings(port=8000, workers=None)
+    assert ServerSettings.from_env({}) == ServerSettings(port=8000, workers=None, host="0.0.0.0")
+    assert ServerSettings.from_env({"HOST": "127.0.0.1"}).host == "127.0.0.1"
+    with pytest.raises(ConfigError, match="HOST"):
+        ServerSettings.from_env({"HOST": "localhost:80"})
     assert ServerSettings.from_env({"PORT": "9000", "WEB_CONCURRENCY": "3"}) == ServerSettings(9000, 3)
     with pytest.raises(ConfigError, match="PORT"):
         ServerSettings.from_env({"PORT": "http"})

@@ -158,3 +158,94 @@ def test_empty_from_and_q_do_not_filter(client, seeded):
 
 def test_unknown_parameters_are_ignored(client, seeded):
     assert len(ids(client.get("/messages?page=3&sort=desc"))) == 5
+
+
+def walk_with_cursors(client, query: str) -> list[str]:
+    seen, path = [], f"/messages?{query}"
+    for _ in range(100):
+        body = client.get(path).get_json()
+        seen += [item["message_id"] for item in body["data"]]
+        if body["next_cursor"] is None:
+            return seen
+        path = f"/messages?{query}&cursor={body['next_cursor']}"
+    raise AssertionError("the cursors never ended")
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=1", "limit=2", "limit=2&from=%2B111", "limit=1&q=e", "limit=2&since=2024-01-01T00:00:00.5Z"]
+)
+def test_cursor_pages_walk_the_same_order_as_one_big_page(client, seeded, query):
+    everything = ids(client.get(f"/messages?{query.replace('limit=1', 'limit=100').replace('limit=2', 'limit=100')}"))
+    assert walk_with_cursors(client, query) == everything
+
+
+def test_next_cursor_is_null_on_the_last_page_only(client, seeded):
+    assert client.get("/messages?limit=5").get_json()["next_cursor"] is None
+    assert client.get("/messages?limit=4").get_json()["next_cursor"] is not None
+    assert client.get("/messages?limit=2&offset=3").get_json()["next_cursor"] is None
+    middle = client.get("/messages?limit=2&offset=1").get_json()
+    assert ids(client.get(f"/messages?limit=2&cursor={middle['next_cursor']}")) == ["b", "c"]
+
+
+def test_a_cursor_page_keeps_its_place_when_earlier_messages_arrive(client, seeded, signed_post):
+    first = client.get("/messages?limit=2").get_json()
+    signed_post(make_message(message_id="0-early", ts="2020-01-01T00:00:00Z"))
+    body = client.get(f"/messages?limit=2&cursor={first['next_cursor']}").get_json()
+    assert [m["message_id"] for m in body["data"]] == ["a", "b"]
+    assert body["total"] == 6 and body["offset"] == 0
+
+
+@pytest.mark.parametrize("cursor", ["junk", "e30", "%00", "WzEsMl0"])
+def test_a_malformed_cursor_is_422_naming_it(client, seeded, cursor):
+    response = client.get(f"/messages?cursor={cursor}")
+    assert response.status_code == 422
+    [error] = response.get_json()["detail"]
+    assert error["loc"] == ["query", "cursor"] and error["type"] == "value_error"
+
+
+def test_offset_with_a_cursor_is_422(client, seeded):
+    cursor = client.get("/messages?limit=1").get_json()["next_cursor"]
+    response = client.get(f"/messages?cursor={cursor}&offset=2")
+    assert response.status_code == 422
+    assert response.get_json()["detail"][0]["loc"] == ["query", "offset"]
+    assert client.get(f"/messages?cursor={cursor}&offset=0").status_code == 200
+
+
+def test_nul_and_text_after_it_are_searchable(client, signed_post):
+    signed_post(make_message(message_id="nul", text="before\x00after the NUL"))
+    signed_post(make_message(message_id="plain", text="nothing here"))
+    assert ids(client.get("/messages?q=after%20the")) == ["nul"]
+    assert ids(client.get("/messages?q=e%00a")) == ["nul"]
+    assert ids(client.get("/messages?q=%00")) == ["nul"]
+
+
+SEARCH_TEXTS = ["Your OTP is 1234", "otp again", "Grüße", "100% sure_thing", "back\\slash", 'a"quote"', None, "xyz"]
+
+
+@pytest.mark.parametrize("common_threshold", [0, 20_000], ids=["read-in-order", "narrowed-by-trigrams"])
+@pytest.mark.parametrize(
+    "needle, expected",
+    [
+        ("otp", ["s0", "s1"]),
+        ("OTP IS", ["s0"]),
+        ("GRÜSSE", ["s2"]),
+        ("0% s", ["s3"]),
+        ("_th", ["s3"]),
+        ("k\\s", ["s4"]),
+        ('"quote"', ["s5"]),
+        ("zzz", []),
+        ("otp is 12345", []),
+        ("xy", ["s7"]),
+    ],
+)
+def test_both_search_plans_find_exactly_the_texts_holding_the_needle(
+    client, signed_post, monkeypatch, common_threshold, needle, expected
+):
+    from webhook_service.storage import messages as storage
+
+    monkeypatch.setattr(storage, "COMMON_TRIGRAM_TEXTS", common_threshold)
+    for number, text in enumerate(SEARCH_TEXTS):
+        signed_post(make_message(message_id=f"s{number}", text=text))
+    body = client.get("/messages", query_string={"q": needle}).get_json()
+    assert [item["message_id"] for item in body["data"]] == expected
+    assert body["total"] == len(expected)

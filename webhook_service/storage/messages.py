@@ -110,7 +110,8 @@ _SENDER = bindparam("sender")
 _COUNT = bindparam("count")
 
 
-def _row_values(message: NewMessage, created_at: str) -> dict:
+def message_row(message: NewMessage, created_at: str) -> dict:
+    """The messages table's columns for `message`, received at `created_at`."""
     return {
         "message_id": message.message_id,
         "from_msisdn": message.sender,
@@ -134,7 +135,7 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     if not batch:
         return []
     created_at = utc_now_iso()
-    rows = [_row_values(message, created_at) for message in batch]
+    rows = [message_row(message, created_at) for message in batch]
     inserted = set(conn.execute(_INSERT_IF_NEW[conn.dialect.name], rows).scalars())
     results = []
     added: Counter[str] = Counter()

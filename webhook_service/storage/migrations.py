@@ -75,13 +75,13 @@ def check_upgradable(conn: Connection) -> None:
             )
 
 
-def upgrade_to_head(database_url: str) -> str:
-    """Migrate the database to the newest revision and return it.
+def upgrade_to_head(database_url: str, revision: str = "head") -> str:
+    """Migrate the database to the newest revision (or to `revision`) and return where it is.
 
     Raises SchemaMismatch for a database these migrations must not touch, and
     sqlalchemy.exc.SQLAlchemyError or OSError when the database cannot be reached.
     """
-    _run_alembic(database_url, command.upgrade, "head", check=check_upgradable)
+    _run_alembic(database_url, command.upgrade, revision, check=check_upgradable)
     engine = create_database_engine(database_url)
     try:
         return database_revision(engine) or ""

@@ -1,0 +1,85 @@
+"""The counters kept with the writes always equal what COUNT(*) and GROUP BY say."""
+
+import random
+import sqlite3
+
+from tests.conftest import make_message
+from webhook_service.storage.engine import Database
+from webhook_service.storage.messages import NewMessage, delete_messages_before, insert_messages_if_new, message_stats
+
+
+def counted(path: str) -> tuple[int, int, dict[str, int]]:
+    with sqlite3.connect(path) as conn:
+        total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        per_sender = dict(conn.execute("SELECT from_msisdn, count(*) FROM messages GROUP BY from_msisdn"))
+    return total, len(per_sender), per_sender
+
+
+def kept(path: str) -> tuple[int, int, dict[str, int]]:
+    with sqlite3.connect(path) as conn:
+        total, senders = conn.execute("SELECT total_messages, senders_count FROM message_totals").fetchone()
+        per_sender = dict(conn.execute("SELECT from_msisdn, message_count FROM sender_counts"))
+    return total, senders, per_sender
+
+
+def test_counters_match_counting_after_random_inserts_duplicates_and_deletes(database_url):
+    path = database_url.removeprefix("sqlite:///")
+    rng = random.Random(42)
+    database = Database(database_url)
+    try:
+        for round_number in range(30):
+            batch = []
+            for _ in range(rng.randint(1, 40)):
+                number = rng.randint(0, 300)  # ids repeat: duplicates within and across batches
+                day = rng.randint(1, 28)
+                payload = make_message(message_id=f"m{number}", ts=f"2024-02-{day:02d}T00:00:00Z")
+                payload["from"] = f"+1{rng.randint(0, 12)}"
+                batch.append(NewMessage(payload["message_id"], payload["from"], payload["to"], payload["ts"], None))
+            with database.write_transaction() as conn:
+                insert_messages_if_new(conn, batch)
+            if round_number % 4 == 3:
+                with database.write_transaction() as conn:
+                    delete_messages_before(conn, f"2024-02-{rng.randint(2, 20):02d}T00:00:00Z", rng.randint(1, 15))
+            assert kept(path) == counted(path), f"after round {round_number}"
+        with database.read_transaction() as conn:
+            stats = message_stats(conn)
+        total, senders, per_sender = counted(path)
+        assert (stats.total_messages, stats.senders_count) == (total, senders)
+        expected_top = sorted(per_sender.items(), key=lambda item: (-item[1], item[0]))[:10]
+        assert [(s.sender, s.count) for s in stats.top_senders] == expected_top
+    finally:
+        database.dispose()
+
+
+def test_deleting_every_message_of_a_sender_removes_it_from_the_counts(database_url):
+    path = database_url.removeprefix("sqlite:///")
+    database = Database(database_url)
+    try:
+        with database.write_transaction() as conn:
+            insert_messages_if_new(
+                conn,
+                [
+                    NewMessage("old", "+1", "+2", "2020-01-01T00:00:00Z", None),
+                    NewMessage("new", "+3", "+2", "2025-01-01T00:00:00Z", None),
+                ],
+            )
+        with database.write_transaction() as conn:
+            assert delete_messages_before(conn, "2021-01-01T00:00:00Z", 100) == 1
+            assert delete_messages_before(conn, "2021-01-01T00:00:00Z", 100) == 0
+    finally:
+        database.dispose()
+    assert kept(path) == (1, 1, {"+3": 1})
+
+
+def test_totals_without_filters_or_with_from_alone_come_from_the_counters(client, signed_post, database_url):
+    for number in range(3):
+        signed_post(make_message(message_id=f"c{number}", **{"from": "+777"}))
+    signed_post(make_message(message_id="other", **{"from": "+888"}))
+    path = database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:  # a counter that disagrees with the rows shows where totals come from
+        conn.execute("UPDATE sender_counts SET message_count = 41 WHERE from_msisdn = '+777'")
+        conn.execute("UPDATE message_totals SET total_messages = 99")
+    assert client.get("/messages").get_json()["total"] == 99
+    assert client.get("/messages?from=%2B777").get_json()["total"] == 41
+    assert client.get("/messages?from=%2B999").get_json()["total"] == 0
+    assert client.get("/messages?from=%2B777&since=2000-01-01T00:00:00Z").get_json()["total"] == 3

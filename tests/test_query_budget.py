@@ -1,0 +1,42 @@
+"""Every read has a time budget: past it, a clear 422 instead of a worker busy for seconds."""
+
+import time
+
+import pytest
+from sqlalchemy import text
+
+from webhook_service.config import Settings
+from webhook_service.storage import engine as storage_engine
+from webhook_service.storage.engine import Database, QueryBudgetExceeded, query_budget
+
+SLOW_COUNT = text(
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) SELECT count(*) FROM n"
+)
+
+
+def test_a_statement_past_its_budget_is_stopped(database_url):
+    database = Database(database_url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueryBudgetExceeded), query_budget(0.05), database.read_transaction() as conn:
+            conn.execute(SLOW_COUNT).scalar_one()
+        assert time.monotonic() - started < 2
+        # The same pooled connection serves the next request without a budget of its own.
+        with database.read_transaction() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        database.dispose()
+
+
+def test_a_read_past_its_budget_answers_422_naming_the_budget(make_app, database_url, monkeypatch, log_lines):
+    # Every few instructions the deadline is checked, and the deadline has already passed.
+    monkeypatch.setattr(storage_engine, "PROGRESS_INSTRUCTIONS", 10)
+    client = make_app(Settings(webhook_secrets=("s",), database_url=database_url, query_budget_ms=0)).test_client()
+    for path in ("/messages?q=ab", "/stats"):
+        response = client.get(path)
+        assert response.status_code == 422
+        [error] = response.get_json()["detail"]
+        assert error["type"] == "query_too_expensive" and error["loc"] == ["query"]
+        assert "0 ms" in error["msg"]
+    assert client.get("/health/live").status_code == 200
+    assert any(line.get("event") == "read stopped at its time budget" for line in log_lines())
