@@ -99,6 +99,8 @@ def make_messages(count: int, seed: int = 1):
         text = rng.choice(TEMPLATES).format(n=rng.randint(100_000, 999_999), h=rng.randint(1, 12), **words)
         if number % 50_000 == 7:
             text += f" {RARE_WORD}"
+        if number % 10_000 == 3:
+            text += " aaaaaaaah"  # so that a needle of thousands of a's has candidates to check
         seconds = YEAR_START + rng.randrange(365 * 86_400)
         fraction = f".{rng.randrange(1000):03d}" if number % 3 else ""
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction + "Z"

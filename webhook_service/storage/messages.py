@@ -262,6 +262,11 @@ def _count_matching(conn: Connection, message_filter: MessageFilter, conditions:
             select(sender_counts.c.message_count).where(sender_counts.c.from_msisdn == message_filter.sender)
         ).scalar_one_or_none()
         return count or 0
+    only_text = message_filter.sender is None and message_filter.since is None
+    needle = fold_text(message_filter.text_contains) if only_text else None
+    if conn.dialect.name == "sqlite" and needle is not None and len(needle) == TEXT_INDEX_MIN_CHARS:
+        # A three-character needle is one trigram: the index knows how many texts hold it.
+        return (_trigram_text_counts(conn, needle) or {}).get(needle, 0)
     return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
 
 
