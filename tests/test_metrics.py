@@ -29,11 +29,14 @@ def test_unmatched_urls_and_odd_methods_share_fixed_labels(client):
     for number in range(20):
         client.get(f"/probe/{number}")
     client.open("/messages", method="BREW")
+    client.open("/no-such-route", method="DELETE")
     after = samples(client)
     assert value(after, "http_requests_total", method="GET", path="<unmatched>", status="404") == 20
-    assert value(after, "http_requests_total", method="OTHER", path="<unmatched>", status="405") == 1
+    assert value(after, "http_requests_total", method="DELETE", path="<unmatched>", status="404") == 1
+    # A 405 belongs to the route it was asked of.
+    assert value(after, "http_requests_total", method="OTHER", path="/messages", status="405") == 1
     new_series = {key for key in after if key not in before and key[0] == "http_requests_total"}
-    assert {dict(labels)["path"] for _, labels in new_series} <= {"<unmatched>", "/metrics"}
+    assert {dict(labels)["path"] for _, labels in new_series} <= {"<unmatched>", "/metrics", "/messages"}
 
 
 def test_webhook_outcomes_are_counted(make_app, database_url, signed_post, client):
@@ -80,3 +83,41 @@ def test_each_app_has_its_own_registry(make_app, settings):
     first.get("/stats")
     assert ("http_requests_total", (("method", "GET"), ("path", "/stats"), ("status", "200"))) not in samples(second)
     assert value(samples(first), "http_requests_total", method="GET", path="/stats", status="200") == 1
+
+
+def test_the_first_families_are_the_request_counters(client):
+    client.get("/stats")
+    lines = client.get("/metrics").get_data(as_text=True).splitlines()
+    families = [line.split()[2] for line in lines if line.startswith("# TYPE")]
+    assert families[:2] == ["http_requests_total", "webhook_requests_total"]
+    assert lines[0].startswith("# HELP http_requests_total")
+
+
+def test_build_info_commit_histograms_and_database_errors_are_exported(client, signed_post):
+    from webhook_service import __version__
+
+    for number in range(3):
+        signed_post(make_message(message_id=f"g{number}"))
+    values = samples(client)
+    build = [labels for name, labels in values if name == "webhook_service_build_info"]
+    assert len(build) == 1 and dict(build[0])["version"] == __version__
+    assert value(values, "webhook_service_build_info", **dict(build[0])) == 1
+    assert value(values, "webhook_group_commit_rows_count") == 3
+    assert value(values, "webhook_group_commit_rows_sum") == 3
+    assert value(values, "webhook_group_commit_duration_seconds_count") == 3
+    for operation in ("write", "read", "readiness"):
+        assert value(values, "webhook_database_errors_total", operation=operation) == 0
+
+
+def test_database_errors_are_counted_by_operation(client, signed_post, settings):
+    import shutil
+    from pathlib import Path
+
+    path = Path(settings.database_url.removeprefix("sqlite:///"))
+    shutil.move(path, path.with_suffix(".away"))
+    assert signed_post(make_message()).status_code == 503
+    assert client.get("/stats").status_code == 503
+    assert client.get("/health/ready").status_code == 503
+    values = samples(client)
+    for operation in ("write", "read", "readiness"):
+        assert value(values, "webhook_database_errors_total", operation=operation) == 1

@@ -8,7 +8,14 @@ from prometheus_client import CollectorRegistry
 from webhook_service.api import blueprints, read_blueprints
 from webhook_service.api.access import bearer_guard
 from webhook_service.config import Settings
-from webhook_service.context import DATABASE_KEY, MESSAGE_WRITER_KEY, SCHEMA_HEAD_KEY, SETTINGS_KEY, VERIFIER_KEY
+from webhook_service.context import (
+    DATABASE_KEY,
+    MESSAGE_WRITER_KEY,
+    METRICS_KEY,
+    SCHEMA_HEAD_KEY,
+    SETTINGS_KEY,
+    VERIFIER_KEY,
+)
 from webhook_service.errors import register_error_handlers
 from webhook_service.observability.logging import configure_logging
 from webhook_service.observability.metrics import init_metrics
@@ -17,6 +24,8 @@ from webhook_service.storage.engine import Database
 from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import insert_messages_if_new
 from webhook_service.storage.migrations import head_revision
+
+__version__ = "0.2.0"
 
 
 def create_app(settings: Settings | None = None, *, metrics_registry: CollectorRegistry | None = None) -> Flask:
@@ -37,12 +46,15 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     app.extensions[VERIFIER_KEY] = settings.verifier()
     database = Database(settings.database_url)
     app.extensions[DATABASE_KEY] = database
-    app.extensions[MESSAGE_WRITER_KEY] = GroupCommit(database.write_transaction, insert_messages_if_new)
     app.extensions[SCHEMA_HEAD_KEY] = head_revision()
 
     register_error_handlers(app)
     metrics_token = (settings.metrics_token,) if settings.metrics_token else ()
-    metrics = init_metrics(app, metrics_registry, guard=bearer_guard(metrics_token))
+    metrics = init_metrics(app, __version__, metrics_registry, guard=bearer_guard(metrics_token))
+    app.extensions[METRICS_KEY] = metrics
+    app.extensions[MESSAGE_WRITER_KEY] = GroupCommit(
+        database.write_transaction, insert_messages_if_new, on_commit=metrics.observe_commit
+    )
     init_request_observability(app, metrics, settings.trusted_proxies)
     read_guard = bearer_guard(settings.api_tokens)
     for blueprint in blueprints:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app
 
 from webhook_service.config import Settings
+from webhook_service.observability.metrics import ServiceMetrics
 from webhook_service.signatures import Verifier
 from webhook_service.storage.engine import Database
 from webhook_service.storage.group_commit import GroupCommit
@@ -15,6 +16,7 @@ DATABASE_KEY = "webhook_service.database"
 SCHEMA_HEAD_KEY = "webhook_service.schema_head"
 MESSAGE_WRITER_KEY = "webhook_service.message_writer"
 VERIFIER_KEY = "webhook_service.verifier"
+METRICS_KEY = "webhook_service.metrics"
 
 
 def current_settings() -> Settings:
@@ -40,3 +42,8 @@ def current_message_writer() -> GroupCommit[NewMessage, bool]:
 def current_verifier() -> Verifier:
     """Checks delivery signatures against the configured secrets and public keys."""
     return current_app.extensions[VERIFIER_KEY]
+
+
+def current_metrics() -> ServiceMetrics:
+    """The current app's metrics."""
+    return current_app.extensions[METRICS_KEY]

@@ -222,11 +222,11 @@ def test_read_only_files_answer_503_and_not_ready_and_kill_no_worker(tmp_path, s
         for file in files:
             file.chmod(0o644)
         # A connection SQLite opened read-only is dropped at its first failed write: a sender's
-        # retry (it retries every 503) then commits.
+        # retry (it retries every 503) then commits, and so does the next readiness probe.
         assert wait_until(
             lambda: signed_post(server.port, make_message(message_id="after"), SECRET).status == 200, timeout=5
         )
-        assert request(server.port, "GET", "/health/ready").status == 200
+        assert wait_until(lambda: request(server.port, "GET", "/health/ready").status == 200, timeout=5)
     finally:
         server.stop()
     assert "SIGBUS" not in server.output()

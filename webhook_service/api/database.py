@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_service.context import current_database, current_settings
+from webhook_service.context import current_database, current_metrics, current_settings
 from webhook_service.errors import RequestValidationError, ServiceUnavailable
 from webhook_service.storage.engine import QueryBudgetExceeded, describe_database_error, query_budget
 
@@ -39,5 +39,6 @@ def read_transaction() -> Iterator[Connection]:
             ]
         ) from None
     except (SQLAlchemyError, OSError) as exc:
+        current_metrics().count_database_error("read")
         logger.error("database read failed", error=describe_database_error(exc))
         raise ServiceUnavailable("database unavailable; retry later") from None

@@ -6,7 +6,13 @@ import structlog
 from flask import Blueprint, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_service.context import current_database, current_settings, current_verifier, expected_schema_revision
+from webhook_service.context import (
+    current_database,
+    current_metrics,
+    current_settings,
+    current_verifier,
+    expected_schema_revision,
+)
 from webhook_service.errors import RETRY_AFTER_SECONDS
 from webhook_service.storage.engine import describe_database_error
 from webhook_service.storage.migrations import database_revision
@@ -38,6 +44,7 @@ def ready():
         if revision != expected_schema_revision():
             checks["schema"] = f"at {revision or 'no revision'}, expected {expected_schema_revision()}"
     except (SQLAlchemyError, OSError) as exc:
+        current_metrics().count_database_error("readiness")
         logger.warning("readiness: database unavailable", error=describe_database_error(exc))
         checks["database"] = "unavailable"
         checks["schema"] = checks["writes"] = "unknown"
@@ -54,6 +61,7 @@ def ready():
                 rewrite_probe_row(conn, current_settings().max_body_bytes)
         except (SQLAlchemyError, OSError) as exc:
             reason = describe_database_error(exc)
+            current_metrics().count_database_error("readiness")
             logger.warning("readiness: database takes no writes", error=reason)
             checks["writes"] = f"failing: {reason}"
     failing = [name for name, state in checks.items() if state != "ok"]

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from webhook_service.context import current_message_writer, current_settings, current_verifier
+from webhook_service.context import current_message_writer, current_metrics, current_settings, current_verifier
 from webhook_service.errors import RequestValidationError, ServiceUnavailable, json_error
 from webhook_service.observability.metrics import WebhookResult
 from webhook_service.observability.requests import note_message_id, note_webhook_id, record_webhook
@@ -129,6 +129,7 @@ def receive_webhook():
     except (SQLAlchemyError, OSError) as exc:
         # OSError: the database's folder or its writer lock file cannot be opened.
         record_webhook(WebhookResult.DB_ERROR, message.message_id)
+        current_metrics().count_database_error("write")
         logger.error("message not stored", error=describe_database_error(exc))
         raise ServiceUnavailable("database unavailable; retry later") from None
 

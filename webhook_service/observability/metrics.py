@@ -4,13 +4,15 @@ set by gunicorn.conf.py), so every scrape sums all workers whichever one answers
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from flask import Flask, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_flask_exporter import PrometheusMetrics
 
 from webhook_service.observability.multiprocess import folder_lock
@@ -19,6 +21,11 @@ UNMATCHED_PATH = "<unmatched>"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "OTHER"
 LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+COMMIT_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+DATABASE_OPERATIONS = ("write", "read", "readiness")
+# `curl -s /metrics | head` shows these first; the other families follow in their own order.
+LEADING_FAMILIES = ("http_requests", "webhook_requests")
 
 
 class WebhookResult(StrEnum):
@@ -44,6 +51,10 @@ class ServiceMetrics:
     webhook_requests: Counter
     request_duration_seconds: Histogram
     request_latency_ms: Histogram
+    batch_rows: Histogram
+    commit_seconds: Histogram
+    database_errors: Counter
+    build_info: Gauge
     _child_cache: dict = field(default_factory=dict)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
@@ -72,8 +83,17 @@ class ServiceMetrics:
         """Count one POST /webhook outcome."""
         self.webhook_requests.labels(result).inc()
 
+    def observe_commit(self, rows: int, seconds: float) -> None:
+        """One group-commit transaction: how many deliveries it held and how long it took."""
+        self.batch_rows.observe(rows)
+        self.commit_seconds.observe(seconds)
 
-def create_metrics(registry: CollectorRegistry) -> ServiceMetrics:
+    def count_database_error(self, operation: str) -> None:
+        """A database operation (write, read, readiness) failed."""
+        self.database_errors.labels(operation).inc()
+
+
+def create_metrics(registry: CollectorRegistry, version: str) -> ServiceMetrics:
     """Define the metrics in `registry`; each app gets its own, so tests stay independent."""
     metrics = ServiceMetrics(
         registry=registry,
@@ -98,21 +118,55 @@ def create_metrics(registry: CollectorRegistry) -> ServiceMetrics:
             buckets=tuple(bound * 1000.0 for bound in LATENCY_BUCKETS_SECONDS),
             registry=registry,
         ),
+        batch_rows=Histogram(
+            "webhook_group_commit_rows",
+            "Deliveries written by one group-commit transaction.",
+            buckets=BATCH_ROWS_BUCKETS,
+            registry=registry,
+        ),
+        commit_seconds=Histogram(
+            "webhook_group_commit_duration_seconds",
+            "Time one group-commit transaction took, from waiting for the write lock to the fsynced commit.",
+            buckets=COMMIT_BUCKETS_SECONDS,
+            registry=registry,
+        ),
+        database_errors=Counter(
+            "webhook_database_errors_total",
+            "Database operations that failed, by operation (write, read, readiness).",
+            ["operation"],
+            registry=registry,
+        ),
+        build_info=Gauge(
+            "webhook_service_build_info",
+            "Always 1; the labels say which version runs on which Python.",
+            ["version", "python"],
+            registry=registry,
+            # Dead workers' values vanish with them, so restarts leave no files behind.
+            multiprocess_mode="livemax",
+        ),
     )
     for result in WebhookResult:
         metrics.webhook_requests.labels(result.value)
+    for operation in DATABASE_OPERATIONS:
+        metrics.database_errors.labels(operation)
+    metrics.build_info.labels(version, platform.python_version()).set(1)
     return metrics
 
 
 def init_metrics(
-    app: Flask, registry: CollectorRegistry | None = None, guard: Callable[[], Response | None] | None = None
+    app: Flask,
+    version: str,
+    registry: CollectorRegistry | None = None,
+    guard: Callable[[], Response | None] | None = None,
 ) -> ServiceMetrics:
     """Create the app's metrics and serve them at GET /metrics in the text format 0.0.4.
 
     `guard` may refuse a scrape (METRICS_TOKEN) by returning the response to send instead.
     """
+    # No `*_created` series: multiprocess mode has none, so without workers there are none too.
+    disable_created_metrics()
     registry = registry or CollectorRegistry()
-    metrics = create_metrics(registry)
+    metrics = create_metrics(registry, version)
     # The exporter collects from every worker's files when PROMETHEUS_MULTIPROC_DIR is set,
     # and from `registry` otherwise. Its default metrics are off: ours carry the path label.
     exporter = PrometheusMetrics(app, path=None, export_defaults=False, registry=registry)
@@ -125,10 +179,29 @@ def init_metrics(
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
             with folder_lock(directory, exclusive=False):
-                body, _content_type = exporter.generate_metrics(accept_header=None)
+                families = _LeadingFamiliesFirst(_multiprocess_registry().collect())
         else:
-            body, _content_type = exporter.generate_metrics(accept_header=None)
-        return Response(body, status=200, content_type=CONTENT_TYPE_PLAIN_0_0_4)
+            families = _LeadingFamiliesFirst(exporter.registry.collect())
+        return Response(generate_latest(families), status=200, content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     app.add_url_rule("/metrics", endpoint="metrics", view_func=serve_metrics, methods=["GET"])
     return metrics
+
+
+def _multiprocess_registry() -> CollectorRegistry:
+    # Every worker's files, summed: the same for whichever worker answers the scrape.
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
+
+
+class _LeadingFamiliesFirst:
+    """A collector that hands out already collected families, the leading ones first."""
+
+    def __init__(self, families) -> None:
+        collected = list(families)
+        leading = [f for name in LEADING_FAMILIES for f in collected if f.name == name]
+        self._families = leading + [f for f in collected if f.name not in LEADING_FAMILIES]
+
+    def collect(self):
+        return self._families

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import structlog
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from webhook_service.observability.metrics import UNMATCHED_PATH, ServiceMetrics, WebhookResult
 
@@ -92,6 +93,22 @@ def _is_trusted(address: str, trusted_proxies) -> bool:
     return any(ip in network for network in trusted_proxies)
 
 
+def _route_template(app: Flask, response: Response) -> str:
+    """The matched route's template; for a 405 the route the URL belongs to (matching
+    stopped at the method), and one fixed label for URLs no route serves."""
+    if request.url_rule is not None:
+        return request.url_rule.rule
+    if response.status_code == 405 and response.allow:
+        try:
+            rule, _arguments = app.url_map.bind_to_environ(request.environ).match(
+                method=next(iter(response.allow)), return_rule=True
+            )
+        except HTTPException:
+            return UNMATCHED_PATH
+        return rule.rule
+    return UNMATCHED_PATH
+
+
 def init_request_observability(app: Flask, metrics: ServiceMetrics, trusted_proxies) -> None:
     """Bind a request id for each request, and log and count it once it is answered."""
 
@@ -108,7 +125,7 @@ def init_request_observability(app: Flask, metrics: ServiceMetrics, trusted_prox
         seconds = time.perf_counter() - started if started is not None else 0.0
         request_id = g.get("request_id") or incoming_request_id(None)
         response.headers[REQUEST_ID_HEADER] = request_id
-        path_label = request.url_rule.rule if request.url_rule is not None else UNMATCHED_PATH
+        path_label = _route_template(app, response)
         metrics.observe_request(request.method, path_label, response.status_code, seconds)
 
         fields = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
@@ -48,10 +49,13 @@ class GroupCommit(Generic[Item, Result]):
         transaction: Callable[[], AbstractContextManager[Connection]],
         write: Callable[[Connection, list[Item]], list[Result]],
         max_batch: int = DEFAULT_MAX_BATCH,
+        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self._transaction = transaction
         self._write = write
         self._max_batch = max_batch
+        # Told (items, seconds) after each committed transaction: what metrics observe.
+        self._on_commit = on_commit
         self._reset()
 
     def _reset(self) -> None:
@@ -109,6 +113,7 @@ class GroupCommit(Generic[Item, Result]):
         # once this process has its turn to write: callers that arrive while it waits join
         # this commit. `batch` is filled in place so that the leader wakes exactly these
         # callers, even when this raises.
+        started = time.perf_counter()
         try:
             with self._transaction() as conn:
                 if take_queued:
@@ -122,6 +127,8 @@ class GroupCommit(Generic[Item, Result]):
                     batch.extend(self._take_batch())
             self._handle_failure(batch, error)
             return
+        if self._on_commit is not None:
+            self._on_commit(len(batch), time.perf_counter() - started)
         for pending, result in zip(batch, results, strict=True):
             pending.result = result
 
