@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,3 +225,64 @@ class Nginx:
     def access_lines(self) -> list[dict]:
         """nginx's JSON access log, parsed."""
         return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Prometheus:
+    """A real Prometheus (Debian's package) scraping a Gunicorn every second, with rule files."""
+
+    workdir: Path
+    scrape_port: int
+    rule_files: list[Path]
+    metrics_token: str | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> Prometheus:
+        """Start it and wait until it is ready; raises RuntimeError."""
+        scrape = {
+            "job_name": "webhook-service",
+            "static_configs": [{"targets": [f"127.0.0.1:{self.scrape_port}"]}],
+        }
+        if self.metrics_token:
+            token_file = self.workdir / "metrics-token"
+            token_file.write_text(self.metrics_token)
+            scrape["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in self.rule_files],
+            "scrape_configs": [scrape],
+        }
+        config_path = self.workdir / f"prometheus-{self.port}.yml"
+        config_path.write_text(json.dumps(config))  # JSON is YAML
+        self.log_path = self.workdir / f"prometheus-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    shutil.which("prometheus") or "/usr/bin/prometheus",
+                    f"--config.file={config_path}",
+                    f"--storage.tsdb.path={self.workdir / f'tsdb-{self.port}'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if not wait_until(lambda: request(self.port, "GET", "/-/ready", timeout=2).status == 200, timeout=30):
+            self.stop()
+            raise RuntimeError(f"prometheus did not start:\n{self.log_path.read_text()}")
+        return self
+
+    def query(self, expression: str) -> list[dict]:
+        """The result vector of an instant query."""
+        path = "/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        body = request(self.port, "GET", path, timeout=10).json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"query failed: {expression}: {body}")
+        return body["data"]["result"]
+
+    def alerts(self) -> list[dict]:
+        return request(self.port, "GET", "/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+
+    def stop(self) -> None:
+        stop_process(self.process, timeout=15)

@@ -1,0 +1,106 @@
+"""The shipped alert rules and dashboard, proven against a real Prometheus scraping real gunicorn."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import make_message
+from tests.e2e.conftest import SECRET
+from tests.e2e.server import ROOT, Gunicorn, Prometheus, request, signed_post, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+RULE_TESTS = ROOT / "deploy" / "prometheus" / "rules.test.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "webhook-service.json"
+METRICS_TOKEN = "prometheus-scrape-token-0123"
+
+if shutil.which("promtool") is None or shutil.which("prometheus") is None:
+    if os.environ.get("REQUIRE_PROMETHEUS"):
+        raise RuntimeError("prometheus and promtool are required (REQUIRE_PROMETHEUS is set) but not installed")
+    pytest.skip("prometheus is not installed (apt-get install prometheus)", allow_module_level=True)
+
+
+def test_the_rules_and_the_scrape_config_are_valid_and_the_rule_tests_pass():
+    for command in (
+        ["promtool", "check", "rules", str(RULES)],
+        ["promtool", "test", "rules", str(RULE_TESTS)],
+        ["promtool", "check", "config", "--syntax-only", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    # Every panel follows the job/instance variables; "All" selects everything.
+    return [expression.replace("$job", ".+").replace("$instance", ".+") for expression in expressions]
+
+
+def recording_rules() -> list[str]:
+    return re.findall(r"^\s+- record: (\S+)$", RULES.read_text(), re.MULTILINE)
+
+
+@pytest.fixture
+def monitored(tmp_path, server_env):
+    app = Gunicorn(workdir=tmp_path, env=dict(server_env, METRICS_TOKEN=METRICS_TOKEN), workers=3).start()
+    # The shipped rules, with one alert made quick to fire: what this test proves is that it can.
+    quick_rules = tmp_path / "rules.yml"
+    quick, replaced = re.subn(
+        r"(- alert: WebhookInvalidSignatureSurge\n(?:.*\n)*?\s+for: )10m", r"\g<1>0s", RULES.read_text()
+    )
+    assert replaced == 1
+    quick_rules.write_text(quick)
+    prometheus = Prometheus(
+        workdir=tmp_path, scrape_port=app.port, rule_files=[quick_rules], metrics_token=METRICS_TOKEN
+    )
+    try:
+        prometheus.start()
+        yield app, prometheus
+    finally:
+        prometheus.stop()
+        app.stop()
+
+
+def drive_mixed_traffic(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    number = 0
+    while time.monotonic() < deadline:
+        number += 1
+        signed_post(port, make_message(message_id=f"live-{number}"), SECRET)
+        signed_post(port, make_message(message_id=f"live-{number}"), SECRET)  # duplicate
+        for _ in range(4):
+            request(port, "POST", "/webhook", b"{}", {"X-Signature": "0" * 64})  # bad signature
+        signed_post(port, {"message_id": f"bad-{number}"}, SECRET)  # invalid body
+        request(port, "GET", "/messages?limit=5")
+        request(port, "GET", "/stats")
+        request(port, "GET", f"/no-such-page/{number}")
+        time.sleep(0.05)
+
+
+def test_every_dashboard_query_and_recording_rule_returns_data_and_an_alert_fires(monitored):
+    app, prometheus = monitored
+    assert wait_until(lambda: prometheus.query('up{job="webhook-service"} == 1'), timeout=30)
+    drive_mixed_traffic(app.port, seconds=8)
+
+    missing = []
+    for expression in [*dashboard_queries(), *recording_rules()]:
+        if not wait_until(lambda expression=expression: prometheus.query(expression), timeout=20, interval=0.5):
+            missing.append(expression)
+    assert not missing, f"no data for: {missing}"
+
+    def surge_firing() -> bool:
+        return any(
+            alert["labels"]["alertname"] == "WebhookInvalidSignatureSurge" and alert["state"] == "firing"
+            for alert in prometheus.alerts()
+        )
+
+    assert wait_until(surge_firing, timeout=30), prometheus.alerts()
+    calm = {alert["labels"]["alertname"] for alert in prometheus.alerts() if alert["state"] == "firing"}
+    assert "WebhookServiceDown" not in calm and "WebhookIngestionFailing" not in calm
