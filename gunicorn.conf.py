@@ -82,7 +82,11 @@ def child_exit(server, worker):
     from webhook_service.observability.multiprocess import fold_dead_worker
 
     GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
-    fold_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
+    try:
+        fold_dead_worker(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
+    except OSError as error:
+        # Its files stay and are still summed: scrapes stay exact, only slower. The master goes on.
+        server.log.error("could not fold the metrics of worker %s: %s", worker.pid, error)
 
 
 def on_exit(server):
