@@ -98,13 +98,14 @@ def fold_text(text: str | None) -> str | None:
     return None if text is None else text.casefold().replace("\x00", FOLDED_NUL)
 
 
-_DIALECT_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# The INSERT construct with ON CONFLICT support, by dialect name.
+DIALECT_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 # Built once: constructing the statement per call cost more than SQLite's durable commit.
 _INSERT_IF_NEW = {
     name: dialect_insert(messages)
     .on_conflict_do_nothing(index_elements=[messages.c.message_id])
     .returning(messages.c.message_id)
-    for name, dialect_insert in _DIALECT_INSERT.items()
+    for name, dialect_insert in DIALECT_INSERT.items()
 }
 _SENDER = bindparam("sender")
 _COUNT = bindparam("count")
@@ -179,7 +180,7 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
 
 
 def _add_to_counters(conn: Connection, added: Counter[str]) -> None:
-    insert = _DIALECT_INSERT[conn.dialect.name](sender_counts)
+    insert = DIALECT_INSERT[conn.dialect.name](sender_counts)
     statement = (
         insert.values([{"from_msisdn": sender, "message_count": count} for sender, count in added.items()])
         .on_conflict_do_update(

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
+from webhook_service.storage.messages import DIALECT_INSERT
 from webhook_service.storage.tables import write_probe
 from webhook_service.timestamps import utc_now_iso
 
-_UPSERT = {
-    name: dialect_insert(write_probe)
-    for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
-}
+_UPSERT = {name: dialect_insert(write_probe) for name, dialect_insert in DIALECT_INSERT.items()}
 
 
 def rewrite_probe_row(conn: Connection, size: int) -> None:
