@@ -5,23 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from webhook_service.api.database import read_transaction
+from webhook_service.documents import message_document
 from webhook_service.schemas import load_messages_query
 from webhook_service.storage.cursor import encode_cursor
-from webhook_service.storage.messages import StoredMessage, list_messages
+from webhook_service.storage.messages import list_messages
 
 bp = Blueprint("messages", __name__)
-
-
-def message_json(message: StoredMessage) -> dict:
-    """A stored message in the API's field names."""
-    return {
-        "message_id": message.message_id,
-        "from": message.sender,
-        "to": message.recipient,
-        "ts": message.ts,
-        "text": message.text,
-        "created_at": message.created_at,
-    }
 
 
 @bp.get("/messages")
@@ -34,7 +23,7 @@ def get_messages():
         page = list_messages(conn, query["filter"], query["limit"], query["offset"], after=query["cursor"])
     return jsonify(
         {
-            "data": [message_json(message) for message in page.items],
+            "data": [message_document(message) for message in page.items],
             "total": page.total,
             "limit": query["limit"],
             "offset": query["offset"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from webhook_service.api.database import read_transaction
+from webhook_service.documents import stats_document
 from webhook_service.storage.messages import message_stats
 
 bp = Blueprint("stats", __name__)
@@ -15,12 +16,4 @@ def get_stats():
     """Aggregates over every stored message; first/last ts are null when there are none."""
     with read_transaction() as conn:
         stats = message_stats(conn)
-    return jsonify(
-        {
-            "total_messages": stats.total_messages,
-            "senders_count": stats.senders_count,
-            "messages_per_sender": [{"from": s.sender, "count": s.count} for s in stats.top_senders],
-            "first_message_ts": stats.first_message_ts,
-            "last_message_ts": stats.last_message_ts,
-        }
-    )
+    return jsonify(stats_document(stats))

@@ -151,6 +151,13 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     return results
 
 
+def count_messages_before(conn: Connection, before: str) -> int:
+    """How many messages have a ts instant before `before` (a ts)."""
+    return conn.execute(
+        select(func.count()).select_from(messages).where(messages.c.ts_instant < instant_key(before))
+    ).scalar_one()
+
+
 def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
     """Delete up to `limit` messages whose ts instant is before `before` (a ts), oldest first,
     keeping the counters exact; returns how many. Raises SQLAlchemyError."""

@@ -1,0 +1,106 @@
+"""The command line while real gunicorn serves and writes the same database."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from tests.conftest import make_message
+from tests.e2e.conftest import SECRET
+from tests.e2e.server import ROOT, Gunicorn, request, signed_post
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(env: dict, *arguments: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook_service", *arguments],
+        cwd=ROOT,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        input=input,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class Ingestion:
+    """One thread posting unique messages until stopped; remembers every status."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.statuses: list[int] = []
+        self.acknowledged: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        number = 0
+        while not self._stop.is_set() and number < 5000:
+            message_id = f"live-{number}"
+            status = signed_post(
+                self.port, make_message(message_id=message_id, ts="2025-06-01T00:00:00Z"), SECRET
+            ).status
+            self.statuses.append(status)
+            if status == 200:
+                self.acknowledged.append(message_id)
+            number += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_send_backup_purge_export_and_stats_while_the_server_writes(tmp_path, server_env):
+    server = Gunicorn(workdir=tmp_path, env=server_env, workers=2).start()
+    env = dict(server_env)
+    try:
+        body = json.dumps(make_message(message_id="sent-by-cli", ts="2020-01-01T00:00:00Z")).encode()
+        sent = cli(env, "send", f"http://127.0.0.1:{server.port}/webhook", "-", input=body)
+        assert sent.returncode == 0 and sent.stdout.decode() == '200 {"status":"ok"}\n'
+        refused = cli(env, "send", f"http://127.0.0.1:{server.port}/webhook", "-", "--key", "wrong", input=body)
+        assert refused.returncode == 1 and refused.stdout.decode().startswith("401 ")
+        for number in range(300):
+            old = make_message(message_id=f"old-{number}", ts="2021-01-01T00:00:00Z", **{"from": f"+1{number % 7}"})
+            assert signed_post(server.port, old, SECRET).status == 200
+
+        with Ingestion(server.port) as ingestion:
+            copy = tmp_path / "backup.db"
+            backed_up = cli(env, "backup", str(copy))
+            purged = cli(env, "purge", "--before", "2022-01-01T00:00:00Z")
+            exported = cli(env, "export", "--since", "2021-01-01T00:00:00Z")
+        assert backed_up.returncode == 0, backed_up.stderr
+        assert (
+            purged.returncode == 0
+            and purged.stdout.decode() == "deleted 301 messages with ts before 2022-01-01T00:00:00Z\n"
+        )
+        assert exported.returncode == 0
+        assert set(ingestion.statuses) == {200} and len(ingestion.acknowledged) > 20
+
+        with sqlite3.connect(copy) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            copied = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+            assert copied >= 301
+            assert conn.execute("SELECT total_messages FROM message_totals").fetchone()[0] == copied
+
+        stats = json.loads(cli(env, "stats").stdout)
+        assert stats == request(server.port, "GET", "/stats").json()
+        assert stats["total_messages"] == len(ingestion.acknowledged)
+        assert request(server.port, "GET", "/messages").json()["total"] == len(ingestion.acknowledged)
+    finally:
+        server.stop()
+
+    # The backup serves as a database as it is.
+    restored = Gunicorn(workdir=tmp_path, env=dict(server_env, DATABASE_URL=f"sqlite:///{copy}"), workers=1).start()
+    try:
+        assert request(restored.port, "GET", "/health/ready").status == 200
+        assert request(restored.port, "GET", "/messages").json()["total"] == copied
+    finally:
+        restored.stop()

@@ -1,0 +1,163 @@
+"""The operator's command line against a real database file."""
+
+import base64
+import csv
+import io
+import json
+import sqlite3
+import time
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.conftest import SECRET, make_message
+from webhook_service.cli import main
+from webhook_service.signatures import Outcome, Verifier, sign_legacy
+
+
+@pytest.fixture
+def run(monkeypatch, database_url):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("WEBHOOK_SECRET", f"old-secret,{SECRET}")
+
+    def invoke(*arguments, input=None):
+        return CliRunner().invoke(main, list(arguments), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def seeded(signed_post):
+    rows = [
+        make_message(message_id="a", ts="2024-01-01T00:00:00Z", text="line one\nline two, with a comma"),
+        make_message(message_id="b", ts="2024-06-01T00:00:00Z", text='say "hi"', **{"from": "+222"}),
+        make_message(message_id="c", ts="2025-01-01T00:00:00Z", text=None),
+    ]
+    for row in rows:
+        assert signed_post(row).status_code == 200
+    return rows
+
+
+def test_every_command_has_help(run):
+    for command in ("migrate", "sign", "send", "backup", "purge", "export", "stats"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_migrate_names_the_revision(run):
+    result = run("migrate")
+    assert result.exit_code == 0 and result.output.startswith("database at schema revision ")
+
+
+def test_a_bad_setting_is_one_line_and_exit_1(run, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "mysql://db/x")
+    result = run("stats")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: invalid configuration: DATABASE_URL: unsupported database 'mysql'; supported: sqlite"
+    ]
+
+
+def test_sign_legacy_uses_the_newest_secret(run):
+    body = b'{"message_id": "m1"}'
+    result = run("sign", "--scheme", "legacy", input=body)
+    assert result.output == f"X-Signature: {sign_legacy(SECRET, body)}\n"
+
+
+def test_sign_standard_headers_verify(run):
+    body = json.dumps(make_message()).encode()
+    result = run("sign", "--id", "msg_1", "--timestamp", str(int(time.time())), input=body)
+    headers = dict(line.split(": ", 1) for line in result.output.splitlines())
+    assert headers["webhook-id"] == "msg_1"
+    assert Verifier([SECRET]).verify(headers, body, time.time()).outcome is Outcome.VERIFIED
+
+
+def test_sign_with_a_whsk_key_gives_v1a(run, tmp_path):
+    private = Ed25519PrivateKey.generate()
+    key = "whsk_" + base64.b64encode(private.private_bytes_raw()).decode()
+    public = "whpk_" + base64.b64encode(private.public_key().public_bytes_raw()).decode()
+    (tmp_path / "body.json").write_bytes(b"{}")
+    result = run("sign", str(tmp_path / "body.json"), "--key", key)
+    headers = dict(line.split(": ", 1) for line in result.output.splitlines())
+    assert headers["webhook-signature"].startswith("v1a,")
+    assert Verifier(public_keys=[public]).verify(headers, b"{}", time.time()).verified
+    assert run("sign", "--scheme", "legacy", "--key", key, input=b"{}").exit_code == 1
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["sign", "/no/such/file"], "cannot read /no/such/file"),
+        (["sign", "--key", "whsec_!!"], "--key"),
+        (["purge", "--before", "yesterday"], "Invalid value for '--before'"),
+        (["export", "--since", "2024-13-01T00:00:00Z"], "Invalid value for '--since'"),
+        (["send", "http://127.0.0.1:9/webhook"], "cannot reach"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_a_non_zero_exit(run, arguments, message):
+    result = CliRunner().invoke(main, arguments, input=b"{}")
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_stats_prints_the_stats_document(run, seeded, client):
+    result = run("stats")
+    assert json.loads(result.output) == client.get("/stats").get_json()
+
+
+def test_export_jsonl_in_message_order_with_filters(run, seeded):
+    lines = [json.loads(line) for line in run("export").output.splitlines()]
+    assert [line["message_id"] for line in lines] == ["a", "b", "c"]
+    assert lines[0]["text"] == "line one\nline two, with a comma"
+    assert set(lines[0]) == {"message_id", "from", "to", "ts", "text", "created_at"}
+    assert [json.loads(line)["message_id"] for line in run("export", "--from", "+222").output.splitlines()] == ["b"]
+    since = run("export", "--since", "2024-06-01T00:00:00Z", "--q", "HI").output.splitlines()
+    assert [json.loads(line)["message_id"] for line in since] == ["b"]
+
+
+def test_export_csv_quotes_newlines_commas_and_quotes(run, seeded, tmp_path):
+    target = tmp_path / "out.csv"
+    result = run("export", "--format", "csv", "--output", str(target))
+    assert result.output == f"exported 3 messages to {target}\n"
+    rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8"), newline="")))
+    assert [row["message_id"] for row in rows] == ["a", "b", "c"]
+    assert rows[0]["text"] == "line one\nline two, with a comma" and rows[1]["text"] == 'say "hi"'
+
+
+def test_purge_dry_run_counts_and_purge_keeps_totals_exact(run, seeded, client):
+    assert run("purge", "--before", "2024-12-31T00:00:00Z", "--dry-run").output == (
+        "would delete 2 messages with ts before 2024-12-31T00:00:00Z\n"
+    )
+    assert client.get("/messages").get_json()["total"] == 3
+    assert run("purge", "--before", "2024-12-31T00:00:00Z").output == (
+        "deleted 2 messages with ts before 2024-12-31T00:00:00Z\n"
+    )
+    body = client.get("/messages").get_json()
+    assert [m["message_id"] for m in body["data"]] == ["c"] and body["total"] == 1
+    stats = client.get("/stats").get_json()
+    assert (stats["total_messages"], stats["senders_count"]) == (1, 1)
+
+
+def test_backup_copies_a_database_that_serves_as_is(run, seeded, tmp_path, make_app):
+    from webhook_service.config import Settings
+
+    target = tmp_path / "copy.db"
+    result = run("backup", str(target))
+    assert result.exit_code == 0 and str(target) in result.output
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    copy = make_app(Settings(webhook_secrets=(SECRET,), database_url=f"sqlite:///{target}")).test_client()
+    assert copy.get("/health/ready").status_code == 200
+    assert [m["message_id"] for m in copy.get("/messages").get_json()["data"]] == ["a", "b", "c"]
+    again = run("backup", str(target))
+    assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_backup_refuses_postgresql_naming_pg_dump(run, monkeypatch, tmp_path):
+    from webhook_service import cli
+
+    monkeypatch.setattr(cli, "_settings", lambda: type("S", (), {"database_url": "postgresql://u@h/db"})())
+    result = run("backup", str(tmp_path / "x.db"))
+    assert result.exit_code == 1 and "pg_dump" in result.output

@@ -1,0 +1,288 @@
+"""The operator's command line: `webhook-service` (or `python -m webhook_service`).
+
+Every command reads the same environment as the server, prints one clear line and exits
+non-zero on bad input or failure, and works while the server runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import secrets
+import sqlite3
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from webhook_service import __version__
+from webhook_service.config import ConfigError, Settings
+from webhook_service.documents import message_document, stats_document
+from webhook_service.signatures import LEGACY_HEADER, sign_legacy, standard_headers
+from webhook_service.storage.engine import Database, describe_database_error
+from webhook_service.storage.messages import (
+    MessageFilter,
+    count_messages_before,
+    delete_messages_before,
+    list_messages,
+    message_stats,
+)
+from webhook_service.timestamps import instant_key
+
+PURGE_BATCH = 1000
+EXPORT_PAGE = 1000
+EXPORT_FIELDS = ("message_id", "from", "to", "ts", "text", "created_at")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from None
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url)
+    try:
+        yield database
+    except (SQLAlchemyError, OSError) as error:
+        raise click.ClickException(f"database unavailable: {describe_database_error(error)}") from None
+    finally:
+        database.dispose()
+
+
+def _read_body(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as error:
+        raise click.ClickException(f"cannot read {source}: {error.strerror or error}") from None
+
+
+def _timestamp(value: str) -> str:
+    try:
+        instant_key(value)
+    except ValueError:
+        raise click.BadParameter("expected YYYY-MM-DDTHH:MM:SS[.fraction]Z") from None
+    return value
+
+
+def _progress(total: int, label: str):
+    # A bar on a terminal only: scripts and pipes stay quiet.
+    return click.progressbar(length=total, label=label, file=sys.stderr) if sys.stderr.isatty() else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="webhook-service")
+def main() -> None:
+    """Operate the webhook service: its database, test deliveries and exports.
+
+    Settings come from the environment, as for the server (DATABASE_URL, WEBHOOK_SECRET, ...).
+    """
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database to the newest migration."""
+    from webhook_service.migrate import MigrationFailed
+    from webhook_service.migrate import migrate as run_migrations
+
+    try:
+        revision = run_migrations(_settings().database_url)
+    except MigrationFailed as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"database at schema revision {revision}")
+
+
+def _signed_headers(body: bytes, scheme: str, key: str | None, message_id: str | None, timestamp: int | None) -> dict:
+    if key is None:
+        configured = _settings().webhook_secrets
+        if not configured:
+            raise click.ClickException("no key: set WEBHOOK_SECRET (or WEBHOOK_SECRET_FILE) or pass --key")
+        key = configured[-1]  # the newest: rotation lists the new secret last
+    if scheme == "legacy":
+        if key.startswith("whsk_"):
+            raise click.ClickException("the legacy scheme signs with a shared secret, not a whsk_ key")
+        return {LEGACY_HEADER: sign_legacy(key, body)}
+    try:
+        return standard_headers(
+            key,
+            message_id or f"msg_{secrets.token_hex(12)}",
+            int(time.time()) if timestamp is None else timestamp,
+            body,
+        )
+    except ValueError as error:
+        raise click.ClickException(f"--key: {error}") from None
+
+
+_SIGN_OPTIONS = [
+    click.option("--scheme", type=click.Choice(["standard", "legacy"]), default="standard", show_default=True),
+    click.option("--key", help="whsec_ or plain secret, or a whsk_ signing key (default: the last WEBHOOK_SECRET)"),
+    click.option("--id", "message_id", help="webhook-id (default: a new random one)"),
+    click.option("--timestamp", type=click.IntRange(0, 10**12), help="webhook-timestamp (default: now)"),
+]
+
+
+def _sign_options(command):
+    for option in reversed(_SIGN_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.argument("source", default="-", metavar="[FILE|-]")
+@_sign_options
+def sign(source: str, scheme: str, key: str | None, message_id: str | None, timestamp: int | None) -> None:
+    """Print the headers a sender adds to deliver the body in FILE (or stdin)."""
+    for name, value in _signed_headers(_read_body(source), scheme, key, message_id, timestamp).items():
+        click.echo(f"{name}: {value}")
+
+
+@main.command()
+@click.argument("url")
+@click.argument("source", default="-", metavar="[FILE|-]")
+@_sign_options
+def send(url: str, source: str, scheme: str, key: str | None, message_id: str | None, timestamp: int | None) -> None:
+    """Sign the body in FILE (or stdin), POST it to URL, print the answer; exit 0 only on 2xx."""
+    body = _read_body(source)
+    headers = {"Content-Type": "application/json", **_signed_headers(body, scheme, key, message_id, timestamp)}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, answer = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, answer = error.code, error.read()
+    except (urllib.error.URLError, ValueError, OSError) as error:
+        raise click.ClickException(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None
+    click.echo(f"{status} {answer.decode('utf-8', 'replace').strip()}")
+    if not 200 <= status < 300:
+        sys.exit(1)
+
+
+def _sqlite_path(settings: Settings) -> Path:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite":
+        raise click.ClickException("backup copies SQLite databases; for PostgreSQL use pg_dump")
+    return Path(url.database)
+
+
+@main.command()
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+def backup(destination: Path) -> None:
+    """Copy the database, consistently, to DESTINATION while the service writes on."""
+    source_path = _sqlite_path(_settings())
+    if destination.exists():
+        raise click.ClickException(f"{destination} exists; choose a new file")
+    if not source_path.exists():
+        raise click.ClickException(f"no database at {source_path}")
+    try:
+        source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+        target = sqlite3.connect(destination)
+    except sqlite3.Error as error:
+        raise click.ClickException(f"cannot open the databases: {error}") from None
+    try:
+        pages = source.execute("PRAGMA page_count").fetchone()[0]
+        bar = _progress(pages, "backup")
+
+        def progress(_status: int, remaining: int, total: int) -> None:
+            if bar is not None:
+                bar.update(total - remaining - bar.pos)
+
+        # SQLite's online backup: copies page by page and restarts a step when a writer
+        # changed pages meanwhile, so the copy is one consistent state.
+        source.backup(target, pages=1024, progress=progress)
+        target.execute("PRAGMA journal_mode=WAL")
+        if bar is not None:
+            bar.render_finish()
+    except sqlite3.Error as error:
+        target.close()
+        destination.unlink(missing_ok=True)
+        raise click.ClickException(f"backup failed: {error}") from None
+    finally:
+        source.close()
+    target.close()
+    click.echo(f"backed up {source_path} to {destination} ({destination.stat().st_size} bytes)")
+
+
+@main.command()
+@click.option("--before", required=True, callback=lambda _c, _p, value: _timestamp(value), help="a ts: older go")
+@click.option("--dry-run", is_flag=True, help="only count what would be deleted")
+def purge(before: str, dry_run: bool) -> None:
+    """Delete messages whose ts is before --before, in small batches; totals stay exact."""
+    settings = _settings()
+    with _database(settings) as database:
+        with database.read_transaction() as conn:
+            count = count_messages_before(conn, before)
+        if dry_run:
+            click.echo(f"would delete {count} messages with ts before {before}")
+            return
+        bar = _progress(count, "purge")
+        deleted = 0
+        while True:
+            # One short write transaction per batch: deliveries go on between them.
+            with database.write_transaction() as conn:
+                batch = delete_messages_before(conn, before, PURGE_BATCH)
+            deleted += batch
+            if bar is not None:
+                bar.update(batch)
+            if batch < PURGE_BATCH:
+                break
+        if bar is not None:
+            bar.render_finish()
+    click.echo(f"deleted {deleted} messages with ts before {before}")
+
+
+@main.command()
+@click.option("--from", "sender", help="only this sender")
+@click.option("--since", callback=lambda _c, _p, value: value and _timestamp(value), help="only ts at or after this")
+@click.option("--q", "text", help="only texts containing this (any case)")
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="a file (default: stdout)")
+def export(sender: str | None, since: str | None, text: str | None, output_format: str, output: Path | None) -> None:
+    """Write every matching message in /messages order, streamed page by page."""
+    settings = _settings()
+    message_filter = MessageFilter(sender=sender or None, since=since or None, text_contains=text or None)
+    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    written = 0
+    try:
+        writer = csv.DictWriter(stream, EXPORT_FIELDS) if output_format == "csv" else None
+        if writer is not None:
+            writer.writeheader()
+        with _database(settings) as database:
+            after = None
+            while True:
+                # Each page in its own short read: keyset paging keeps memory flat.
+                with database.read_transaction() as conn:
+                    page = list_messages(conn, message_filter, EXPORT_PAGE, after=after)
+                for message in page.items:
+                    record = message_document(message)
+                    if writer is not None:
+                        writer.writerow(record)
+                    else:
+                        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+                written += len(page.items)
+                if page.next_position is None:
+                    break
+                after = page.next_position
+    finally:
+        if output:
+            stream.close()
+    if output:
+        click.echo(f"exported {written} messages to {output}")
+
+
+@main.command()
+def stats() -> None:
+    """Print the /stats document."""
+    with _database(_settings()) as database, database.read_transaction() as conn:
+        result = message_stats(conn)
+    click.echo(json.dumps(stats_document(result)))
