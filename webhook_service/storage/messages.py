@@ -186,30 +186,37 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
     return len(rows)
 
 
-def _add_to_counters(conn: Connection, added: Counter[str]) -> None:
-    insert = DIALECT_INSERT[conn.dialect.name](sender_counts)
-    statement = (
-        insert.values([{"from_msisdn": sender, "message_count": count} for sender, count in added.items()])
-        .on_conflict_do_update(
-            index_elements=[sender_counts.c.from_msisdn],
-            set_={"message_count": sender_counts.c.message_count + insert.excluded.message_count},
-        )
-        .returning(sender_counts.c.from_msisdn, sender_counts.c.message_count)
+def _sender_count_upsert(dialect_insert):
+    insert = dialect_insert(sender_counts)
+    return insert.on_conflict_do_update(
+        index_elements=[sender_counts.c.from_msisdn],
+        set_={"message_count": sender_counts.c.message_count + insert.excluded.message_count},
+    ).returning(sender_counts.c.from_msisdn, sender_counts.c.message_count)
+
+
+# Built once, executed with one parameter set per sender (SQLAlchemy sends them as one
+# multi-row statement): compiling a statement per batch cost as much as the batch's commit.
+_ADD_TO_SENDER_COUNTS = {name: _sender_count_upsert(dialect_insert) for name, dialect_insert in DIALECT_INSERT.items()}
+_ADD_TO_TOTALS = (
+    update(message_totals)
+    .where(message_totals.c.id == 1)
+    .values(
+        total_messages=message_totals.c.total_messages + bindparam("messages_added"),
+        senders_count=message_totals.c.senders_count + bindparam("senders_added"),
     )
+)
+
+
+def _add_to_counters(conn: Connection, added: Counter[str]) -> None:
+    rows = [{"from_msisdn": sender, "message_count": count} for sender, count in added.items()]
     # A sender whose count now equals what this batch added was not counted before.
-    new_senders = sum(1 for sender, count in conn.execute(statement) if count == added[sender])
+    counted = conn.execute(_ADD_TO_SENDER_COUNTS[conn.dialect.name], rows).all()
+    new_senders = sum(1 for sender, count in counted if count == added[sender])
     _add_to_totals(conn, sum(added.values()), new_senders)
 
 
 def _add_to_totals(conn: Connection, messages_added: int, senders_added: int) -> None:
-    conn.execute(
-        update(message_totals)
-        .where(message_totals.c.id == 1)
-        .values(
-            total_messages=message_totals.c.total_messages + messages_added,
-            senders_count=message_totals.c.senders_count + senders_added,
-        )
-    )
+    conn.execute(_ADD_TO_TOTALS, {"messages_added": messages_added, "senders_added": senders_added})
 
 
 def _filter_conditions(conn: Connection, message_filter: MessageFilter) -> list[ColumnElement[bool]]:
