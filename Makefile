@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run test migrate lint format bench bench-queries bench-wal install install-dev clean
+.PHONY: run env test migrate lint format bench bench-queries bench-wal install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +24,19 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.runtime-i
 install: $(VENV)/.runtime-installed
 install-dev: $(VENV)/.dev-installed
 
-# A local secret for `make run`, made once; export your own WEBHOOK_SECRET to override it.
+# A local secret for `make run`, made once (readable by you only); export your own
+# WEBHOOK_SECRET to override it.
 .env:
-	@$(PYTHON) -c "import secrets; print('WEBHOOK_SECRET=' + secrets.token_hex(32))" > .env
+	@umask 077 && $(PYTHON) -c "import secrets; print('WEBHOOK_SECRET=' + secrets.token_hex(32))" > .env
 	@echo "wrote .env with a random WEBHOOK_SECRET: sign requests with it (see README)"
 
+env: .env
+
 run: install .env
-	@if [ -z "$${WEBHOOK_SECRET:-}" ]; then set -a; . ./.env; set +a; fi; \
-	  echo "serving on http://127.0.0.1:$(PORT), database $$DATABASE_URL, secret from .env"; \
+	@if [ -z "$${WEBHOOK_SECRET:-}" ]; then \
+	    set -a; . ./.env; set +a; source="secret from .env"; \
+	  else source="secret from the environment (WEBHOOK_SECRET)"; fi; \
+	  echo "serving on http://127.0.0.1:$(PORT), database $$DATABASE_URL, $$source"; \
 	  exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
 migrate: install
@@ -65,12 +70,21 @@ clean:
 # Deployment with Docker Compose (nginx on http://localhost:8000 in front of the api).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: up down logs docker-check
+.PHONY: up down down-and-delete-data logs docker-check compose-engine
 
-up:
+# One clear line instead of a client traceback when no Docker engine answers.
+compose-engine:
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine answers (is dockerd running? DOCKER_HOST=$${DOCKER_HOST:-unset})" >&2; exit 1; }
+
+up: compose-engine
 	$(COMPOSE) up -d --build
 
-down:
+# Stops and removes the containers; the data volume (every stored message) stays.
+down: compose-engine
+	$(COMPOSE) down
+
+# Also deletes the data volume: every stored message is gone.
+down-and-delete-data: compose-engine
 	$(COMPOSE) down -v
 
 logs:

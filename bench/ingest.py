@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.server import Gunicorn, free_port, request
+from bench.harness import Server, get_json
 from webhook_service.signatures import sign_legacy
 
 SECRET = "bench-secret"
@@ -131,17 +131,12 @@ def main() -> int:
         results = {}
         for name, app in (("service", "wsgi:app"), ("bare flask", "bench.bare_app:app")):
             # Workers and threads as gunicorn.conf.py sets them (WEB_CONCURRENCY overrides).
-            server = Gunicorn(workdir=workdir, env=env, workers=None, port=free_port(), app=app)
-            server.start()
-            try:
+            with Server(env, workdir / f"gunicorn-{name.replace(' ', '-')}.log", app=app) as server:
                 run_wrk(server.port, warmup_messages, WARMUP_SECONDS, args.connections, args.threads)
-                before = request(server.port, "GET", "/stats").json()["total_messages"] if name == "service" else 0
+                before = get_json(server.port, "/stats")["total_messages"] if name == "service" else 0
                 results[name] = run_wrk(server.port, messages, args.seconds, args.connections, args.threads)
                 if name == "service":
-                    stored = request(server.port, "GET", "/stats").json()["total_messages"] - before
-                    results[name]["stored"] = stored
-            finally:
-                server.stop()
+                    results[name]["stored"] = get_json(server.port, "/stats")["total_messages"] - before
         ceiling = sqlite_commit_ceiling(workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

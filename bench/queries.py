@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert, select
 
+from bench.harness import Server
 from webhook_service.storage.cursor import Position, encode_cursor
 from webhook_service.storage.engine import create_database_engine
 from webhook_service.storage.messages import NewMessage, message_row
@@ -129,12 +126,6 @@ def build(path: Path, rows: int) -> None:
     print(f"built {rows} messages at revision 0001 in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def cursor_at(path: Path, fraction: float, rows: int) -> str:
     engine = create_database_engine(f"sqlite:///{path}")
     try:
@@ -199,36 +190,13 @@ def main() -> int:
         ("q 2 characters", "/messages?q=ks"),
         ("q 4096 repeated letters", "/messages?q=" + "a" * 4096),
     ]
-    port = free_port()
-    env = dict(os.environ, WEBHOOK_SECRET="bench", DATABASE_URL=f"sqlite:///{path}", LOG_LEVEL="WARNING")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(workdir / "gunicorn.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("gunicorn did not start; see " + str(workdir / "gunicorn.log")) from None
-                time.sleep(0.2)
+    env = {"WEBHOOK_SECRET": "bench", "DATABASE_URL": f"sqlite:///{path}", "LOG_LEVEL": "WARNING"}
+    with Server(env, workdir / "gunicorn.log") as server:
         print(f"{args.runs} runs each, one request at a time, {path.stat().st_size / 1e6:.0f} MB database")
         print(f"{'query':34} {'median ms':>10} {'p90 ms':>8} {'status':>7}")
         for name, url in queries:
-            median, p90, status, _size = time_query(port, url, args.runs)
+            median, p90, status, _size = time_query(server.port, url, args.runs)
             print(f"{name:34} {median:10.1f} {p90:8.1f} {status:7d}", flush=True)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
     return 0
 
 

@@ -18,11 +18,7 @@ import hashlib
 import hmac
 import http.client
 import json
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,13 +26,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import Server
+
 SECRET = "bench-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post_forever(port: int, prefix: str, stop: threading.Event, counts: list[int]) -> None:
@@ -75,56 +69,34 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="wal-bench-"))
     database = workdir / "messages.db"
-    port = free_port()
-    env = dict(os.environ, WEBHOOK_SECRET=SECRET, DATABASE_URL=f"sqlite:///{database}", LOG_LEVEL="WARNING")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(workdir / "gunicorn.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    env = {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": f"sqlite:///{database}", "LOG_LEVEL": "WARNING"}
     stop = threading.Event()
     counts: list[int] = []
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("gunicorn did not start") from None
-                time.sleep(0.1)
+    with Server(env, workdir / "gunicorn.log") as server:
         threads = [
-            threading.Thread(target=post_forever, args=(port, f"t{n}", stop, counts), daemon=True)
+            threading.Thread(target=post_forever, args=(server.port, f"t{n}", stop, counts), daemon=True)
             for n in range(args.threads)
         ]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        before = wal_megabytes(database)
-        reader = sqlite3.connect(database, isolation_level=None)
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM messages").fetchone()
-        started = len(counts)
-        time.sleep(args.hold)
-        during = wal_megabytes(database)
-        written_during = len(counts) - started
-        reader.execute("COMMIT")
-        reader.close()
-        time.sleep(args.after)
-        after = wal_megabytes(database)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    finally:
-        stop.set()
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            for thread in threads:
+                thread.start()
+            time.sleep(2)
+            before = wal_megabytes(database)
+            reader = sqlite3.connect(database, isolation_level=None)
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchone()
+            started = len(counts)
+            time.sleep(args.hold)
+            during = wal_megabytes(database)
+            written_during = len(counts) - started
+            reader.execute("COMMIT")
+            reader.close()
+            time.sleep(args.after)
+            after = wal_megabytes(database)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
     print(f"WAL under ingestion ({args.threads} posting threads, {sum(s == 200 for s in counts)} messages stored)")
     print(f"  before the long read:              {before:8.1f} MB")
     print(f"  after a {args.hold:.0f} s read ({written_during} posts):   {during:8.1f} MB")

@@ -27,13 +27,13 @@ def test_client_address_believes_forwarded_for_only_from_proxies(remote, forward
 
 def test_forwarded_for_reaches_the_request_log(client, log_lines):
     # The test client connects from 127.0.0.1, a trusted proxy by default.
-    response = client.get("/health/live", headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.9"})
+    response = client.get("/stats", headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.9"})
     assert response.status_code == 200
     [line] = request_lines(log_lines())
     assert line["client"] == "203.0.113.9"
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored(client, log_lines):
-    client.get("/health/live", headers={"X-Forwarded-For": "203.0.113.9"}, environ_base={"REMOTE_ADDR": "192.0.2.1"})
+    client.get("/stats", headers={"X-Forwarded-For": "203.0.113.9"}, environ_base={"REMOTE_ADDR": "192.0.2.1"})
     [line] = request_lines(log_lines())
     assert line["client"] == "192.0.2.1"

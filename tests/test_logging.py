@@ -48,22 +48,22 @@ def test_secret_signature_and_text_are_never_logged(signed_post, client, log_lin
 
 
 def test_a_sane_request_id_is_kept_and_returned(client, log_lines):
-    response = client.get("/health/live", headers={"X-Request-ID": "abc-123.DEF_4"})
+    response = client.get("/stats", headers={"X-Request-ID": "abc-123.DEF_4"})
     assert response.headers["X-Request-ID"] == "abc-123.DEF_4"
     assert request_lines(log_lines())[0]["request_id"] == "abc-123.DEF_4"
 
 
 @pytest.mark.parametrize("unsafe", ["has space", "a" * 129, 'quote"d', "new\\nline", "ü"])
 def test_an_unsafe_request_id_is_replaced(client, log_lines, unsafe):
-    response = client.get("/health/live", headers={"X-Request-ID": unsafe})
+    response = client.get("/stats", headers={"X-Request-ID": unsafe})
     generated = response.headers["X-Request-ID"]
     assert generated != unsafe and len(generated) == 32
     assert request_lines(log_lines())[0]["request_id"] == generated
 
 
 def test_request_ids_do_not_leak_into_the_next_request(client, log_lines):
-    client.get("/health/live", headers={"X-Request-ID": "first-id"})
-    client.get("/health/live")
+    client.get("/stats", headers={"X-Request-ID": "first-id"})
+    client.get("/stats")
     first, second = request_lines(log_lines())
     assert first["request_id"] == "first-id"
     assert second["request_id"] != "first-id"
@@ -127,3 +127,21 @@ def test_control_characters_from_clients_are_escaped_in_log_lines(signed_post, c
     assert lines[1]["message_id"] == "id\\x1b[2Jwipe"
     raw = log_lines.raw()
     assert "\\u001b" not in raw and "\x1b" not in raw
+
+
+def test_probe_and_scrape_lines_are_debug_so_info_logs_carry_traffic(make_app, database_url, log_lines):
+    quiet = make_app(Settings(webhook_secrets=(SECRET,), database_url=database_url)).test_client()
+    for path in ("/health/live", "/health/ready", "/metrics", "/stats"):
+        quiet.get(path)
+    assert [line["path"] for line in request_lines(log_lines())] == ["/stats"]
+    verbose = make_app(Settings(webhook_secrets=(SECRET,), database_url=database_url, log_level="DEBUG")).test_client()
+    verbose.get("/health/live")
+    [probe] = [line for line in request_lines(log_lines()) if line["path"] == "/health/live"]
+    assert probe["level"] == "DEBUG"
+
+
+def test_a_failing_readiness_probe_still_logs_an_error(make_app, database_url, log_lines):
+    client = make_app(Settings(webhook_secrets=(), database_url=database_url)).test_client()
+    assert client.get("/health/ready").status_code == 503
+    [line] = request_lines(log_lines())
+    assert line["level"] == "ERROR" and line["status"] == 503

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from webhook_service.api.database import read_transaction
+from webhook_service.api.reads import read_transaction
 from webhook_service.documents import message_document
 from webhook_service.schemas import load_messages_query
 from webhook_service.storage.cursor import encode_cursor

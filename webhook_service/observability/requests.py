@@ -21,6 +21,7 @@ from webhook_service.observability.metrics import UNMATCHED_PATH, ServiceMetrics
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_LOGGED_ID_CHARS = 256
+QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 
 logger = structlog.get_logger("webhook_service.request")
 
@@ -154,6 +155,9 @@ def init_request_observability(app: Flask, metrics: ServiceMetrics, trusted_prox
             logger.error("request", **fields)
         elif response.status_code in (400, 401, 403, 413):
             logger.warning("request", **fields)
+        elif path_label in QUIET_PATHS:
+            # Probes and scrapes come every few seconds: at INFO they would bury the traffic.
+            logger.debug("request", **fields)
         else:
             logger.info("request", **fields)
         return response

@@ -1,0 +1,72 @@
+"""What the benchmarks share: a gunicorn started with the project's settings on a free
+loopback port, stopped by its own process group, and a plain HTTP GET."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Self
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(port: int, path: str) -> dict:
+    """GET a JSON document from 127.0.0.1:port."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+class Server:
+    """gunicorn with gunicorn.conf.py serving `app` from the checkout; a context manager."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, app: str = "wsgi:app", workers: int | None = None):
+        self.port = free_port()
+        self.env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+        self.env.update(env)
+        self.log_path = log_path
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"]
+        self.command = [*command, *(["--workers", str(workers)] if workers else []), app]
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Self:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.__exit__()
+                    raise SystemExit(f"gunicorn did not start; see {self.log_path}") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *_exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
