@@ -36,7 +36,7 @@ from webhook_service.storage.messages import (
 )
 from webhook_service.timestamps import instant_key
 
-PURGE_BATCH = 1000
+PURGE_BATCH = 100
 EXPORT_PAGE = 1000
 EXPORT_FIELDS = ("message_id", "from", "to", "ts", "text", "created_at")
 
