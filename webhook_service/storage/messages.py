@@ -219,30 +219,32 @@ def _add_to_totals(conn: Connection, messages_added: int, senders_added: int) ->
     conn.execute(_ADD_TO_TOTALS, {"messages_added": messages_added, "senders_added": senders_added})
 
 
-def _filter_conditions(conn: Connection, message_filter: MessageFilter) -> list[ColumnElement[bool]]:
+def _filter_conditions(
+    conn: Connection, message_filter: MessageFilter, trigram_texts: dict[str, int] | None
+) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if message_filter.sender is not None:
         conditions.append(messages.c.from_msisdn == message_filter.sender)
     if message_filter.since is not None:
         conditions.append(messages.c.ts_instant >= instant_key(message_filter.since))
     if message_filter.text_contains is not None:
-        conditions.extend(_text_contains(conn, message_filter.text_contains))
+        conditions.extend(_text_contains(conn, message_filter.text_contains, trigram_texts))
     return conditions
 
 
-def _text_contains(conn: Connection, needle: str) -> list[ColumnElement[bool]]:
+def _text_contains(conn: Connection, needle: str, trigram_texts: dict[str, int] | None) -> list[ColumnElement[bool]]:
     """Conditions that hold exactly for texts containing `needle` (folded), made cheap.
 
     instr/strpos compare literally (% _ and \\ need no escaping; NULL text never matches).
     On SQLite a needle of three or more characters is first narrowed to the texts that
-    hold its two rarest trigrams, when they are rare enough for that to pay off.
+    hold its two rarest trigrams, when they are rare enough for that to pay off;
+    `trigram_texts` are its trigrams' text counts (None: one is in no text).
     """
     folded = fold_text(needle)
     position = func.strpos if conn.dialect.name == "postgresql" else func.instr
     contains = position(messages.c.text_folded, folded) > 0
     if conn.dialect.name != "sqlite" or len(folded) < TEXT_INDEX_MIN_CHARS:
         return [contains]
-    trigram_texts = _trigram_text_counts(conn, folded)
     if trigram_texts is None:
         return [false()]
     rarest = sorted(trigram_texts, key=trigram_texts.get)[:2]
@@ -267,7 +269,17 @@ def _trigram_text_counts(conn: Connection, folded: str) -> dict[str, int] | None
     return counts if len(counts) == len(trigrams) else None
 
 
-def _count_matching(conn: Connection, message_filter: MessageFilter, conditions: list) -> int:
+def _needle_trigram_counts(conn: Connection, message_filter: MessageFilter) -> dict[str, int] | None:
+    # Read once per request: at millions of texts counting a common trigram takes a while.
+    needle = fold_text(message_filter.text_contains)
+    if conn.dialect.name != "sqlite" or needle is None or len(needle) < TEXT_INDEX_MIN_CHARS:
+        return None
+    return _trigram_text_counts(conn, needle)
+
+
+def _count_matching(
+    conn: Connection, message_filter: MessageFilter, conditions: list, trigram_texts: dict[str, int] | None
+) -> int:
     # Without filters, or with `from` alone, the counters kept with the writes answer.
     only_sender = message_filter.since is None and message_filter.text_contains is None
     if only_sender and message_filter.sender is None:
@@ -281,7 +293,7 @@ def _count_matching(conn: Connection, message_filter: MessageFilter, conditions:
     needle = fold_text(message_filter.text_contains) if only_text else None
     if conn.dialect.name == "sqlite" and needle is not None and len(needle) == TEXT_INDEX_MIN_CHARS:
         # A three-character needle is one trigram: the index knows how many texts hold it.
-        return (_trigram_text_counts(conn, needle) or {}).get(needle, 0)
+        return (trigram_texts or {}).get(needle, 0)
     return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
 
 
@@ -292,8 +304,9 @@ def list_messages(
     `after` (keyset paging, as fast deep in the order as at its start), with the total under
     the same filter. Run inside one transaction, so that page and total share a snapshot.
     """
-    conditions = _filter_conditions(conn, message_filter)
-    total = _count_matching(conn, message_filter, conditions)
+    trigram_texts = _needle_trigram_counts(conn, message_filter)
+    conditions = _filter_conditions(conn, message_filter, trigram_texts)
+    total = _count_matching(conn, message_filter, conditions, trigram_texts)
     page_conditions = list(conditions)
     if after is not None:
         page_conditions.append(
