@@ -46,24 +46,8 @@ def ready():
     except (SQLAlchemyError, OSError) as exc:
         current_metrics().count_database_error("readiness")
         logger.warning("readiness: database unavailable", error=describe_database_error(exc))
-        checks["database"] = "unavailable"
-        checks["schema"] = checks["writes"] = "unknown"
-    failure = database.last_write_failure()
-    if checks["schema"] != "ok":
-        checks["writes"] = "unknown"
-    elif failure is not None and failure[1] < WRITE_FAILURE_HOLD_SECONDS:
-        checks["writes"] = f"failing: {failure[0]}"
-    else:
-        # No failure, or one old enough that a probe may say whether writes commit again
-        # (with no deliveries arriving, nothing else would).
-        try:
-            with database.write_transaction(probe=True) as conn:
-                rewrite_probe_row(conn, current_settings().max_body_bytes)
-        except (SQLAlchemyError, OSError) as exc:
-            reason = describe_database_error(exc)
-            current_metrics().count_database_error("readiness")
-            logger.warning("readiness: database takes no writes", error=reason)
-            checks["writes"] = f"failing: {reason}"
+        checks["database"], checks["schema"] = "unavailable", "unknown"
+    checks["writes"] = _writes_check(database) if checks["schema"] == "ok" else "unknown"
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         response = jsonify({"status": "not_ready", "detail": f"not ready: {', '.join(failing)}", "checks": checks})
@@ -71,3 +55,20 @@ def ready():
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     return jsonify({"status": "ready", "checks": checks})
+
+
+def _writes_check(database) -> str:
+    failure = database.last_write_failure()
+    if failure is not None and failure[1] < WRITE_FAILURE_HOLD_SECONDS:
+        return f"failing: {failure[0]}"
+    # No failure, or one old enough that a probe may say whether writes commit again (with
+    # no deliveries arriving, nothing else would).
+    try:
+        with database.write_transaction(probe=True) as conn:
+            rewrite_probe_row(conn, current_settings().max_body_bytes)
+    except (SQLAlchemyError, OSError) as exc:
+        reason = describe_database_error(exc)
+        current_metrics().count_database_error("readiness")
+        logger.warning("readiness: database takes no writes", error=reason)
+        return f"failing: {reason}"
+    return "ok"
