@@ -10,11 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
+from tests.conftest import make_message
 from webhook_service.signatures import sign_legacy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +160,44 @@ class Gunicorn:
 
     def log_lines(self) -> list[str]:
         return [line for line in self.output().splitlines() if line.strip()]
+
+
+class Load:
+    """Threads posting unique signed messages until stopped; remembers what was acknowledged."""
+
+    def __init__(self, port: int, secret: str, threads: int = 8) -> None:
+        self.port = port
+        self.secret = secret
+        self.acknowledged: list[str] = []
+        self.statuses: list[int | str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def _run(self, number: int) -> None:
+        sequence = 0
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            message_id = f"load-{number}-{sequence}"
+            sequence += 1
+            try:
+                status = signed_post(self.port, make_message(message_id=message_id), self.secret).status
+            except (OSError, http.client.HTTPException) as error:  # cut off while the server dies: not acknowledged
+                self.statuses.append(type(error).__name__)
+                time.sleep(0.05)
+                continue
+            self.statuses.append(status)
+            if status == 200:
+                self.acknowledged.append(message_id)
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
 
 
 NGINX_CONFIG = ROOT / "deploy" / "nginx.conf"

@@ -4,13 +4,12 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import ROOT, Gunicorn, request, signed_post
+from tests.e2e.server import ROOT, Gunicorn, Load, request, signed_post
 
 pytestmark = pytest.mark.e2e
 
@@ -27,37 +26,6 @@ def cli(env: dict, *arguments: str, input: bytes | None = None) -> subprocess.Co
     )
 
 
-class Ingestion:
-    """One thread posting unique messages until stopped; remembers every status."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.statuses: list[int] = []
-        self.acknowledged: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        number = 0
-        while not self._stop.is_set() and number < 5000:
-            message_id = f"live-{number}"
-            status = signed_post(
-                self.port, make_message(message_id=message_id, ts="2025-06-01T00:00:00Z"), SECRET
-            ).status
-            self.statuses.append(status)
-            if status == 200:
-                self.acknowledged.append(message_id)
-            number += 1
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc):
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def test_send_backup_purge_export_and_stats_while_the_server_writes(tmp_path, server_env):
     server = Gunicorn(workdir=tmp_path, env=server_env, workers=2).start()
     env = dict(server_env)
@@ -71,7 +39,7 @@ def test_send_backup_purge_export_and_stats_while_the_server_writes(tmp_path, se
             old = make_message(message_id=f"old-{number}", ts="2021-01-01T00:00:00Z", **{"from": f"+1{number % 7}"})
             assert signed_post(server.port, old, SECRET).status == 200
 
-        with Ingestion(server.port) as ingestion:
+        with Load(server.port, SECRET, threads=1) as ingestion:
             copy = tmp_path / "backup.db"
             backed_up = cli(env, "backup", str(copy))
             purged = cli(env, "purge", "--before", "2022-01-01T00:00:00Z")

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import Self
 
 import pytest
 
 from tests.conftest import make_message
 from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, request, signed_post, wait_until
+from tests.e2e.server import Gunicorn, Load, request, signed_post, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -97,48 +94,11 @@ def stored_ids(path: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT message_id FROM messages")}
 
 
-class Load:
-    """Threads posting unique signed messages until stopped; remembers what was acknowledged."""
-
-    def __init__(self, port: int, threads: int = 8) -> None:
-        self.port = port
-        self.acknowledged: list[str] = []
-        self.statuses: list[int | str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
-
-    def _run(self, number: int) -> None:
-        sequence = 0
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            message_id = f"load-{number}-{sequence}"
-            sequence += 1
-            try:
-                status = signed_post(self.port, make_message(message_id=message_id), SECRET).status
-            except (OSError, http.client.HTTPException) as error:  # cut off while the server dies: not acknowledged
-                self.statuses.append(type(error).__name__)
-                time.sleep(0.05)
-                continue
-            self.statuses.append(status)
-            if status == 200:
-                self.acknowledged.append(message_id)
-
-    def __enter__(self) -> Self:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-
 def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp_path, server_env):
     path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
     server = Gunicorn(workdir=tmp_path, env=server_env).start()
     try:
-        with Load(server.port) as load:
+        with Load(server.port, SECRET) as load:
             time.sleep(1.0)
             server.kill_workers()
             time.sleep(1.0)
