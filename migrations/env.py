@@ -15,7 +15,7 @@ config = context.config
 
 def include_name(name, type_, parent_names) -> bool:
     """Leave the full-text index and its shadow tables out of autogenerate comparisons."""
-    return not (type_ == "table" and is_outside_metadata(name))
+    return not is_outside_metadata(name, type_)
 
 
 def run_with_connection(connection: Connection) -> None:

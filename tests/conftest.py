@@ -1,10 +1,17 @@
-"""Fixtures: a freshly migrated SQLite file per test, an app on it, and a signed-post helper."""
+"""Fixtures: a freshly migrated database per test, an app on it, and a signed-post helper.
+
+Every test that uses a database runs twice: on a SQLite file and on a new database of a
+throwaway PostgreSQL cluster (tests/postgres.py). Without PostgreSQL installed the second
+run is skipped, saying so; with REQUIRE_POSTGRES=1 (CI) it fails instead. Tests marked
+`sqlite_only` are about SQLite's files and run once.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import os
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -18,6 +25,58 @@ from webhook_service.signatures import sign_legacy
 from webhook_service.storage.migrations import upgrade_to_head
 
 SECRET = "test-secret"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: about SQLite's files or pragmas; runs on SQLite alone")
+    config.addinivalue_line("markers", "postgresql_only: about PostgreSQL alone")
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends = BACKENDS
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        backends = ("sqlite",)
+    elif metafunc.definition.get_closest_marker("postgresql_only"):
+        backends = ("postgresql",)
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
+def backend(request) -> str:
+    """The database the test runs on: "sqlite" or "postgresql"."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A PostgreSQL cluster for the whole run, with a database migrated to head to copy."""
+    from tests.postgres import PostgresCluster, postgres_bindir
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail("REQUIRE_POSTGRES=1 but PostgreSQL is not installed (no initdb found)")
+        pytest.skip("PostgreSQL is not installed (no initdb): the tests on PostgreSQL are skipped")
+    cluster = PostgresCluster(bindir).init().start()
+    try:
+        cluster.setup_app_role()
+        cluster.migrated_template = cluster.create_database()
+        upgrade_to_head(cluster.url(cluster.migrated_template))
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def empty_database_url(request, backend, tmp_path) -> str:
+    """A database the migrations have not touched: a new SQLite path or an empty PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'messages.db'}"
+    cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.url(cluster.create_database())
 
 
 def make_message(**overrides) -> dict:
@@ -41,10 +100,14 @@ def _single_process_metrics(monkeypatch):
 
 
 @pytest.fixture
-def database_url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'messages.db'}"
-    upgrade_to_head(url)
-    return url
+def database_url(request, backend, tmp_path) -> str:
+    """A database migrated to the newest revision, on the test's backend."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'messages.db'}"
+        upgrade_to_head(url)
+        return url
+    cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.url(cluster.create_database(template=cluster.migrated_template))
 
 
 @pytest.fixture

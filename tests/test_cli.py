@@ -55,7 +55,7 @@ def test_a_bad_setting_is_one_line_and_exit_1(run, monkeypatch):
     result = run("stats")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: invalid configuration: DATABASE_URL: unsupported database 'mysql'; supported: sqlite"
+        "Error: invalid configuration: DATABASE_URL: unsupported database 'mysql'; supported: sqlite, postgresql"
     ]
 
 
@@ -140,6 +140,7 @@ def test_purge_dry_run_counts_and_purge_keeps_totals_exact(run, seeded, client):
     assert (stats["total_messages"], stats["senders_count"]) == (1, 1)
 
 
+@pytest.mark.sqlite_only
 def test_backup_copies_a_database_that_serves_as_is(run, seeded, tmp_path, make_app):
     from webhook_service.config import Settings
 

@@ -1,29 +1,39 @@
 """The counters kept with the writes always equal what COUNT(*) and GROUP BY say."""
 
 import random
-import sqlite3
+
+from sqlalchemy import text
 
 from tests.conftest import make_message
-from webhook_service.storage.engine import Database
+from webhook_service.storage.engine import Database, create_database_engine
 from webhook_service.storage.messages import NewMessage, delete_messages_before, insert_messages_if_new, message_stats
 
 
-def counted(path: str) -> tuple[int, int, dict[str, int]]:
-    with sqlite3.connect(path) as conn:
-        total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-        per_sender = dict(conn.execute("SELECT from_msisdn, count(*) FROM messages GROUP BY from_msisdn"))
+def run_sql(url: str, statement: str, fetch: bool = True) -> list[tuple]:
+    """Run one statement on its own connection, outside the service's code."""
+    engine = create_database_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement))
+            return [tuple(row) for row in result] if fetch else []
+    finally:
+        engine.dispose()
+
+
+def counted(url: str) -> tuple[int, int, dict[str, int]]:
+    [(total,)] = run_sql(url, "SELECT count(*) FROM messages")
+    per_sender = dict(run_sql(url, "SELECT from_msisdn, count(*) FROM messages GROUP BY from_msisdn"))
     return total, len(per_sender), per_sender
 
 
-def kept(path: str) -> tuple[int, int, dict[str, int]]:
-    with sqlite3.connect(path) as conn:
-        total, senders = conn.execute("SELECT total_messages, senders_count FROM message_totals").fetchone()
-        per_sender = dict(conn.execute("SELECT from_msisdn, message_count FROM sender_counts"))
+def kept(url: str) -> tuple[int, int, dict[str, int]]:
+    [(total, senders)] = run_sql(url, "SELECT total_messages, senders_count FROM message_totals")
+    per_sender = dict(run_sql(url, "SELECT from_msisdn, message_count FROM sender_counts"))
     return total, senders, per_sender
 
 
 def test_counters_match_counting_after_random_inserts_duplicates_and_deletes(database_url):
-    path = database_url.removeprefix("sqlite:///")
+    path = database_url
     rng = random.Random(42)
     database = Database(database_url)
     try:
@@ -52,7 +62,7 @@ def test_counters_match_counting_after_random_inserts_duplicates_and_deletes(dat
 
 
 def test_deleting_every_message_of_a_sender_removes_it_from_the_counts(database_url):
-    path = database_url.removeprefix("sqlite:///")
+    path = database_url
     database = Database(database_url)
     try:
         with database.write_transaction() as conn:
@@ -75,10 +85,9 @@ def test_totals_without_filters_or_with_from_alone_come_from_the_counters(client
     for number in range(3):
         signed_post(make_message(message_id=f"c{number}", **{"from": "+777"}))
     signed_post(make_message(message_id="other", **{"from": "+888"}))
-    path = database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:  # a counter that disagrees with the rows shows where totals come from
-        conn.execute("UPDATE sender_counts SET message_count = 41 WHERE from_msisdn = '+777'")
-        conn.execute("UPDATE message_totals SET total_messages = 99")
+    # A counter that disagrees with the rows shows where totals come from.
+    run_sql(database_url, "UPDATE sender_counts SET message_count = 41 WHERE from_msisdn = '+777'", fetch=False)
+    run_sql(database_url, "UPDATE message_totals SET total_messages = 99", fetch=False)
     assert client.get("/messages").get_json()["total"] == 99
     assert client.get("/messages?from=%2B777").get_json()["total"] == 41
     assert client.get("/messages?from=%2B999").get_json()["total"] == 0

@@ -1,3 +1,5 @@
+import pytest
+
 from tests.conftest import make_message, samples, value
 from webhook_service.config import Settings
 
@@ -109,6 +111,7 @@ def test_build_info_commit_histograms_and_database_errors_are_exported(client, s
         assert value(values, "webhook_database_errors_total", operation=operation) == 0
 
 
+@pytest.mark.sqlite_only
 def test_database_errors_are_counted_by_operation(client, signed_post, settings):
     import shutil
     from pathlib import Path

@@ -12,7 +12,7 @@ from webhook_service.storage.tables import is_outside_metadata, metadata
 
 
 def include_name(name, type_, parent_names):
-    return not (type_ == "table" and is_outside_metadata(name))
+    return not is_outside_metadata(name, type_)
 
 
 def test_migrations_build_exactly_the_tables_in_code(tmp_path):

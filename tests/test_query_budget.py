@@ -28,6 +28,7 @@ def test_a_statement_past_its_budget_is_stopped(database_url):
         database.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_a_read_past_its_budget_answers_422_naming_the_budget(make_app, database_url, monkeypatch, log_lines):
     # Every few instructions the deadline is checked, and the deadline has already passed.
     monkeypatch.setattr(storage_engine, "PROGRESS_INSTRUCTIONS", 10)

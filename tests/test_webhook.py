@@ -216,6 +216,7 @@ def test_unknown_fields_are_ignored(signed_post, stored_messages):
     assert len(stored_messages()) == 1
 
 
+@pytest.mark.sqlite_only
 def test_database_failure_is_503_and_acknowledges_nothing(signed_post, settings, stored_messages):
     import sqlite3
 

@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     app.json.sort_keys = False
     app.extensions[SETTINGS_KEY] = settings
     app.extensions[VERIFIER_KEY] = settings.verifier()
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, pool_size=settings.database_pool_size)
     app.extensions[DATABASE_KEY] = database
     app.extensions[SCHEMA_HEAD_KEY] = head_revision()
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from webhook_service.signatures import Scheme, Verifier
-from webhook_service.storage.engine import database_url_from_setting
+from webhook_service.storage.engine import DEFAULT_POOL_SIZE, database_url_from_setting
 
 DEFAULT_DATABASE_URL = "sqlite:///data/messages.db"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -30,7 +30,10 @@ class Settings:
     """Everything the application reads from its environment."""
 
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
-    database_url: str = DEFAULT_DATABASE_URL
+    # Out of the repr: a PostgreSQL URL holds a password.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    # Connections each worker process may hold (PostgreSQL); one per gunicorn thread.
+    database_pool_size: int = DEFAULT_POOL_SIZE
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
@@ -59,6 +62,9 @@ class Settings:
         settings = cls(
             webhook_secrets=_secrets_setting(env, "WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE"),
             database_url=database_url,
+            database_pool_size=parse_int(
+                "DATABASE_POOL_SIZE", env.get("DATABASE_POOL_SIZE"), DEFAULT_POOL_SIZE, 1, 1000
+            ),
             log_level=parse_log_level(env.get("LOG_LEVEL", "INFO")),
             max_body_bytes=parse_int(
                 "MAX_BODY_BYTES", env.get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES, 1, MAX_BODY_BYTES_CEILING

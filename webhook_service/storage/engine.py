@@ -20,8 +20,19 @@ from sqlalchemy.pool import QueuePool
 
 from webhook_service.storage.write_health import WRITE_HEALTH, database_key
 
-SUPPORTED_DIALECTS = ("sqlite",)
+SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+# PostgreSQL is reached through psycopg 3, whichever way the URL names it.
+POSTGRES_DRIVERNAME = "postgresql+psycopg"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL: how long connecting may take, how long a served statement may run (the
+# gunicorn worker timeout is 30 s), and how long it may wait for a row lock (as SQLite's
+# busy timeout).
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+POSTGRES_STATEMENT_TIMEOUT_MS = 25_000
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
+# A request waits this long for a pooled connection when every one is in use.
+POOL_TIMEOUT_SECONDS = 5
+DEFAULT_POOL_SIZE = 16
 # A readiness probe waits this long for the write lock before calling the database stuck.
 PROBE_BUSY_TIMEOUT_MS = 1000
 # After a checkpoint the WAL file is cut back to this size; a long read can make it grow far
@@ -50,11 +61,23 @@ def query_budget(seconds: float) -> Iterator[None]:
     try:
         yield
     except OperationalError as error:
-        if "interrupted" in str(error.orig):
+        # SQLite: the progress handler interrupted it; PostgreSQL: statement_timeout fired.
+        if "interrupted" in str(error.orig) or getattr(error.orig, "sqlstate", None) == QUERY_CANCELED:
             raise QueryBudgetExceeded(f"stopped after {seconds:g} s") from None
         raise
     finally:
         _query_deadline.reset(token)
+
+
+# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout.
+QUERY_CANCELED = "57014"
+
+
+def _remaining_budget_ms() -> int | None:
+    deadline = _query_deadline.get()
+    if deadline is None:
+        return None
+    return max(1, int((deadline - time.monotonic()) * 1000))
 
 
 def _past_deadline() -> int:
@@ -86,21 +109,44 @@ def database_url_from_setting(value: str) -> str:
     try:
         url = make_url(text)
     except ArgumentError:
-        raise ValueError(f"not a database URL: {text!r}") from None
+        # Not echoed: it may hold a password.
+        raise ValueError(
+            "not a database URL; expected sqlite:////path/to/file.db, a file path, or "
+            "postgresql://user:password@host:5432/db"
+        ) from None
     if url.get_backend_name() not in SUPPORTED_DIALECTS:
-        raise ValueError(f"unsupported database {url.get_backend_name()!r}; supported: sqlite")
+        raise ValueError(f"unsupported database {url.get_backend_name()!r}; supported: sqlite, postgresql")
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise ValueError("an in-memory SQLite database would lose every message at restart; name a file")
+    if url.get_backend_name() == "postgresql":
+        if url.get_driver_name() not in ("psycopg", "psycopg2"):
+            # psycopg2 is SQLAlchemy's default for a bare postgresql:// URL; both mean psycopg 3 here.
+            raise ValueError(
+                f"unsupported PostgreSQL driver {url.get_driver_name()!r}: use postgresql:// or postgresql+psycopg://"
+            )
+        if not url.database:
+            raise ValueError("a PostgreSQL URL must name the database: postgresql://user:password@host:5432/db")
+        return url.set(drivername=POSTGRES_DRIVERNAME).render_as_string(hide_password=False)
     return text
 
 
-def create_database_engine(url: str, *, create: bool = True) -> Engine:
+def redacted_url(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def create_database_engine(url: str, *, create: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """Create an engine with the durability settings the service relies on.
 
     With `create` (migrations), a missing SQLite file and its parent folder are made; raises
     OSError when that is impossible. Without it (serving), the file must exist and be
     writable: a removed or read-only file is a connection error, never a silent new empty
-    database or a read-only fallback.
+    database or a read-only fallback. On PostgreSQL, serving connections carry statement
+    and lock timeouts (migrations do not: building an index over millions of rows takes
+    longer), and the pool holds at most `pool_size` connections: one per worker thread.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -124,7 +170,35 @@ def create_database_engine(url: str, *, create: bool = True) -> Engine:
         event.listen(engine, "checkout", lambda dbapi, record, proxy: _check_same_file(record.info, path))
         event.listen(engine, "begin", _begin_sqlite_transaction)
         return engine
-    return create_engine(parsed, hide_parameters=True, pool_pre_ping=True)
+    return _create_postgres_engine(parsed, serving=not create, pool_size=pool_size)
+
+
+def _create_postgres_engine(url, *, serving: bool, pool_size: int) -> Engine:
+    options = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS, "application_name": "webhook-service"}
+    if serving:
+        options["options"] = (
+            f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS:d} -c lock_timeout={POSTGRES_LOCK_TIMEOUT_MS:d}"
+        )
+    engine = create_engine(
+        url.set(drivername=POSTGRES_DRIVERNAME),
+        hide_parameters=True,
+        # A connection the server closed (a restart, a failover) is noticed at checkout and
+        # replaced, instead of failing the request that drew it.
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        connect_args=options,
+    )
+    event.listen(engine, "begin", _begin_postgres_transaction)
+    return engine
+
+
+def _begin_postgres_transaction(connection) -> None:
+    # A read under a time budget: the server cancels its statements once the budget is spent.
+    remaining = _remaining_budget_ms()
+    if remaining is not None:
+        connection.exec_driver_sql("SELECT set_config('statement_timeout', %(ms)s, true)", {"ms": str(remaining)})
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -209,8 +283,9 @@ class Database:
     lazily whenever the process id changes.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url
+        self.pool_size = pool_size
         self._key = database_key(url)
         self._engine: Engine | None = None
         self._pid: int | None = None
@@ -230,7 +305,7 @@ class Database:
                 if self._engine is None or self._pid != pid:
                     if self._engine is not None:
                         self._engine.dispose(close=False)
-                    self._engine = create_database_engine(self.url, create=False)
+                    self._engine = create_database_engine(self.url, create=False, pool_size=self.pool_size)
                     self._pid = pid
         return self._engine
 
@@ -252,6 +327,10 @@ class Database:
         ):
             conn.execution_options(**{WRITE_OPTION: True})
             with _discarded_on_failure(conn), conn.begin():
+                if probe and conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(
+                        "SELECT set_config('lock_timeout', %(ms)s, true)", {"ms": str(PROBE_BUSY_TIMEOUT_MS)}
+                    )
                 yield conn
             confirm_same_file(conn)
 

@@ -6,10 +6,23 @@ Everything that differs between database dialects stays in this module.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, false, func, select, tuple_, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    false,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webhook_service.storage.cursor import Position
@@ -94,6 +107,39 @@ class MessageStats:
     last_message_ts: str | None
 
 
+# PostgreSQL text cannot hold NUL, which a JSON string may: in message_id and text it is
+# stored escaped, NUL as U+0001 U+0001 and U+0001 as U+0001 U+0002. The escape keeps
+# code point order (NUL and U+0001 still sort below every other character, in their own
+# order), so ids order, compare and stay unique as on SQLite, which stores them as sent.
+_ESCAPED = re.compile("\x01([\x01\x02])")
+
+
+def _escape_nul(value: str) -> str:
+    if "\x00" not in value and "\x01" not in value:
+        return value
+    return value.replace("\x01", "\x01\x02").replace("\x00", "\x01\x01")
+
+
+def _unescape_nul(value: str) -> str:
+    if "\x01" not in value:
+        return value
+    return _ESCAPED.sub(lambda match: "\x00" if match.group(1) == "\x01" else "\x01", value)
+
+
+def _to_column(conn: Connection, value: str | None) -> str | None:
+    """A string as the database stores it (escaped on PostgreSQL)."""
+    if value is None or conn.dialect.name != "postgresql":
+        return value
+    return _escape_nul(value)
+
+
+def _from_column(conn: Connection, value: str | None) -> str | None:
+    """A stored string as it was sent."""
+    if value is None or conn.dialect.name != "postgresql":
+        return value
+    return _unescape_nul(value)
+
+
 def fold_text(text: str | None) -> str | None:
     """The form of a text that substring search compares: Unicode case-folded, NUL as U+2400."""
     return None if text is None else text.casefold().replace("\x00", FOLDED_NUL)
@@ -112,15 +158,16 @@ _SENDER = bindparam("sender")
 _COUNT = bindparam("count")
 
 
-def message_row(message: NewMessage, created_at: str) -> dict:
-    """The messages table's columns for `message`, received at `created_at`."""
+def message_row(message: NewMessage, created_at: str, escape_nul: bool = False) -> dict:
+    """The messages table's columns for `message`, received at `created_at` (`escape_nul`:
+    the message_id and text in PostgreSQL's stored form)."""
     return {
-        "message_id": message.message_id,
+        "message_id": _escape_nul(message.message_id) if escape_nul else message.message_id,
         "from_msisdn": message.sender,
         "to_msisdn": message.recipient,
         "ts": message.ts,
         "ts_instant": instant_key(message.ts),
-        "text": message.text,
+        "text": _escape_nul(message.text) if escape_nul and message.text is not None else message.text,
         "text_folded": fold_text(message.text),
         "created_at": created_at,
     }
@@ -130,26 +177,42 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     """Insert each message unless its message_id is stored already; True where inserted.
 
     One statement, so concurrent deliveries of one id never conflict and the first commit
-    wins; within the batch the earlier occurrence of an id wins. The counters are updated in
-    the same transaction: one upsert for the batch's senders, one update of the totals.
+    wins; within the batch the earlier occurrence of an id wins. Rows go in message_id
+    order, so that two transactions inserting overlapping ids (two PostgreSQL hosts) lock
+    them in the same order and never deadlock. The counters are updated in the same
+    transaction: one upsert per sender of the batch, one update of the totals.
     Raises sqlalchemy.exc.SQLAlchemyError when the database fails.
     """
     if not batch:
         return []
     created_at = utc_now_iso()
-    rows = [message_row(message, created_at) for message in batch]
+    escape_nul = conn.dialect.name == "postgresql"
+    # sorted() is stable: of two deliveries of one id, the earlier still comes first.
+    rows = sorted((message_row(message, created_at, escape_nul) for message in batch), key=_by_message_id)
     inserted = set(conn.execute(_INSERT_IF_NEW[conn.dialect.name], rows).scalars())
     results = []
     added: Counter[str] = Counter()
-    for message in batch:
-        stored = message.message_id in inserted
+    for message, row in zip(batch, (message_row_id(message, escape_nul) for message in batch), strict=True):
+        stored = row in inserted
         results.append(stored)
         if stored:
             added[message.sender] += 1
-        inserted.discard(message.message_id)
+        inserted.discard(row)
     if added:
-        _add_to_counters(conn, added)
+        if conn.dialect.name == "sqlite":
+            _add_to_counters_sqlite(conn, added)
+        else:
+            _add_to_counters(conn, added)
     return results
+
+
+def _by_message_id(row: dict) -> str:
+    return row["message_id"]
+
+
+def message_row_id(message: NewMessage, escape_nul: bool) -> str:
+    """The message_id as stored."""
+    return _escape_nul(message.message_id) if escape_nul else message.message_id
 
 
 def count_messages_before(conn: Connection, before: str) -> int:
@@ -162,21 +225,24 @@ def count_messages_before(conn: Connection, before: str) -> int:
 def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
     """Delete up to `limit` messages whose ts instant is before `before` (a ts), oldest first,
     keeping the counters exact; returns how many. Raises SQLAlchemyError."""
-    rows = conn.execute(
-        select(messages.c.id, messages.c.from_msisdn)
+    oldest = (
+        select(messages.c.id)
         .where(messages.c.ts_instant < instant_key(before))
         .order_by(messages.c.ts_instant, messages.c.message_id)
         .limit(limit)
+    )
+    # What this statement deleted, exactly: a concurrent purge may have taken some first.
+    rows = conn.execute(
+        delete(messages).where(messages.c.id.in_(oldest.scalar_subquery())).returning(messages.c.from_msisdn)
     ).all()
     if not rows:
         return 0
-    conn.execute(delete(messages).where(messages.c.id.in_([row.id for row in rows])))
     removed = Counter(row.from_msisdn for row in rows)
     conn.execute(
         update(sender_counts)
         .where(sender_counts.c.from_msisdn == _SENDER)
         .values(message_count=sender_counts.c.message_count - _COUNT),
-        [{"sender": sender, "count": count} for sender, count in removed.items()],
+        [{"sender": sender, "count": removed[sender]} for sender in sorted(removed)],
     )
     gone = conn.execute(
         delete(sender_counts)
@@ -198,10 +264,10 @@ _ADD_TO_TOTALS = (
 )
 
 
-# The counters are kept with three constant statements on the driver's connection: they
-# run inside the serialized write transaction of every batch, where SQLAlchemy's own
-# per-statement work cost as much as SQLite's (ingestion fell 19% that way, 4% this way).
-# Only SQLite is served today; another dialect brings its own form of these statements.
+# On SQLite the counters are kept with three constant statements on the driver's
+# connection: they run inside the serialized write transaction of every batch, where
+# SQLAlchemy's own per-statement work cost as much as SQLite's (ingestion fell 19% that
+# way, 4% this way). Writers never overlap there, so "known before" is read up front.
 _SQLITE_KNOWN_SENDERS = "SELECT from_msisdn FROM sender_counts WHERE from_msisdn IN (SELECT value FROM json_each(?))"
 _SQLITE_ADD_TO_SENDER = (
     "INSERT INTO sender_counts (from_msisdn, message_count) VALUES (?, ?) "
@@ -212,7 +278,25 @@ _SQLITE_ADD_TO_TOTALS = (
 )
 
 
+# On PostgreSQL transactions of several hosts overlap: whether the upsert inserted the
+# sender's row (xmax is 0 only for a row this statement inserted) is the one reliable
+# answer to "new sender?", read under the row lock the upsert holds until commit.
+_UPSERT_SENDER = postgresql.insert(sender_counts).values(from_msisdn=_SENDER, message_count=_COUNT)
+_PG_ADD_TO_SENDER = _UPSERT_SENDER.on_conflict_do_update(
+    index_elements=[sender_counts.c.from_msisdn],
+    set_={"message_count": sender_counts.c.message_count + _UPSERT_SENDER.excluded.message_count},
+).returning(literal_column("xmax = 0", Boolean))
+
+
 def _add_to_counters(conn: Connection, added: Counter[str]) -> None:
+    # Senders in sorted order: two transactions lock their rows in one order, no deadlock.
+    new_rows = conn.execute(
+        _PG_ADD_TO_SENDER, [{"sender": sender, "count": added[sender]} for sender in sorted(added)]
+    ).scalars()
+    _add_to_totals(conn, sum(added.values()), sum(1 for inserted in new_rows if inserted))
+
+
+def _add_to_counters_sqlite(conn: Connection, added: Counter[str]) -> None:
     driver = conn.connection.driver_connection
     # A sender not known before this batch adds one to senders_count.
     known = driver.execute(_SQLITE_KNOWN_SENDERS, (json.dumps(list(added)),)).fetchall()
@@ -229,7 +313,7 @@ def _filter_conditions(
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if message_filter.sender is not None:
-        conditions.append(messages.c.from_msisdn == message_filter.sender)
+        conditions.append(messages.c.from_msisdn == _to_column(conn, message_filter.sender))
     if message_filter.since is not None:
         conditions.append(messages.c.ts_instant >= instant_key(message_filter.since))
     if message_filter.text_contains is not None:
@@ -240,15 +324,17 @@ def _filter_conditions(
 def _text_contains(conn: Connection, needle: str, trigram_texts: dict[str, int] | None) -> list[ColumnElement[bool]]:
     """Conditions that hold exactly for texts containing `needle` (folded), made cheap.
 
-    instr/strpos compare literally (% _ and \\ need no escaping; NULL text never matches).
-    On SQLite a needle of three or more characters is first narrowed to the texts that
-    hold its two rarest trigrams, when they are rare enough for that to pay off;
-    `trigram_texts` are its trigrams' text counts (None: one is in no text).
+    NULL text never matches. On PostgreSQL a LIKE with % _ and \\ escaped (so they stay
+    literal), which the pg_trgm GIN index serves. On SQLite instr compares literally; a
+    needle of three or more characters is first narrowed to the texts that hold its two
+    rarest trigrams, when they are rare enough for that to pay off; `trigram_texts` are
+    its trigrams' text counts (None: one is in no text).
     """
     folded = fold_text(needle)
-    position = func.strpos if conn.dialect.name == "postgresql" else func.instr
-    contains = position(messages.c.text_folded, folded) > 0
-    if conn.dialect.name != "sqlite" or len(folded) < TEXT_INDEX_MIN_CHARS:
+    if conn.dialect.name == "postgresql":
+        return [messages.c.text_folded.contains(folded, autoescape=True)]
+    contains = func.instr(messages.c.text_folded, folded) > 0
+    if len(folded) < TEXT_INDEX_MIN_CHARS:
         return [contains]
     if trigram_texts is None:
         return [false()]
@@ -291,7 +377,9 @@ def _count_matching(
         return conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
     if only_sender:
         count = conn.execute(
-            select(sender_counts.c.message_count).where(sender_counts.c.from_msisdn == message_filter.sender)
+            select(sender_counts.c.message_count).where(
+                sender_counts.c.from_msisdn == _to_column(conn, message_filter.sender)
+            )
         ).scalar_one_or_none()
         return count or 0
     only_text = message_filter.sender is None and message_filter.since is None
@@ -315,7 +403,8 @@ def list_messages(
     page_conditions = list(conditions)
     if after is not None:
         page_conditions.append(
-            tuple_(messages.c.ts_instant, messages.c.message_id) > tuple_(after.instant, after.message_id)
+            tuple_(messages.c.ts_instant, messages.c.message_id)
+            > tuple_(after.instant, _to_column(conn, after.message_id))
         )
     rows = conn.execute(
         select(
@@ -332,10 +421,21 @@ def list_messages(
         .limit(limit + 1)
         .offset(offset)
     ).all()
-    next_position = Position(rows[limit - 1].ts_instant, rows[limit - 1].message_id) if len(rows) > limit else None
-    return MessagePage(
-        items=[StoredMessage(*row[:6]) for row in rows[:limit]], total=total, next_position=next_position
-    )
+    items = [StoredMessage(*row[:6]) for row in rows[:limit]]
+    if conn.dialect.name == "postgresql":
+        items = [
+            StoredMessage(
+                _unescape_nul(item.message_id),
+                item.sender,
+                item.recipient,
+                item.ts,
+                _from_column(conn, item.text),
+                item.created_at,
+            )
+            for item in items
+        ]
+    next_position = Position(rows[limit - 1].ts_instant, items[limit - 1].message_id) if len(rows) > limit else None
+    return MessagePage(items=items, total=total, next_position=next_position)
 
 
 def message_stats(conn: Connection) -> MessageStats:

@@ -7,11 +7,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, func, inspect, select
 
 from webhook_service.storage.engine import WRITE_OPTION, create_database_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# The PostgreSQL advisory lock every migrator of a database takes first (a fixed number
+# that names this service's migrations), so that hosts starting together take turns.
+MIGRATION_LOCK_KEY = 0x77656268_6F6F6B01
 
 # alembic's own bookkeeping table, read directly so that a readiness probe stays quiet.
 _version_table = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
@@ -98,9 +101,12 @@ def _run_alembic(database_url: str, alembic_command, revision: str, check=None) 
     engine = create_database_engine(database_url)
     try:
         with engine.connect() as conn:
-            # One immediate transaction: a second migrator waits rather than interleaves.
+            # One transaction (immediate on SQLite, under an advisory lock on PostgreSQL): a
+            # second migrator waits, then finds the work done, rather than interleaving.
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
                 if check is not None:
                     check(conn)
                 config = alembic_config(database_url)

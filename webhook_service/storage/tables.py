@@ -6,6 +6,10 @@ from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData
 
 metadata = MetaData()
 
+# Compared and ordered code point by code point on both databases: PostgreSQL's "C"
+# collation does what SQLite's default BINARY does.
+OrderedText = Text().with_variant(Text(collation="C"), "postgresql")
+
 messages = Table(
     "messages",
     metadata,
@@ -15,13 +19,13 @@ messages = Table(
         primary_key=True,
         comment="Surrogate key in ingestion order; the SQLite rowid, and the text index's row key.",
     ),
-    Column("message_id", Text, nullable=False, comment="The sender's id; first delivery wins."),
-    Column("from_msisdn", Text, nullable=False, comment="Sender, E.164."),
-    Column("to_msisdn", Text, nullable=False, comment="Recipient, E.164."),
+    Column("message_id", OrderedText, nullable=False, comment="The sender's id; first delivery wins."),
+    Column("from_msisdn", OrderedText, nullable=False, comment="Sender, E.164."),
+    Column("to_msisdn", OrderedText, nullable=False, comment="Recipient, E.164."),
     Column("ts", Text, nullable=False, comment="The message time exactly as the sender wrote it."),
     Column(
         "ts_instant",
-        Text,
+        OrderedText,
         nullable=False,
         comment="The instant ts denotes, as YYYY-MM-DDTHH:MM:SS.fffffffffZ: sorts as time does.",
     ),
@@ -41,7 +45,7 @@ messages = Table(
 sender_counts = Table(
     "sender_counts",
     metadata,
-    Column("from_msisdn", Text, primary_key=True, comment="Sender, E.164."),
+    Column("from_msisdn", OrderedText, primary_key=True, comment="Sender, E.164."),
     Column(
         "message_count",
         BigInteger,
@@ -72,6 +76,10 @@ write_probe = Table(
     Column("written_at", Text, nullable=False, comment="When readiness last committed it, UTC ISO-8601."),
 )
 
+# On PostgreSQL a pg_trgm GIN index over text_folded serves q; made by the migrations only,
+# like the SQLite index below.
+TEXT_TRIGRAM_INDEX_NAME = "ix_messages_text_folded_trgm"
+
 # The SQLite full-text index over text_folded lives beside the tables above but is created
 # by the migrations only; it has no place in `metadata`, so schema comparison skips it.
 # Its vocabulary table says in how many texts each trigram occurs.
@@ -93,6 +101,9 @@ messages_text_vocabulary = Table(
 )
 
 
-def is_outside_metadata(table_name: str | None) -> bool:
-    """True for the text index and its shadow tables, which `metadata` does not describe."""
-    return bool(table_name) and table_name.startswith(TEXT_INDEX_NAME)
+def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
+    """True for the text indexes (SQLite's, with its shadow tables, and PostgreSQL's
+    trigram index), which `metadata` does not describe."""
+    if type_ == "index":
+        return name == TEXT_TRIGRAM_INDEX_NAME
+    return type_ == "table" and bool(name) and name.startswith(TEXT_INDEX_NAME)

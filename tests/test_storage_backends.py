@@ -1,0 +1,267 @@
+"""What must hold the same on SQLite and PostgreSQL, and what PostgreSQL needs of its own:
+code point order whatever the server's collation, NUL kept, migrations that take turns,
+every read on an index, a read budget, and passwords kept out of messages."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import event, text
+
+from tests.conftest import make_message
+from tests.postgres import APP_PASSWORD, APP_USER
+from webhook_service.config import ConfigError, Settings
+from webhook_service.migrate import MigrationFailed, migrate
+from webhook_service.storage.engine import Database, create_database_engine, database_url_from_setting
+from webhook_service.storage.messages import MessageFilter, list_messages
+from webhook_service.storage.migrations import head_revision, upgrade_to_head
+
+# Ids whose order differs between code points and a language collation (ICU en-US puts
+# "a1" before "B1" and ignores nothing here, but still orders case and symbols its way).
+AWKWARD_IDS = ["B1", "a1", "a-b", "ab", "a_c", "Z", "é", "e\u0301", "a\x00", "a\x01", "a", "\x01x", "\x00", "~"]
+
+
+def test_message_ids_order_by_code_point_on_every_backend(client, signed_post):
+    for message_id in AWKWARD_IDS:
+        assert signed_post(make_message(message_id=message_id)).status_code == 200
+    body = client.get("/messages?limit=100").get_json()
+    assert [item["message_id"] for item in body["data"]] == sorted(AWKWARD_IDS)
+    # Keyset paging walks the same order, one message a page.
+    walked, cursor = [], None
+    while True:
+        page = client.get("/messages?limit=1" + (f"&cursor={cursor}" if cursor else "")).get_json()
+        walked += [item["message_id"] for item in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == sorted(AWKWARD_IDS)
+
+
+def test_nul_in_ids_and_texts_is_stored_and_returned_exactly(client, signed_post):
+    texts = {"n1": "before\x00after", "n2": "\x01\x00\x01\x02", "n3": "plain \\x01 text", "a\x00b": "id with NUL"}
+    for message_id, message_text in texts.items():
+        assert signed_post(make_message(message_id=message_id, text=message_text)).status_code == 200
+    # A second delivery of the NUL id is a duplicate, whatever its body.
+    assert signed_post(make_message(message_id="a\x00b", text="changed")).status_code == 200
+    body = client.get("/messages").get_json()
+    assert {item["message_id"]: item["text"] for item in body["data"]} == texts
+    assert client.get("/messages", query_string={"q": "\x00AFTER"}).get_json()["total"] == 1
+    assert client.get("/messages", query_string={"q": "\x01\x02"}).get_json()["total"] == 1
+    assert client.get("/messages", query_string={"from": "+1\x00"}).get_json()["total"] == 0
+
+
+def test_migrations_build_exactly_the_tables_in_code(empty_database_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from webhook_service.storage.tables import is_outside_metadata, metadata
+
+    assert upgrade_to_head(empty_database_url) == head_revision()
+    engine = create_database_engine(empty_database_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"include_name": lambda name, type_, _parents: not is_outside_metadata(name, type_)}
+            )
+            differences = [
+                # Column comments document the tables in code; SQLite keeps none, so neither do the migrations.
+                change
+                for change in compare_metadata(context, metadata)
+                if not (isinstance(change, list) and all(item[0] == "modify_comment" for item in change))
+            ]
+            assert differences == []
+    finally:
+        engine.dispose()
+
+
+def test_hosts_migrating_one_new_database_at_once_take_turns(empty_database_url):
+    results, errors = [], []
+
+    def start():
+        try:
+            results.append(upgrade_to_head(empty_database_url))
+        except Exception as error:  # noqa: BLE001 - every failure is the test's finding
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == [] and results == [head_revision()] * 4
+
+
+def test_a_database_at_an_older_revision_upgrades_in_place(empty_database_url, make_app):
+    upgrade_to_head(empty_database_url, revision="0001")
+    engine = create_database_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            for number, sender in enumerate(["+2", "+1", "+2"]):
+                conn.execute(
+                    text(
+                        "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, ts_instant, text, text_folded, "
+                        "created_at) VALUES (:id, :sender, '+9', '2024-01-01T00:00:00Z', "
+                        "'2024-01-01T00:00:00.000000000Z', :text, :folded, '2024-01-01T00:00:00.000000Z')"
+                    ),
+                    {
+                        "id": f"B{number}" if number else "a0",
+                        "sender": sender,
+                        "text": "Old Text",
+                        "folded": "old text",
+                    },
+                )
+    finally:
+        engine.dispose()
+    assert upgrade_to_head(empty_database_url) == head_revision()
+    client = make_app(Settings(webhook_secrets=("s",), database_url=empty_database_url)).test_client()
+    assert client.get("/stats").get_json()["total_messages"] == 3
+    assert client.get("/stats").get_json()["messages_per_sender"] == [
+        {"from": "+2", "count": 2},
+        {"from": "+1", "count": 1},
+    ]
+    assert [item["message_id"] for item in client.get("/messages?q=OLD%20TEXT").get_json()["data"]] == [
+        "B1",
+        "B2",
+        "a0",
+    ]
+
+
+def test_postgresql_urls_are_read_for_psycopg_3_and_never_echo_the_password():
+    assert database_url_from_setting("postgresql://u:pw@db:5432/app") == "postgresql+psycopg://u:pw@db:5432/app"
+    assert database_url_from_setting("postgresql+psycopg://u:pw@db/app") == "postgresql+psycopg://u:pw@db/app"
+    for bad in ("postgresql+asyncpg://u:secret-pw@db/app", "postgresql://u:secret-pw@db:5432/"):
+        with pytest.raises(ConfigError) as refused:
+            Settings.from_env({"DATABASE_URL": bad})
+        assert "DATABASE_URL" in str(refused.value) and "secret-pw" not in str(refused.value)
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://u:secret-pw@db/app", "DATABASE_POOL_SIZE": "4"})
+    assert "secret-pw" not in repr(settings) and settings.database_pool_size == 4
+
+
+@pytest.mark.postgresql_only
+def test_a_wrong_password_fails_the_start_in_one_line_without_the_password(postgres_cluster):
+    url = postgres_cluster.url(postgres_cluster.migrated_template, password="wrong-password-xyz")
+    with pytest.raises(MigrationFailed) as failed:
+        migrate(url)
+    message = str(failed.value)
+    assert "password authentication failed" in message
+    assert "wrong-password-xyz" not in message and APP_PASSWORD not in message and "\n" not in message
+
+
+@pytest.mark.postgresql_only
+def test_without_pg_trgm_and_the_right_to_create_it_the_start_says_what_to_run(postgres_cluster):
+    name = postgres_cluster.create_database(owner="postgres")
+    with postgres_cluster.admin(name) as conn:
+        conn.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {APP_USER}")
+    with pytest.raises(MigrationFailed) as refused:
+        migrate(postgres_cluster.url(name))
+    message = str(refused.value)
+    assert f"'CREATE EXTENSION pg_trgm;' in {name}" in message and "\n" not in message
+    with postgres_cluster.admin(name) as conn:
+        conn.execute("CREATE EXTENSION pg_trgm")
+    assert migrate(postgres_cluster.url(name)) == head_revision()
+
+
+@pytest.mark.postgresql_only
+def test_each_worker_pool_holds_at_most_its_threads_and_reconnects_after_a_dropped_connection(database_url):
+    database = Database(database_url, pool_size=3)
+    try:
+        assert database.engine.pool.size() == 3
+        with database.read_transaction() as conn:
+            backend_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        engine = create_database_engine(database_url)
+        with engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid})
+            admin.commit()
+        engine.dispose()
+        # The pooled connection is dead; pre-ping replaces it before the read uses it.
+        with database.read_transaction() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != backend_pid
+    finally:
+        database.dispose()
+
+
+def _seed(url: str, rows: int) -> None:
+    """Rows straight in SQL (fast), with counters to match."""
+    engine = create_database_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, ts_instant, text, text_folded, "
+                    "created_at) SELECT 'm' || lpad(i::text, 7, '0'), '+1' || (i % 500), '+2', "
+                    "to_char(timestamp '2024-01-01' + i * interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                    "to_char(timestamp '2024-01-01' + i * interval '1 minute', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS.\"000000000Z\"'), 'Text ' || md5(i::text), 'text ' || md5(i::text), "
+                    "'2024-01-01T00:00:00.000000Z' FROM generate_series(1, :rows) AS i"
+                ),
+                {"rows": rows},
+            )
+            conn.execute(text("DELETE FROM sender_counts"))
+            conn.execute(
+                text("INSERT INTO sender_counts SELECT from_msisdn, count(*) FROM messages GROUP BY from_msisdn")
+            )
+            conn.execute(
+                text(
+                    "UPDATE message_totals SET total_messages = (SELECT count(*) FROM messages), "
+                    "senders_count = (SELECT count(*) FROM sender_counts)"
+                )
+            )
+            conn.execute(text("ANALYZE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize(
+    ("message_filter", "index"),
+    [
+        (MessageFilter(), "ix_messages_ts_instant"),
+        (MessageFilter(sender="+1123"), "ix_messages_from_ts_instant"),
+        (MessageFilter(since="2024-01-30T00:00:00Z"), "ix_messages_ts_instant"),
+        # Texts are "Text " + md5(i): a piece of md5("777") and of md5("517") (sender +117).
+        (MessageFilter(text_contains="5925884110"), "ix_messages_text_folded_trgm"),
+        (MessageFilter(sender="+117", text_contains="7b94cb"), "ix_messages_from_ts_instant"),
+    ],
+)
+def test_every_read_on_postgresql_uses_an_index(database_url, message_filter, index):
+    _seed(database_url, 50_000)
+    database = Database(database_url)
+    statements = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "messages" in statement and "set_config" not in statement:
+            statements.append((statement, parameters))
+
+    try:
+        event.listen(database.engine, "before_cursor_execute", capture)
+        with database.read_transaction() as conn:
+            page = list_messages(conn, message_filter, 50)
+        event.remove(database.engine, "before_cursor_execute", capture)
+        assert page.items
+        plans = []
+        with database.read_transaction() as conn:
+            driver = conn.connection.driver_connection
+            for statement, parameters in statements:
+                plan = "\n".join(row[0] for row in driver.execute("EXPLAIN " + statement, parameters))
+                plans.append(plan)
+                assert "Seq Scan on messages" not in plan, plan
+        assert any(index in plan for plan in plans), plans
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_read_past_its_budget_on_postgresql_answers_422(make_app, database_url, log_lines):
+    _seed(database_url, 50_000)
+    client = make_app(Settings(webhook_secrets=("s",), database_url=database_url, query_budget_ms=10)).test_client()
+    # Two characters: no trigram to look up, every text is read (well past 10 ms for 50,000).
+    response = client.get("/messages?q=zz")
+    assert response.status_code == 422, response.get_json()
+    [error] = response.get_json()["detail"]
+    assert error["type"] == "query_too_expensive" and "10 ms" in error["msg"]
+    assert any(line.get("event") == "read stopped at its time budget" for line in log_lines())
+    # The connection goes back without the budget: the next small read is fine.
+    assert client.get("/stats").status_code == 200
+    assert json.loads(client.get("/messages?limit=1").get_data())["total"] == 50_000
