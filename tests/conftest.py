@@ -154,6 +154,26 @@ def signed_post(client):
     return post
 
 
+def run_sql(url: str, statement: str, parameters: dict | None = None) -> list[tuple]:
+    """Run one statement in its own transaction, outside the service's code, on either backend."""
+    from sqlalchemy import text
+
+    from webhook_service.storage.engine import create_database_engine
+
+    engine = create_database_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), parameters or {})
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def stored_ids(url: str) -> list[str]:
+    """The message_ids stored, in ingestion order, read straight from the database."""
+    return [row[0] for row in run_sql(url, "SELECT message_id FROM messages ORDER BY id")]
+
+
 @pytest.fixture
 def stored_messages(settings):
     """Read the messages table directly, bypassing the API: what really is stored."""

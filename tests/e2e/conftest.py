@@ -6,12 +6,15 @@ SECRET = "e2e-secret"
 
 
 @pytest.fixture
-def server_env(tmp_path) -> dict[str, str]:
-    return {
-        "WEBHOOK_SECRET": SECRET,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'messages.db'}",
-        "LOG_LEVEL": "INFO",
-    }
+def server_env(request, backend, tmp_path) -> dict[str, str]:
+    """The server's environment: a new SQLite file, or a new empty PostgreSQL database
+    (the server migrates it at start), by the test's backend."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'messages.db'}"
+    else:
+        cluster = request.getfixturevalue("postgres_cluster")
+        url = cluster.url(cluster.create_database())
+    return {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": url, "LOG_LEVEL": "INFO"}
 
 
 @pytest.fixture

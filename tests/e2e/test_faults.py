@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_message
+from tests.conftest import stored_ids as all_stored_ids
 from tests.e2e.conftest import SECRET
 from tests.e2e.server import Gunicorn, Load, request, signed_post, wait_until
 
@@ -94,8 +95,11 @@ def stored_ids(path: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT message_id FROM messages")}
 
 
+def stored_ids_at(url: str) -> set[str]:
+    return set(all_stored_ids(url))
+
+
 def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp_path, server_env):
-    path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
     server = Gunicorn(workdir=tmp_path, env=server_env).start()
     try:
         with Load(server.port, SECRET) as load:
@@ -117,10 +121,11 @@ def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp
         assert request(again.port, "GET", "/health/ready").status == 200
     finally:
         again.stop()
-    missing = set(load.acknowledged) - stored_ids(path)
+    missing = set(load.acknowledged) - stored_ids_at(server_env["DATABASE_URL"])
     assert not missing, f"{len(missing)} acknowledged messages lost"
 
 
+@pytest.mark.sqlite_only
 def test_a_database_deleted_under_gunicorn_refuses_and_recovers_when_restored(tmp_path, server_env):
     path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
     server = Gunicorn(workdir=tmp_path, env=server_env).start()
@@ -146,6 +151,7 @@ def test_a_database_deleted_under_gunicorn_refuses_and_recovers_when_restored(tm
     assert stored_ids(path) == {"kept", "after"}
 
 
+@pytest.mark.sqlite_only
 def test_a_write_lock_held_elsewhere_makes_readiness_fail_until_released(gunicorn_server, server_env):
     path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
     holder = sqlite3.connect(path, isolation_level=None)
@@ -160,6 +166,7 @@ def test_a_write_lock_held_elsewhere_makes_readiness_fail_until_released(gunicor
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is needed to drop root's override")
+@pytest.mark.sqlite_only
 def test_read_only_files_answer_503_and_not_ready_and_kill_no_worker(tmp_path, server_env):
     path = Path(server_env["DATABASE_URL"].removeprefix("sqlite:///"))
     # As root the file modes would not matter: drop the capabilities that override them.

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_message
+from tests.conftest import run_sql
+from tests.conftest import stored_ids as stored_ids_in
 from tests.e2e.conftest import SECRET
 from tests.e2e.server import Gunicorn, free_port, request, signed_post, wait_until
 from webhook_service.signatures import sign_legacy
@@ -25,8 +27,7 @@ def database_path(env: dict) -> Path:
 
 
 def stored_ids(env: dict) -> list[str]:
-    with sqlite3.connect(database_path(env)) as conn:
-        return [row[0] for row in conn.execute("SELECT message_id FROM messages ORDER BY id")]
+    return stored_ids_in(env["DATABASE_URL"])
 
 
 def concurrent_posts(port: int, payload: dict, count: int) -> list[int]:
@@ -47,14 +48,16 @@ def test_concurrent_duplicates_store_exactly_one_row(gunicorn_server, server_env
     assert stored_ids(server_env) == ["same"]
 
 
-def test_migrations_ran_once_in_the_master(gunicorn_server, server_env):
+def test_migrations_ran_once_in_the_master(gunicorn_server, server_env, backend):
     lines = gunicorn_server.log_lines()
     assert sum("Running upgrade" in line for line in lines) == len(known_revisions())
     # alembic says this once per run, also when there is nothing to upgrade: a worker that
     # migrated at its start would add a line of its own.
-    assert sum("Context impl SQLiteImpl" in line for line in lines) == 1
-    with sqlite3.connect(database_path(server_env)) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    impl = {"sqlite": "SQLiteImpl", "postgresql": "PostgresqlImpl"}[backend]
+    assert sum(f"Context impl {impl}" in line for line in lines) == 1
+    if backend == "sqlite":
+        with sqlite3.connect(database_path(server_env)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert request(gunicorn_server.port, "GET", "/health/ready").status == 200
 
 
@@ -184,10 +187,8 @@ def test_host_port_and_web_concurrency_alone_configure_the_server(tmp_path, serv
 
 
 def test_a_database_from_a_newer_release_stops_the_start_with_one_line(tmp_path, server_env):
-    path = database_path(server_env)
     upgrade_to_head(server_env["DATABASE_URL"])
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0042'")
+    run_sql(server_env["DATABASE_URL"], "UPDATE alembic_version SET version_num = '0042'")
     server = Gunicorn(workdir=tmp_path, env=server_env).start(wait=False)
     try:
         assert server.wait_for_exit() != 0
