@@ -52,8 +52,9 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff format --line-length 120 .
 
+# POSTGRES_URL=postgresql://user:pw@host:5432/empty_db measures PostgreSQL too, in the same run.
 bench: install
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest.py $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
 
 # Every read at scale: ROWS messages built through the storage layer, then timed through gunicorn.
 ROWS ?= 1000000
@@ -70,7 +71,7 @@ clean:
 # Deployment with Docker Compose (nginx on http://localhost:8000 in front of the api).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: up down down-and-delete-data logs docker-check compose-engine
+.PHONY: up up-postgres down down-and-delete-data logs docker-check compose-engine
 
 # One clear line instead of a client traceback when no Docker engine answers.
 compose-engine:
@@ -79,9 +80,13 @@ compose-engine:
 up: compose-engine
 	$(COMPOSE) up -d --build
 
+# The same on PostgreSQL (compose.postgres.yaml; POSTGRES_PASSWORD from the environment or .env).
+up-postgres: compose-engine
+	$(COMPOSE) -f compose.yaml -f compose.postgres.yaml up -d --build
+
 # Stops and removes the containers; the data volume (every stored message) stays.
 down: compose-engine
-	$(COMPOSE) down
+	$(COMPOSE) down --remove-orphans
 
 # Also deletes the data volume: every stored message is gone.
 down-and-delete-data: compose-engine

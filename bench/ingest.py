@@ -7,7 +7,11 @@ gunicorn settings, and prints requests/s, p50 and p99 for both and their ratio. 
 measures the machine's raw SQLite ceiling (WAL, synchronous=FULL, one row per commit from
 several processes) in the same run, since fsync, not Python, bounds durable ingestion.
 
-    python bench/ingest.py [--seconds 10] [--connections 32] [--threads 2]
+    python bench/ingest.py [--seconds 10] [--connections 64] [--threads 2] [--postgres-url URL]
+
+With --postgres-url (`make bench POSTGRES_URL=postgresql://user:pw@host:5432/db`) the
+service is measured a second time on that PostgreSQL database, in the same run; it must
+be empty (a new database): the benchmark fills it.
 
 Needs wrk (Debian package `wrk`). Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -109,12 +113,37 @@ def sqlite_commit_ceiling(workdir: Path, processes: int = 3, seconds: float = 5.
     return sum(counts) / seconds
 
 
+def postgres_problem(url: str) -> str | None:
+    """Why the benchmark may not use this PostgreSQL database, or None."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from webhook_service.storage.engine import create_database_engine, database_url_from_setting
+
+    try:
+        engine = create_database_engine(database_url_from_setting(url))
+        try:
+            with engine.connect() as conn:
+                tables = inspect(conn).get_table_names()
+        finally:
+            engine.dispose()
+    except (ValueError, SQLAlchemyError) as error:
+        return f"cannot use --postgres-url: {getattr(error, 'orig', None) or error}"
+    if tables:
+        return "--postgres-url must name an empty database (the benchmark fills it); it holds tables"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure the service on as well")
     args = parser.parse_args()
+    if args.postgres_url and (problem := postgres_problem(args.postgres_url)):
+        print(problem, file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -127,15 +156,18 @@ def main() -> int:
         warmup_messages = workdir / "warmup.txt"
         write_signed_messages(warmup_messages, MESSAGES_PER_SECOND_CEILING * WARMUP_SECONDS, prefix="warmup")
         database = workdir / "messages.db"
-        env = {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": str(database), "LOG_LEVEL": "INFO"}
+        runs = [("service", "wsgi:app", str(database)), ("bare flask", "bench.bare_app:app", str(database))]
+        if args.postgres_url:
+            runs.insert(1, ("postgresql", "wsgi:app", args.postgres_url))
         results = {}
-        for name, app in (("service", "wsgi:app"), ("bare flask", "bench.bare_app:app")):
+        for name, app, database_url in runs:
+            env = {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": database_url, "LOG_LEVEL": "INFO"}
             # Workers and threads as gunicorn.conf.py sets them (WEB_CONCURRENCY overrides).
             with Server(env, workdir / f"gunicorn-{name.replace(' ', '-')}.log", app=app) as server:
                 run_wrk(server.port, warmup_messages, WARMUP_SECONDS, args.connections, args.threads)
-                before = get_json(server.port, "/stats")["total_messages"] if name == "service" else 0
+                before = get_json(server.port, "/stats")["total_messages"] if app == "wsgi:app" else 0
                 results[name] = run_wrk(server.port, messages, args.seconds, args.connections, args.threads)
-                if name == "service":
+                if app == "wsgi:app":
                     results[name]["stored"] = get_json(server.port, "/stats")["total_messages"] - before
         ceiling = sqlite_commit_ceiling(workdir)
     finally:
@@ -154,6 +186,9 @@ def main() -> int:
         )
     service, floor = results["service"], results["bare flask"]
     print(f"service / bare flask throughput: {service['rps'] / floor['rps']:.2f}")
+    if "postgresql" in results:
+        print(f"service on PostgreSQL / bare flask throughput: {results['postgresql']['rps'] / floor['rps']:.2f}")
+        print(f"service on PostgreSQL / on SQLite: {results['postgresql']['rps'] / service['rps']:.2f}")
     print(
         f"rows stored: {service['stored']}; responses wrk counted: {service['requests']} "
         "(requests in flight when wrk stops are stored but not counted)"

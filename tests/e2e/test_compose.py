@@ -79,3 +79,21 @@ def test_the_trust_settings_are_passed_through(compose):
     result = compose("config", env={"WEBHOOK_SECRET": "x", "API_TOKENS": "a" * 20, "SIGNATURE_SCHEMES": "standard"})
     assert result.returncode == 0, result.stderr
     assert "API_TOKENS: " + "a" * 20 in result.stdout and "SIGNATURE_SCHEMES: standard" in result.stdout
+
+
+def test_the_postgres_file_runs_the_api_on_postgres_16_once_it_is_healthy(compose):
+    result = compose(
+        "-f", str(ROOT / "compose.postgres.yaml"), "config", env={"WEBHOOK_SECRET": "x", "POSTGRES_PASSWORD": "pw1"}
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "DATABASE_URL: postgresql://webhook:pw1@postgres:5432/webhook" in out
+    assert "image: postgres:16" in out and "pg_isready -U webhook -d webhook" in out
+    api = out[out.index("  api:") : out.index("  nginx:")]
+    assert "postgres:\n        condition: service_healthy" in api
+    assert "postgres-data:/var/lib/postgresql/data" in out and "\n  postgres-data:" in out
+
+
+def test_the_postgres_file_refuses_to_start_without_a_password(compose):
+    result = compose("-f", str(ROOT / "compose.postgres.yaml"), "config", "-q", env={"WEBHOOK_SECRET": "x"})
+    assert result.returncode != 0 and "POSTGRES_PASSWORD" in result.stderr

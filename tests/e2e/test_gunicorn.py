@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_message
-from tests.conftest import run_sql
+from tests.conftest import make_message, run_sql
 from tests.conftest import stored_ids as stored_ids_in
 from tests.e2e.conftest import SECRET
 from tests.e2e.server import Gunicorn, free_port, request, signed_post, wait_until
