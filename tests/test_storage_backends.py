@@ -265,3 +265,15 @@ def test_a_read_past_its_budget_on_postgresql_answers_422(make_app, database_url
     # The connection goes back without the budget: the next small read is fine.
     assert client.get("/stats").status_code == 200
     assert json.loads(client.get("/messages?limit=1").get_data())["total"] == 50_000
+
+
+@pytest.mark.postgresql_only
+def test_an_unreachable_server_fails_the_start_in_one_line(postgres_cluster):
+    from tests.e2e.server import free_port
+
+    url = f"postgresql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{free_port()}/nothing"
+    with pytest.raises(MigrationFailed) as failed:
+        migrate(url)
+    message = str(failed.value)
+    assert message.startswith("database migration failed: OperationalError: connection")
+    assert "\n" not in message and APP_PASSWORD not in message

@@ -8,6 +8,7 @@ import sys
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook_service.config import ConfigError, Settings
+from webhook_service.storage.engine import describe_database_error
 from webhook_service.storage.migrations import SchemaMismatch, upgrade_to_head
 
 
@@ -22,8 +23,9 @@ def migrate(database_url: str) -> str:
     except SchemaMismatch as error:
         raise MigrationFailed(f"database migration refused: {error}") from None
     except (SQLAlchemyError, OSError) as error:
-        reason = getattr(error, "orig", None) or error
-        raise MigrationFailed(f"database migration failed: {type(reason).__name__}: {reason}") from None
+        # A file system error names its path (where the SQLite file could not be made).
+        reason = f"{type(error).__name__}: {error}" if isinstance(error, OSError) else describe_database_error(error)
+        raise MigrationFailed(f"database migration failed: {reason}") from None
 
 
 def main() -> int:

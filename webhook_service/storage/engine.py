@@ -90,10 +90,11 @@ class DatabaseFileChanged(OSError):
 
 
 def describe_database_error(exc: SQLAlchemyError | OSError) -> str:
-    """The driver's reason, without the statement or its parameters."""
+    """The driver's reason on one line, without the statement or its parameters."""
     cause = getattr(exc, "orig", None) or exc
     if cause is not exc:
-        return f"{type(cause).__name__}: {cause}"
+        # psycopg's messages run over several lines ("...\n\tIs the server running...").
+        return f"{type(cause).__name__}: {' '.join(str(cause).split())}"
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {exc.strerror or exc}"
     return type(exc).__name__
