@@ -1,28 +1,156 @@
-"""The JSON documents the service hands out, shared by the HTTP API and the command line."""
+"""The JSON documents the service hands out, as marshmallow schemas.
+
+The views, the error handlers and the command line serialize through these schemas, and
+the OpenAPI document (webhook_service/openapi.py) is generated from them: what the service
+answers and what its document says come from one definition.
+"""
 
 from __future__ import annotations
 
-from webhook_service.storage.messages import MessageStats, StoredMessage
+from marshmallow import Schema, fields
+
+from webhook_service.storage.messages import MessagePage, MessageStats, StoredMessage
+
+
+class MessageSchema(Schema):
+    """A stored message."""
+
+    message_id = fields.String(required=True, metadata={"description": "The sender's id; the first delivery wins."})
+    from_ = fields.String(
+        data_key="from", attribute="sender", required=True, metadata={"description": "Sender, E.164."}
+    )
+    to = fields.String(attribute="recipient", required=True, metadata={"description": "Recipient, E.164."})
+    ts = fields.String(required=True, metadata={"description": "The message time exactly as the sender wrote it."})
+    text = fields.String(required=True, allow_none=True, metadata={"description": "null when none was sent."})
+    created_at = fields.String(
+        required=True, metadata={"description": "Ingestion time, UTC ISO-8601 with microseconds and Z."}
+    )
+
+
+class MessagePageSchema(Schema):
+    """One page of GET /messages."""
+
+    data = fields.List(fields.Nested(MessageSchema), attribute="items", required=True)
+    total = fields.Integer(required=True, metadata={"description": "Messages matching the filters, on every page."})
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Pass as `cursor` for the next page (same filters); null on the last page."},
+    )
+
+
+class SenderCountSchema(Schema):
+    """How many messages one sender sent."""
+
+    from_ = fields.String(data_key="from", attribute="sender", required=True)
+    count = fields.Integer(required=True)
+
+
+class StatsSchema(Schema):
+    """GET /stats."""
+
+    total_messages = fields.Integer(required=True)
+    senders_count = fields.Integer(required=True)
+    messages_per_sender = fields.List(
+        fields.Nested(SenderCountSchema),
+        attribute="top_senders",
+        required=True,
+        metadata={"description": "The top 10 senders by count descending, ties by `from` ascending."},
+    )
+    first_message_ts = fields.String(
+        required=True, allow_none=True, metadata={"description": "ts of the earliest instant, as written."}
+    )
+    last_message_ts = fields.String(
+        required=True, allow_none=True, metadata={"description": "ts of the latest instant, as written."}
+    )
+
+
+class StatusSchema(Schema):
+    """A plain status answer."""
+
+    status = fields.String(required=True, metadata={"example": "ok"})
+
+
+class ReadinessSchema(Schema):
+    """GET /health/ready: `ready`, or `not_ready` naming the failing checks."""
+
+    status = fields.String(required=True, metadata={"enum": ["ready", "not_ready"]})
+    detail = fields.String(metadata={"description": "Present when not ready: which checks fail."})
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"description": "database, schema, writes, secret: `ok` or what is wrong."},
+    )
+
+
+class ErrorSchema(Schema):
+    """Every error but validation errors."""
+
+    detail = fields.String(required=True, metadata={"example": "invalid signature"})
+
+
+class ValidationErrorItemSchema(Schema):
+    """One invalid input, FastAPI style."""
+
+    loc = fields.List(
+        fields.Raw(),
+        required=True,
+        metadata={"description": 'Where: ["body", field], ["query", parameter], or ["body", byte offset].'},
+    )
+    msg = fields.String(required=True)
+    type = fields.String(required=True, metadata={"example": "value_error"})
+    ctx = fields.Dict(metadata={"description": "More about the error, when there is more."})
+
+
+class ValidationErrorSchema(Schema):
+    """422: every invalid input listed."""
+
+    detail = fields.List(fields.Nested(ValidationErrorItemSchema), required=True)
+
+
+_message = MessageSchema()
+_page = MessagePageSchema()
+_stats = StatsSchema()
+_status = StatusSchema()
+_readiness = ReadinessSchema()
+_error = ErrorSchema()
+_validation_error = ValidationErrorSchema()
 
 
 def message_document(message: StoredMessage) -> dict:
     """A stored message in the API's field names."""
-    return {
-        "message_id": message.message_id,
-        "from": message.sender,
-        "to": message.recipient,
-        "ts": message.ts,
-        "text": message.text,
-        "created_at": message.created_at,
-    }
+    return _message.dump(message)
+
+
+def page_document(page: MessagePage, limit: int, offset: int, next_cursor: str | None) -> dict:
+    """The GET /messages document."""
+    return _page.dump(
+        {"items": page.items, "total": page.total, "limit": limit, "offset": offset, "next_cursor": next_cursor}
+    )
 
 
 def stats_document(stats: MessageStats) -> dict:
     """The /stats document."""
-    return {
-        "total_messages": stats.total_messages,
-        "senders_count": stats.senders_count,
-        "messages_per_sender": [{"from": sender.sender, "count": sender.count} for sender in stats.top_senders],
-        "first_message_ts": stats.first_message_ts,
-        "last_message_ts": stats.last_message_ts,
-    }
+    return _stats.dump(stats)
+
+
+def status_document(status: str) -> dict:
+    """`{"status": ...}`: a stored delivery, a live process."""
+    return _status.dump({"status": status})
+
+
+def readiness_document(checks: dict[str, str], failing: list[str]) -> dict:
+    """GET /health/ready's document for these checks."""
+    if failing:
+        return _readiness.dump({"status": "not_ready", "detail": f"not ready: {', '.join(failing)}", "checks": checks})
+    return _readiness.dump({"status": "ready", "checks": checks})
+
+
+def error_document(detail: object) -> dict:
+    """The error shape: `detail` a string, or for validation errors a list of them."""
+    if isinstance(detail, list):
+        return _validation_error.dump({"detail": detail})
+    return _error.dump({"detail": detail})

@@ -7,6 +7,8 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from webhook_service.documents import error_document
+
 logger = logging.getLogger(__name__)
 
 # How long a client should wait before retrying after a 503.
@@ -38,7 +40,7 @@ class ServiceUnavailable(Exception):
 
 def json_error(status: int, detail: object) -> Response:
     """A response with the service's error shape; a 503 tells the client when to retry."""
-    response = jsonify({"detail": detail})
+    response = jsonify(error_document(detail))
     response.status_code = status
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

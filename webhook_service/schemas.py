@@ -26,6 +26,13 @@ DEFAULT_LIMIT = 50
 MAX_OFFSET = 2**63 - 1
 
 E164_PATTERN = re.compile(r"\+[0-9]{1,15}")
+# The forms below as the OpenAPI document states them (the validators above decide).
+E164_DOCUMENTED = {"pattern": r"^\+[0-9]{1,15}$", "example": "+919876543210"}
+TS_DOCUMENTED = {
+    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$",
+    "description": "UTC, ISO-8601 with Z, a real calendar date and time; 1 to 9 fraction digits.",
+    "example": "2025-01-15T10:00:00Z",
+}
 QUERY_INTEGER_PATTERN = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
 
 FIELD_REQUIRED = "Field required"
@@ -133,15 +140,23 @@ class WebhookMessageSchema(Schema):
         required=True,
         validate=[_not_blank, _max_chars(MAX_MESSAGE_ID_CHARS, MESSAGE_ID_TOO_LONG), _unicode_text],
         error_messages=_STRING_ERRORS,
+        metadata={
+            "minLength": 1,
+            "maxLength": MAX_MESSAGE_ID_CHARS,
+            "description": "At least one non-space character. Deliveries are idempotent on it: the first wins.",
+        },
     )
-    from_ = fields.String(data_key="from", required=True, validate=_e164, error_messages=_STRING_ERRORS)
-    to = fields.String(required=True, validate=_e164, error_messages=_STRING_ERRORS)
-    ts = fields.String(required=True, validate=_timestamp, error_messages=_STRING_ERRORS)
+    from_ = fields.String(
+        data_key="from", required=True, validate=_e164, error_messages=_STRING_ERRORS, metadata=E164_DOCUMENTED
+    )
+    to = fields.String(required=True, validate=_e164, error_messages=_STRING_ERRORS, metadata=E164_DOCUMENTED)
+    ts = fields.String(required=True, validate=_timestamp, error_messages=_STRING_ERRORS, metadata=TS_DOCUMENTED)
     text = fields.String(
         load_default=None,
         allow_none=True,
         validate=[_max_chars(MAX_TEXT_CHARS, TEXT_TOO_LONG), _unicode_text],
         error_messages=_STRING_ERRORS,
+        metadata={"maxLength": MAX_TEXT_CHARS, "description": "Optional; at most 4096 characters (not bytes)."},
     )
 
     @post_load
@@ -162,13 +177,40 @@ class MessagesQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = QueryInteger(
-        load_default=DEFAULT_LIMIT, validate=_int_range(1, MAX_LIMIT, LIMIT_TOO_SMALL, LIMIT_TOO_LARGE)
+        load_default=DEFAULT_LIMIT,
+        validate=_int_range(1, MAX_LIMIT, LIMIT_TOO_SMALL, LIMIT_TOO_LARGE),
+        metadata={"minimum": 1, "maximum": MAX_LIMIT},
     )
-    offset = QueryInteger(load_default=0, validate=_int_range(0, MAX_OFFSET, OFFSET_TOO_SMALL, OFFSET_TOO_LARGE))
-    from_ = fields.String(data_key="from", load_default=None)
-    since = fields.String(load_default=None, validate=_timestamp)
-    q = fields.String(load_default=None, validate=_max_chars(MAX_QUERY_TEXT_CHARS, QUERY_TEXT_TOO_LONG))
-    cursor = Cursor(load_default=None)
+    offset = QueryInteger(
+        load_default=0,
+        validate=_int_range(0, MAX_OFFSET, OFFSET_TOO_SMALL, OFFSET_TOO_LARGE),
+        metadata={"minimum": 0, "maximum": MAX_OFFSET, "description": "0 or absent when cursor is given."},
+    )
+    from_ = fields.String(
+        data_key="from",
+        load_default=None,
+        metadata={
+            "description": "Exact sender; a leading space (an unencoded +) reads as +.",
+            "example": "+919876543210",
+        },
+    )
+    since = fields.String(
+        load_default=None,
+        validate=_timestamp,
+        metadata={**TS_DOCUMENTED, "description": "Messages at or after this instant. " + TS_DOCUMENTED["description"]},
+    )
+    q = fields.String(
+        load_default=None,
+        validate=_max_chars(MAX_QUERY_TEXT_CHARS, QUERY_TEXT_TOO_LONG),
+        metadata={
+            "maxLength": MAX_QUERY_TEXT_CHARS,
+            "description": "Case-insensitive substring of text, for all of Unicode; % _ and \\ are ordinary characters.",
+        },
+    )
+    cursor = Cursor(
+        load_default=None,
+        metadata={"description": "next_cursor of the previous page, as it was (opaque).", "type": "string"},
+    )
 
     @validates_schema
     def offset_or_cursor(self, data: dict[str, Any], **kwargs) -> None:

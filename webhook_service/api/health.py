@@ -13,6 +13,7 @@ from webhook_service.context import (
     current_verifier,
     expected_schema_revision,
 )
+from webhook_service.documents import readiness_document, status_document
 from webhook_service.errors import RETRY_AFTER_SECONDS
 from webhook_service.storage.engine import describe_database_error
 from webhook_service.storage.migrations import database_revision
@@ -28,7 +29,7 @@ logger = structlog.get_logger(__name__)
 @bp.get("/health/live")
 def live():
     """200 whenever the process serves."""
-    return jsonify({"status": "ok"})
+    return jsonify(status_document("ok"))
 
 
 @bp.get("/health/ready")
@@ -50,11 +51,11 @@ def ready():
     checks["writes"] = _writes_check(database) if checks["schema"] == "ok" else "unknown"
     failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
-        response = jsonify({"status": "not_ready", "detail": f"not ready: {', '.join(failing)}", "checks": checks})
+        response = jsonify(readiness_document(checks, failing))
         response.status_code = 503
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    return jsonify({"status": "ready", "checks": checks})
+    return jsonify(readiness_document(checks, failing))
 
 
 def _writes_check(database) -> str:

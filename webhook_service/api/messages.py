@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from webhook_service.api.reads import read_transaction
-from webhook_service.documents import message_document
+from webhook_service.documents import page_document
 from webhook_service.schemas import load_messages_query
 from webhook_service.storage.cursor import encode_cursor
 from webhook_service.storage.messages import list_messages
@@ -21,12 +21,5 @@ def get_messages():
     query = load_messages_query({key: request.args.getlist(key)[-1] for key in request.args})
     with read_transaction() as conn:
         page = list_messages(conn, query["filter"], query["limit"], query["offset"], after=query["cursor"])
-    return jsonify(
-        {
-            "data": [message_document(message) for message in page.items],
-            "total": page.total,
-            "limit": query["limit"],
-            "offset": query["offset"],
-            "next_cursor": encode_cursor(page.next_position) if page.next_position is not None else None,
-        }
-    )
+    next_cursor = encode_cursor(page.next_position) if page.next_position is not None else None
+    return jsonify(page_document(page, query["limit"], query["offset"], next_cursor))

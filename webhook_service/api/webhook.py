@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from webhook_service.context import current_message_writer, current_metrics, current_settings, current_verifier
+from webhook_service.documents import status_document
 from webhook_service.errors import RequestValidationError, ServiceUnavailable, json_error
 from webhook_service.observability.metrics import WebhookResult
 from webhook_service.observability.requests import note_message_id, note_webhook_id, record_webhook
@@ -30,7 +31,7 @@ except ImportError:  # pragma: no cover - served by another WSGI server
     _ServerParseError = ClientDisconnected
 
 # The same answer for new and duplicate deliveries, serialized once.
-ACCEPTED_BODY = json.dumps({"status": "ok"}, separators=(",", ":")) + "\n"
+ACCEPTED_BODY = json.dumps(status_document("ok"), separators=(",", ":")) + "\n"
 # Reading the body raises these when the client framed it badly or stopped sending it:
 # gunicorn's parse errors, its NoMoreData (an OSError), werkzeug's ClientDisconnected.
 _BODY_FRAMING_ERRORS = (_ServerParseError, ClientDisconnected, OSError, ValueError)
