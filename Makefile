@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate lint format bench bench-queries bench-wal install install-dev clean
+.PHONY: run env test migrate backup lint format bench bench-queries bench-wal install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ run: install .env
 
 migrate: install
 	$(BIN)/python -m webhook_service.migrate
+
+# A consistent copy of the SQLite database, also while the service runs (BACKUP=path to choose).
+BACKUP ?= backups/messages-$(shell date -u +%Y%m%dT%H%M%SZ).db
+backup: install
+	@mkdir -p "$(dir $(BACKUP))"
+	$(BIN)/python -m webhook_service backup "$(BACKUP)"
 
 test: install-dev
 	$(BIN)/python -m pytest

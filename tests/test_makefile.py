@@ -49,3 +49,22 @@ def test_down_keeps_the_data_volume_and_only_the_named_target_deletes_it(tmp_pat
     delete = make(tmp_path, "-n", "down-and-delete-data")
     assert " down" in down.stdout and " -v" not in down.stdout
     assert " down -v" in delete.stdout
+
+
+def test_make_backup_copies_the_database_into_backups(tmp_path):
+    from webhook_service.storage.migrations import upgrade_to_head
+
+    database = tmp_path / "data" / "messages.db"
+    upgrade_to_head(f"sqlite:///{database}")
+    venv = ROOT / ".venv"
+    if not (venv / ".runtime-installed").exists():
+        pytest.skip("the checkout's .venv is not installed")
+    for requirements in ("requirements.txt", "requirements-dev.txt"):
+        shutil.copy2(ROOT / requirements, tmp_path / requirements)  # older than the .venv's stamps
+    env = {"DATABASE_URL": str(database), "PYTHONPATH": str(ROOT)}
+    result = make(tmp_path, "backup", f"VENV={venv}", env=env)
+    assert result.returncode == 0, result.stderr
+    [copy] = (tmp_path / "backups").iterdir()
+    assert copy.name.startswith("messages-") and copy.suffix == ".db" and copy.stat().st_size > 0
+    again = make(tmp_path, "backup", f"VENV={venv}", f"BACKUP={copy}", env=env)
+    assert again.returncode != 0 and "exists" in again.stderr
