@@ -162,3 +162,67 @@ def test_backup_refuses_postgresql_naming_pg_dump(run, monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "_settings", lambda: type("S", (), {"database_url": "postgresql://u@h/db"})())
     result = run("backup", str(tmp_path / "x.db"))
     assert result.exit_code == 1 and "pg_dump" in result.output
+
+
+def _run_with_stderr(arguments: list[str], env: dict, terminal: bool) -> tuple[int, str]:
+    """Run the command line in a child process, stderr a pseudo-terminal or a pipe."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.e2e.server import ROOT
+
+    if not terminal:
+        result = subprocess.run(
+            [sys.executable, "-m", "webhook_service", *arguments],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return result.returncode, result.stderr
+    controller, terminal_end = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook_service", *arguments],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal_end,
+    )
+    os.close(terminal_end)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    return process.wait(timeout=60), output.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    "quiet_run, terminal_run",
+    [
+        (["export", "--output", "{tmp}/a.jsonl"], ["export", "--output", "{tmp}/b.jsonl"]),
+        # Each run has messages to delete: the first the oldest, the second the rest.
+        (["purge", "--before", "2024-03-01T00:00:00Z"], ["purge", "--before", "2030-01-01T00:00:00Z"]),
+    ],
+    ids=["export", "purge"],
+)
+def test_long_commands_draw_a_progress_bar_on_a_terminal_only(database_url, seeded, tmp_path, quiet_run, terminal_run):
+    import os
+
+    env = {**os.environ, "DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET}
+    status, quiet = _run_with_stderr([part.replace("{tmp}", str(tmp_path)) for part in quiet_run], env, terminal=False)
+    assert status == 0 and quiet == ""
+    status, drawn = _run_with_stderr(
+        [part.replace("{tmp}", str(tmp_path)) for part in terminal_run], env, terminal=True
+    )
+    assert status == 0
+    assert terminal_run[0] in drawn and "100%" in drawn, drawn

@@ -258,11 +258,14 @@ def export(sender: str | None, since: str | None, text: str | None, output_forma
         if writer is not None:
             writer.writeheader()
         with _database(settings) as database:
-            after = None
+            after, bar = None, None
             while True:
-                # Each page in its own short read: keyset paging keeps memory flat.
+                # Each page in its own short read: keyset paging keeps memory flat. The first
+                # counts the matches (for the bar); the others need not count again.
                 with database.read_transaction() as conn:
-                    page = list_messages(conn, message_filter, EXPORT_PAGE, after=after)
+                    page = list_messages(conn, message_filter, EXPORT_PAGE, after=after, with_total=after is None)
+                if after is None:
+                    bar = _progress(page.total, "export")
                 for message in page.items:
                     record = message_document(message)
                     if writer is not None:
@@ -270,9 +273,13 @@ def export(sender: str | None, since: str | None, text: str | None, output_forma
                     else:
                         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
                 written += len(page.items)
+                if bar is not None:
+                    bar.update(len(page.items))
                 if page.next_position is None:
                     break
                 after = page.next_position
+            if bar is not None:
+                bar.render_finish()
     finally:
         if output:
             stream.close()

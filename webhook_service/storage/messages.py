@@ -391,15 +391,21 @@ def _count_matching(
 
 
 def list_messages(
-    conn: Connection, message_filter: MessageFilter, limit: int, offset: int = 0, after: Position | None = None
+    conn: Connection,
+    message_filter: MessageFilter,
+    limit: int,
+    offset: int = 0,
+    after: Position | None = None,
+    with_total: bool = True,
 ) -> MessagePage:
     """One page in (instant, message_id) order: `offset` messages in, or after the position
     `after` (keyset paging, as fast deep in the order as at its start), with the total under
-    the same filter. Run inside one transaction, so that page and total share a snapshot.
+    the same filter (-1 without `with_total`: a walk over every page counts once). Run
+    inside one transaction, so that page and total share a snapshot.
     """
     trigram_texts = _needle_trigram_counts(conn, message_filter)
     conditions = _filter_conditions(conn, message_filter, trigram_texts)
-    total = _count_matching(conn, message_filter, conditions, trigram_texts)
+    total = _count_matching(conn, message_filter, conditions, trigram_texts) if with_total else -1
     page_conditions = list(conditions)
     if after is not None:
         page_conditions.append(
