@@ -62,6 +62,34 @@ class Server:
                     raise SystemExit(f"gunicorn did not start; see {self.log_path}") from None
                 time.sleep(0.1)
 
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the master's child processes."""
+        master = self.process.pid
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                # Field 4 of /proc/PID/stat is the parent; the command (field 2) may hold spaces.
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master:
+                children.append(int(entry.name))
+        return children
+
+    def worker_cpu_seconds(self) -> float:
+        """User plus system CPU time the workers have used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
     def __exit__(self, *_exc) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)

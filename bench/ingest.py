@@ -166,7 +166,10 @@ def main() -> int:
             with Server(env, workdir / f"gunicorn-{name.replace(' ', '-')}.log", app=app) as server:
                 run_wrk(server.port, warmup_messages, WARMUP_SECONDS, args.connections, args.threads)
                 before = get_json(server.port, "/stats")["total_messages"] if app == "wsgi:app" else 0
+                cpu_before = server.worker_cpu_seconds()
                 results[name] = run_wrk(server.port, messages, args.seconds, args.connections, args.threads)
+                # Worker CPU per answered request: what each delivery costs, whatever the cores.
+                results[name]["cpu_us"] = (server.worker_cpu_seconds() - cpu_before) * 1e6 / results[name]["requests"]
                 if app == "wsgi:app":
                     results[name]["stored"] = get_json(server.port, "/stats")["total_messages"] - before
         ceiling = sqlite_commit_ceiling(workdir)
@@ -178,11 +181,11 @@ def main() -> int:
         f"{args.connections} keep-alive connections, "
         f"gunicorn.conf.py workers/threads, LOG_LEVEL=INFO, {os.cpu_count()} cores"
     )
-    print(f"{'':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'errors':>7}")
+    print(f"{'':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'non-2xx':>8} {'errors':>7}")
     for name, result in results.items():
         print(
             f"{name:12} {result['rps']:9.0f} {result['p50_ms']:8.2f} {result['p99_ms']:8.2f} "
-            f"{result['non2xx']:8d} {result['errors']:7d}"
+            f"{result['cpu_us']:10.0f} {result['non2xx']:8d} {result['errors']:7d}"
         )
     service, floor = results["service"], results["bare flask"]
     print(f"service / bare flask throughput: {service['rps'] / floor['rps']:.2f}")
