@@ -1,7 +1,10 @@
 """One logging setup: structlog, Flask, gunicorn and library records all become JSON lines.
 
 `logging_config()` is used both by the application and by gunicorn's `logconfig_dict`, so
-the master's and the workers' lines share one shape.
+the master's and the workers' lines share one shape. structlog's own events are rendered
+once, by structlog, into the finished line, and handed to stdlib logging as such (every
+request writes one, so that path is kept short); records from other libraries are
+rendered by the same processors in the handler's formatter.
 """
 
 from __future__ import annotations
@@ -55,18 +58,39 @@ SHARED_PROCESSORS = [
 ]
 
 
+# The end of every line: plain tracebacks (frame locals would dump the WSGI environ and
+# request data), client-supplied control characters escaped, ts/level/event first, JSON.
+RENDERING_PROCESSORS = [
+    structlog.processors.format_exc_info,
+    _escape_control_characters,
+    _leading_keys_first,
+    structlog.processors.JSONRenderer(default=str),
+]
+# Marks a stdlib record whose message is a line structlog has rendered already.
+_RENDERED = "webhook_service_rendered"
+
+
+def _hand_rendered_line_to_stdlib(_logger, _method, line: str) -> tuple[tuple, dict]:
+    return (line,), {"extra": {_RENDERED: True}}
+
+
+class JsonLineFormatter(structlog.stdlib.ProcessorFormatter):
+    """Writes structlog's finished lines as they are and renders any other record the same way."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, _RENDERED, False):
+            return record.msg
+        return super().format(record)
+
+
 def json_formatter() -> logging.Formatter:
     """A stdlib formatter rendering every record, structlog's or not, as one JSON object."""
-    return structlog.stdlib.ProcessorFormatter(
+    return JsonLineFormatter(
         foreign_pre_chain=[*SHARED_PROCESSORS, structlog.stdlib.PositionalArgumentsFormatter()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _drop_stdlib_noise,
-            # Plain tracebacks: frame locals would dump the WSGI environ and request data.
-            structlog.processors.format_exc_info,
-            _escape_control_characters,
-            _leading_keys_first,
-            structlog.processors.JSONRenderer(default=str),
+            *RENDERING_PROCESSORS,
         ],
     )
 
@@ -101,12 +125,16 @@ def configure_logging(level: str) -> None:
         logging.getLogger("gunicorn.error").setLevel(level)
     else:
         logging.config.dictConfig(logging_config(level))
+    # Records need not say which source line logged them (no line does): finding it walks
+    # the stack on every call (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
             *SHARED_PROCESSORS,
             structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *RENDERING_PROCESSORS,
+            _hand_rendered_line_to_stdlib,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
