@@ -34,7 +34,7 @@ from bench.ingest import SECRET, WARMUP_SECONDS, run_wrk, write_signed_messages
 # A frame reads "function (package/file.py:line)".
 PARTS = [
     ("JSON (parse, render)", ("json/",)),
-    ("logging (structlog + stdlib)", ("structlog/", "logging/")),
+    ("logging (structlog + stdlib)", ("structlog/", "logging/", "webhook_service/observability/logging.py")),
     ("validation (marshmallow, schemas.py)", ("marshmallow/", "webhook_service/schemas.py")),
     ("signature (HMAC)", ("hmac.py", "hashlib", "webhook_service/signatures.py")),
     (
