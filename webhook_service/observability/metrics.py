@@ -81,7 +81,10 @@ class ServiceMetrics:
 
     def count_webhook(self, result: str) -> None:
         """Count one POST /webhook outcome."""
-        self.webhook_requests.labels(result).inc()
+        child = self._child_cache.get(result)
+        if child is None:
+            child = self._child_cache[result] = self.webhook_requests.labels(result)
+        child.inc()
 
     def observe_commit(self, rows: int, seconds: float) -> None:
         """One group-commit transaction: how many deliveries it held and how long it took."""
