@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate backup lint format bench bench-queries bench-wal install install-dev clean
+.PHONY: run env test migrate backup lint format bench profile bench-queries bench-wal install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ format: install-dev
 # POSTGRES_URL=postgresql://user:pw@host:5432/empty_db measures PostgreSQL too, in the same run.
 bench: install
 	$(BIN)/python bench/ingest.py $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
+
+# Where a delivery's CPU goes: py-spy samples the workers under the same load as make bench.
+profile: install-dev
+	$(BIN)/python bench/profile.py
 
 # Every read at scale: ROWS messages built through the storage layer, then timed through gunicorn.
 ROWS ?= 1000000
