@@ -131,7 +131,11 @@ def test_a_database_at_an_older_revision_upgrades_in_place(empty_database_url, m
 def test_postgresql_urls_are_read_for_psycopg_3_and_never_echo_the_password():
     assert database_url_from_setting("postgresql://u:pw@db:5432/app") == "postgresql+psycopg://u:pw@db:5432/app"
     assert database_url_from_setting("postgresql+psycopg://u:pw@db/app") == "postgresql+psycopg://u:pw@db/app"
-    for bad in ("postgresql+asyncpg://u:secret-pw@db/app", "postgresql://u:secret-pw@db:5432/"):
+    for bad in (
+        "postgresql+asyncpg://u:secret-pw@db/app",
+        "postgresql+psycopg2://u:secret-pw@db/app",
+        "postgresql://u:secret-pw@db:5432/",
+    ):
         with pytest.raises(ConfigError) as refused:
             Settings.from_env({"DATABASE_URL": bad})
         assert "DATABASE_URL" in str(refused.value) and "secret-pw" not in str(refused.value)

@@ -40,6 +40,8 @@ PROBE_BUSY_TIMEOUT_MS = 1000
 SQLITE_JOURNAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 WRITE_OPTION = "webhook_service_write"
 _FILE_IDENTITY = "webhook_service_file_identity"
+# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout.
+QUERY_CANCELED = "57014"
 # SQLite calls the progress handler every this many virtual machine instructions (~1 ms).
 PROGRESS_INSTRUCTIONS = 20_000
 # The monotonic time by which the statements of the current request must finish, if any.
@@ -67,10 +69,6 @@ def query_budget(seconds: float) -> Iterator[None]:
         raise
     finally:
         _query_deadline.reset(token)
-
-
-# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout.
-QUERY_CANCELED = "57014"
 
 
 def _remaining_budget_ms() -> int | None:
@@ -120,8 +118,7 @@ def database_url_from_setting(value: str) -> str:
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise ValueError("an in-memory SQLite database would lose every message at restart; name a file")
     if url.get_backend_name() == "postgresql":
-        if url.get_driver_name() not in ("psycopg", "psycopg2"):
-            # psycopg2 is SQLAlchemy's default for a bare postgresql:// URL; both mean psycopg 3 here.
+        if url.drivername not in ("postgresql", POSTGRES_DRIVERNAME):
             raise ValueError(
                 f"unsupported PostgreSQL driver {url.get_driver_name()!r}: use postgresql:// or postgresql+psycopg://"
             )
@@ -129,14 +126,6 @@ def database_url_from_setting(value: str) -> str:
             raise ValueError("a PostgreSQL URL must name the database: postgresql://user:password@host:5432/db")
         return url.set(drivername=POSTGRES_DRIVERNAME).render_as_string(hide_password=False)
     return text
-
-
-def redacted_url(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
 
 
 def create_database_engine(url: str, *, create: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
