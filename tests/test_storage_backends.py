@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from sqlalchemy import event, text
@@ -85,11 +86,13 @@ def test_hosts_migrating_one_new_database_at_once_take_turns(empty_database_url)
         except Exception as error:  # noqa: BLE001 - every failure is the test's finding
             errors.append(error)
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
+    threads = [threading.Thread(target=start, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + 60
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "migrations still waiting on each other after 60 s"
     assert errors == [] and results == [head_revision()] * 4
 
 
