@@ -34,6 +34,15 @@ def get_json(port: int, path: str) -> dict:
         conn.close()
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from its third field on (state, parent, ...), or None once it is gone.
+    The command (field 2) may hold spaces, so the split starts after its closing parenthesis."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 class Server:
     """gunicorn with gunicorn.conf.py serving `app` from the checkout; a context manager."""
 
@@ -65,29 +74,19 @@ class Server:
     def worker_pids(self) -> list[int]:
         """The gunicorn workers: the master's child processes."""
         master = self.process.pid
-        children = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                # Field 4 of /proc/PID/stat is the parent; the command (field 2) may hold spaces.
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                children.append(int(entry.name))
-        return children
+        return [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) and int(fields[1]) == master
+        ]
 
     def worker_cpu_seconds(self) -> float:
         """User plus system CPU time the workers have used so far."""
         ticks = os.sysconf("SC_CLK_TCK")
         total = 0
         for pid in self.worker_pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            if fields := _stat_fields(pid):
+                total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / ticks
 
     def __exit__(self, *_exc) -> None:

@@ -2,22 +2,9 @@
 
 import random
 
-from sqlalchemy import text
-
-from tests.conftest import make_message
-from webhook_service.storage.engine import Database, create_database_engine
+from tests.conftest import make_message, run_sql
+from webhook_service.storage.engine import Database
 from webhook_service.storage.messages import NewMessage, delete_messages_before, insert_messages_if_new, message_stats
-
-
-def run_sql(url: str, statement: str, fetch: bool = True) -> list[tuple]:
-    """Run one statement on its own connection, outside the service's code."""
-    engine = create_database_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(statement))
-            return [tuple(row) for row in result] if fetch else []
-    finally:
-        engine.dispose()
 
 
 def counted(url: str) -> tuple[int, int, dict[str, int]]:
@@ -86,8 +73,8 @@ def test_totals_without_filters_or_with_from_alone_come_from_the_counters(client
         signed_post(make_message(message_id=f"c{number}", **{"from": "+777"}))
     signed_post(make_message(message_id="other", **{"from": "+888"}))
     # A counter that disagrees with the rows shows where totals come from.
-    run_sql(database_url, "UPDATE sender_counts SET message_count = 41 WHERE from_msisdn = '+777'", fetch=False)
-    run_sql(database_url, "UPDATE message_totals SET total_messages = 99", fetch=False)
+    run_sql(database_url, "UPDATE sender_counts SET message_count = 41 WHERE from_msisdn = '+777'")
+    run_sql(database_url, "UPDATE message_totals SET total_messages = 99")
     assert client.get("/messages").get_json()["total"] == 99
     assert client.get("/messages?from=%2B777").get_json()["total"] == 41
     assert client.get("/messages?from=%2B999").get_json()["total"] == 0

@@ -95,10 +95,6 @@ def stored_ids(path: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT message_id FROM messages")}
 
 
-def stored_ids_at(url: str) -> set[str]:
-    return set(all_stored_ids(url))
-
-
 def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp_path, server_env):
     server = Gunicorn(workdir=tmp_path, env=server_env).start()
     try:
@@ -121,7 +117,7 @@ def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp
         assert request(again.port, "GET", "/health/ready").status == 200
     finally:
         again.stop()
-    missing = set(load.acknowledged) - stored_ids_at(server_env["DATABASE_URL"])
+    missing = set(load.acknowledged) - set(all_stored_ids(server_env["DATABASE_URL"]))
     assert not missing, f"{len(missing)} acknowledged messages lost"
 
 

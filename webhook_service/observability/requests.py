@@ -60,17 +60,18 @@ class _RequestIds:
     """New request ids: 32 hex digits, a random prefix per process and a counter after it.
 
     Unique without a system call per request (uuid4 reads the kernel's random source each
-    time); a forked worker draws a prefix of its own.
+    time); a forked worker draws a prefix of its own, at the fork.
     """
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self.restart()
+        os.register_at_fork(after_in_child=self.restart)
+
+    def restart(self) -> None:
+        self._prefix = os.urandom(10).hex()
         self._counter = itertools.count()
 
     def new(self) -> str:
-        if self._pid != os.getpid():
-            self._pid, self._prefix, self._counter = os.getpid(), os.urandom(10).hex(), itertools.count()
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 

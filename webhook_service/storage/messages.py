@@ -133,13 +133,6 @@ def _to_column(conn: Connection, value: str | None) -> str | None:
     return _escape_nul(value)
 
 
-def _from_column(conn: Connection, value: str | None) -> str | None:
-    """A stored string as it was sent."""
-    if value is None or conn.dialect.name != "postgresql":
-        return value
-    return _unescape_nul(value)
-
-
 def fold_text(text: str | None) -> str | None:
     """The form of a text that substring search compares: Unicode case-folded, NUL as U+2400."""
     return None if text is None else text.casefold().replace("\x00", FOLDED_NUL)
@@ -186,21 +179,21 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     if not batch:
         return []
     created_at = utc_now_iso()
-    escape_nul = conn.dialect.name == "postgresql"
+    rows = [message_row(message, created_at, escape_nul=conn.dialect.name == "postgresql") for message in batch]
     # sorted() is stable: of two deliveries of one id, the earlier still comes first.
-    rows = sorted((message_row(message, created_at, escape_nul) for message in batch), key=_by_message_id)
+    in_id_order = sorted(rows, key=_by_message_id)
     if conn.dialect.name == "sqlite":
-        inserted = _insert_if_new_sqlite(conn, rows)
+        inserted = _insert_if_new_sqlite(conn, in_id_order)
     else:
-        inserted = set(conn.execute(_INSERT_IF_NEW[conn.dialect.name], rows).scalars())
+        inserted = set(conn.execute(_INSERT_IF_NEW[conn.dialect.name], in_id_order).scalars())
     results = []
     added: Counter[str] = Counter()
-    for message, row in zip(batch, (message_row_id(message, escape_nul) for message in batch), strict=True):
-        stored = row in inserted
+    for message, row in zip(batch, rows, strict=True):
+        stored = row["message_id"] in inserted
         results.append(stored)
         if stored:
             added[message.sender] += 1
-        inserted.discard(row)
+        inserted.discard(row["message_id"])
     if added:
         if conn.dialect.name == "sqlite":
             _add_to_counters_sqlite(conn, added)
@@ -237,11 +230,6 @@ def _insert_if_new_sqlite(conn: Connection, rows: list[dict]) -> set[str]:
 
 def _by_message_id(row: dict) -> str:
     return row["message_id"]
-
-
-def message_row_id(message: NewMessage, escape_nul: bool) -> str:
-    """The message_id as stored."""
-    return _escape_nul(message.message_id) if escape_nul else message.message_id
 
 
 def count_messages_before(conn: Connection, before: str) -> int:
@@ -464,7 +452,7 @@ def list_messages(
                 item.sender,
                 item.recipient,
                 item.ts,
-                _from_column(conn, item.text),
+                None if item.text is None else _unescape_nul(item.text),
                 item.created_at,
             )
             for item in items
