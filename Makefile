@@ -40,7 +40,7 @@ run: install .env
 	  exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
 migrate: install
-	$(BIN)/python -m webhook_service.migrate
+	$(BIN)/python -m webhook_service migrate
 
 # A consistent copy of the SQLite database, also while the service runs (BACKUP=path to choose).
 BACKUP ?= backups/messages-$(shell date -u +%Y%m%dT%H%M%SZ).db

@@ -3,9 +3,9 @@
 Everything here can be overridden on the command line (`--bind`, `--workers`, ...).
 """
 
-import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -18,6 +18,11 @@ os.environ.setdefault(
 from webhook_service.config import ConfigError, ServerSettings, Settings
 from webhook_service.observability.gunicorn import answer_protocol_errors_as_json
 from webhook_service.observability.logging import logging_config
+
+# Memory every worker shares, mapped here in the master so that the forked workers inherit
+# it: readiness sees a write failure of any worker, and a held feed reader a commit of any.
+from webhook_service.storage.commit_signal import COMMITS  # noqa: F401
+from webhook_service.storage.write_health import WRITE_HEALTH  # noqa: F401
 
 try:
     _server = ServerSettings.from_env()
@@ -39,11 +44,10 @@ control_socket_disable = True
 accesslog = None
 logger_class = "webhook_service.observability.gunicorn.ApplicationLogsRequests"
 logconfig_dict = logging_config(_settings.log_level if _settings else "INFO")
-# Python warnings in the master and the workers become JSON lines like everything else.
-logging.captureWarnings(True)
 # Requests gunicorn cannot parse get the service's JSON error shape, not an HTML page.
 answer_protocol_errors_as_json()
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# The proxies whose X-Forwarded-* gunicorn believes: the same list the app uses (FORWARDED_ALLOW_IPS).
+forwarded_allow_ips = ",".join(str(network) for network in (_settings or Settings()).trusted_proxies)
 # Request line and header limits: part of the service's bounds on client input.
 limit_request_line = 8190
 limit_request_fields = 100
@@ -52,27 +56,46 @@ limit_request_field_size = 8190
 
 def on_starting(server):
     """Validate settings, reset the metrics folder and migrate, once, before any worker forks."""
-    if _config_error is not None:
-        server.log.error("invalid configuration: %s", _config_error)
-        sys.exit(1)
-    from webhook_service.migrate import MigrationFailed, migrate
+    import structlog
 
+    from webhook_service.observability.logging import configure_logging
+    from webhook_service.storage.migrations import MigrationFailed, migrate
+
+    # gunicorn has set up the handlers from logconfig_dict; the service's own lines go
+    # through structlog under its own logger name.
+    configure_logging(_settings.log_level if _settings else "INFO")
+    log = structlog.get_logger("webhook_service.server")
+    if _config_error is not None:
+        log.error(f"invalid configuration: {_config_error}")
+        sys.exit(1)
     try:
         revision = migrate(_settings.database_url)
     except MigrationFailed as error:
-        server.log.error("%s", error)
+        log.error(str(error))
         sys.exit(1)
     # Made only once the start can succeed: a refused start leaves nothing behind in /tmp.
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
-    server.log.info("database at schema revision %s", revision)
+    log.info(f"database at schema revision {revision}")
     if not (_settings.webhook_secrets or _settings.public_keys):
-        server.log.warning(
-            "neither WEBHOOK_SECRET nor WEBHOOK_PUBLIC_KEYS is set: POST /webhook answers 503 until one is"
-        )
+        log.warning("neither WEBHOOK_SECRET nor WEBHOOK_PUBLIC_KEYS is set: POST /webhook answers 503 until one is")
     if not _settings.api_tokens:
-        server.log.warning("API_TOKENS is not set: GET /messages and GET /stats are open to anyone who can connect")
+        log.warning("API_TOKENS is not set: GET /messages and GET /stats are open to anyone who can connect")
+
+
+def post_worker_init(worker):
+    """On SIGTERM, answer the held feed long-polls at once, so that they do not hold the
+    worker's graceful stop for up to their `wait`."""
+    from webhook_service.storage.commit_signal import stop_all_waiters
+
+    stop_serving = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        stop_all_waiters()
+        stop_serving(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
 
 
 def child_exit(server, worker):

@@ -118,7 +118,8 @@ def postgres_problem(url: str) -> str | None:
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
-    from webhook_service.storage.engine import create_database_engine, database_url_from_setting
+    from webhook_service.config import database_url_from_setting
+    from webhook_service.storage.engine import create_database_engine
 
     try:
         engine = create_database_engine(database_url_from_setting(url))

@@ -30,6 +30,7 @@ from sqlalchemy import insert, select
 
 from bench.harness import Server
 from webhook_service.storage.cursor import Position, encode_cursor
+from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.engine import create_database_engine
 from webhook_service.storage.messages import NewMessage, message_row
 from webhook_service.storage.migrations import upgrade_to_head
@@ -112,8 +113,9 @@ def build(path: Path, rows: int) -> None:
     try:
         batch: list[dict] = []
         with engine.connect() as conn:
-            for message in make_messages(rows):
-                batch.append(message_row(message, "2025-01-01T00:00:00.000000Z"))
+            dialect = dialect_of(conn)
+            for position, message in enumerate(make_messages(rows), 1):
+                batch.append(message_row(dialect, message, position, "2025-01-01T00:00:00.000000Z"))
                 if len(batch) == 20_000:
                     with conn.begin():
                         conn.execute(insert(messages), batch)

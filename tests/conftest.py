@@ -1,7 +1,7 @@
 """Fixtures: a freshly migrated database per test, an app on it, and a signed-post helper.
 
 Every test that uses a database runs twice: on a SQLite file and on a new database of a
-throwaway PostgreSQL cluster (tests/postgres.py). Without PostgreSQL installed the second
+throwaway PostgreSQL cluster (tests/support/postgres.py). Without PostgreSQL installed the second
 run is skipped, saying so; with REQUIRE_POSTGRES=1 (CI) it fails instead. Tests marked
 `sqlite_only` are about SQLite's files and run once.
 """
@@ -15,16 +15,15 @@ import os
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.messages import SECRET, signed_body
 from webhook_service import create_app
+from webhook_service.api.context import DATABASE_KEY
 from webhook_service.config import Settings
-from webhook_service.context import DATABASE_KEY
 from webhook_service.observability.logging import json_formatter
 from webhook_service.signatures import sign_legacy
 from webhook_service.storage.migrations import upgrade_to_head
 
-SECRET = "test-secret"
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -53,7 +52,7 @@ def backend(request) -> str:
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """A PostgreSQL cluster for the whole run, with a database migrated to head to copy."""
-    from tests.postgres import PostgresCluster, postgres_bindir
+    from tests.support.postgres import PostgresCluster, postgres_bindir
 
     bindir = postgres_bindir()
     if bindir is None:
@@ -77,19 +76,6 @@ def empty_database_url(request, backend, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'messages.db'}"
     cluster = request.getfixturevalue("postgres_cluster")
     return cluster.url(cluster.create_database())
-
-
-def make_message(**overrides) -> dict:
-    """A valid webhook payload; keyword arguments replace or add fields."""
-    payload = {
-        "message_id": "m1",
-        "from": "+919876543210",
-        "to": "+14155550100",
-        "ts": "2025-01-15T10:00:00Z",
-        "text": "Hello",
-    }
-    payload.update(overrides)
-    return payload
 
 
 @pytest.fixture(autouse=True)
@@ -146,32 +132,14 @@ def signed_post(client):
     """POST /webhook with a correct X-Signature over exactly the bytes sent."""
 
     def post(payload=None, *, body: bytes | None = None, secret: str = SECRET, headers=None):
-        raw = body if body is not None else json.dumps(payload).encode("utf-8")
-        all_headers = {"X-Signature": sign_legacy(secret, raw), "Content-Type": "application/json"}
+        if body is None:
+            body, all_headers = signed_body(payload, secret)
+        else:
+            all_headers = {"X-Signature": sign_legacy(secret, body), "Content-Type": "application/json"}
         all_headers.update(headers or {})
-        return client.post("/webhook", data=raw, headers=all_headers)
+        return client.post("/webhook", data=body, headers=all_headers)
 
     return post
-
-
-def run_sql(url: str, statement: str, parameters: dict | None = None) -> list[tuple]:
-    """Run one statement in its own transaction, outside the service's code, on either backend."""
-    from sqlalchemy import text
-
-    from webhook_service.storage.engine import create_database_engine
-
-    engine = create_database_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(statement), parameters or {})
-            return [tuple(row) for row in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
-def stored_ids(url: str) -> list[str]:
-    """The message_ids stored, in ingestion order, read straight from the database."""
-    return [row[0] for row in run_sql(url, "SELECT message_id FROM messages ORDER BY id")]
 
 
 @pytest.fixture
@@ -207,22 +175,3 @@ def log_lines():
     read.raw = stream.getvalue
     yield read
     root.removeHandler(handler)
-
-
-def request_lines(lines: list[dict]) -> list[dict]:
-    return [line for line in lines if line.get("event") == "request"]
-
-
-def samples(client) -> dict:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    values = {}
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
-        for sample in family.samples:
-            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return values
-
-
-def value(values, name, **labels) -> float:
-    """One sample's value; a series that is not exported at all fails the test (KeyError)."""
-    return values[(name, tuple(sorted(labels.items())))]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.conftest import SECRET, make_message, request_lines
+from tests.support.logs import request_lines
+from tests.support.messages import SECRET, make_message
 from webhook_service.api.access import token_matches
 from webhook_service.config import Settings
 

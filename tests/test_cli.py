@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import SECRET, make_message
+from tests.support.messages import SECRET, make_message
 from webhook_service.cli import main
 from webhook_service.signatures import Outcome, Verifier, sign_legacy
 
@@ -171,7 +171,7 @@ def _run_with_stderr(arguments: list[str], env: dict, terminal: bool) -> tuple[i
     import subprocess
     import sys
 
-    from tests.e2e.server import ROOT
+    from tests.support.servers import ROOT
 
     if not terminal:
         result = subprocess.run(

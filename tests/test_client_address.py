@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from tests.conftest import request_lines
+from tests.support.logs import request_lines
 from webhook_service.observability.requests import client_address
 
 PROXIES = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))

@@ -2,7 +2,8 @@
 
 import random
 
-from tests.conftest import make_message, run_sql
+from tests.support.database import run_sql
+from tests.support.messages import make_message
 from webhook_service.storage.engine import Database
 from webhook_service.storage.messages import NewMessage, delete_messages_before, insert_messages_if_new, message_stats
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_message
+from tests.support.database import stored_ids
+from tests.support.messages import make_message
 from webhook_service.storage.engine import Database
 from webhook_service.storage.migrations import upgrade_to_head
 
@@ -21,11 +22,6 @@ def database_file(settings) -> Path:
 
 def sqlite_files(path: Path) -> list[Path]:
     return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
-
-
-def stored_ids(path: Path) -> list[str]:
-    with sqlite3.connect(path) as conn:
-        return [row[0] for row in conn.execute("SELECT message_id FROM messages ORDER BY id")]
 
 
 def test_a_deleted_database_refuses_writes_and_is_not_ready_until_it_is_back(client, signed_post, settings, tmp_path):
@@ -72,7 +68,7 @@ def test_a_database_replaced_underneath_gets_the_next_writes(client, signed_post
 
 def test_nothing_is_acknowledged_into_a_file_replaced_during_the_commit(settings, tmp_path):
     """The check after the commit: a write that landed in the old inode is an error."""
-    from webhook_service.storage.engine import DatabaseFileChanged
+    from webhook_service.storage.dialects.sqlite import DatabaseFileChanged
 
     path = database_file(settings)
     database = Database(settings.database_url)

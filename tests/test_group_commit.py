@@ -5,7 +5,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from tests.conftest import make_message
+from tests.support.messages import make_message
 from webhook_service.storage.engine import Database
 from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import NewMessage, insert_messages_if_new

@@ -4,7 +4,8 @@ import logging
 import pytest
 from flask import Blueprint
 
-from tests.conftest import SECRET, make_message, request_lines
+from tests.support.logs import request_lines
+from tests.support.messages import SECRET, make_message
 from webhook_service.config import Settings
 from webhook_service.signatures import sign_legacy
 

@@ -6,7 +6,7 @@ import string
 
 import pytest
 
-from tests.conftest import make_message
+from tests.support.messages import make_message
 
 SEED = 20261129
 ODD_VALUES = [

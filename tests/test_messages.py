@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import make_message
+from tests.support.messages import make_message
 
 
 @pytest.fixture
@@ -241,9 +241,9 @@ SEARCH_TEXTS = ["Your OTP is 1234", "otp again", "Grüße", "100% sure_thing", "
 def test_both_search_plans_find_exactly_the_texts_holding_the_needle(
     client, signed_post, monkeypatch, common_threshold, needle, expected
 ):
-    from webhook_service.storage import messages as storage
+    from webhook_service.storage.dialects import sqlite as sqlite_dialect
 
-    monkeypatch.setattr(storage, "COMMON_TRIGRAM_TEXTS", common_threshold)
+    monkeypatch.setattr(sqlite_dialect, "COMMON_TRIGRAM_TEXTS", common_threshold)
     for number, text in enumerate(SEARCH_TEXTS):
         signed_post(make_message(message_id=f"s{number}", text=text))
     body = client.get("/messages", query_string={"q": needle}).get_json()

@@ -1,6 +1,7 @@
 import pytest
 
-from tests.conftest import make_message, samples, value
+from tests.support.messages import make_message
+from tests.support.metrics import samples, value
 from webhook_service.config import Settings
 
 

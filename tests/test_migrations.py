@@ -5,9 +5,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from webhook_service.migrate import MigrationFailed, migrate
 from webhook_service.storage.engine import create_database_engine
-from webhook_service.storage.migrations import downgrade_to_base, head_revision, upgrade_to_head
+from webhook_service.storage.migrations import (
+    MigrationFailed,
+    downgrade_to_base,
+    head_revision,
+    migrate,
+    upgrade_to_head,
+)
 from webhook_service.storage.tables import is_outside_metadata, metadata
 
 

@@ -6,7 +6,7 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from tests.conftest import make_message
+from tests.support.messages import make_message
 from webhook_service import __version__
 from webhook_service.config import Settings
 

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from webhook_service.config import Settings
-from webhook_service.storage import engine as storage_engine
-from webhook_service.storage.engine import Database, QueryBudgetExceeded, query_budget
+from webhook_service.storage.dialects import sqlite as sqlite_dialect
+from webhook_service.storage.engine import Database, QueryBudgetExceeded
 
 SLOW_COUNT = text(
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) SELECT count(*) FROM n"
@@ -18,7 +18,7 @@ def test_a_statement_past_its_budget_is_stopped(database_url):
     database = Database(database_url)
     try:
         started = time.monotonic()
-        with pytest.raises(QueryBudgetExceeded), query_budget(0.05), database.read_transaction() as conn:
+        with pytest.raises(QueryBudgetExceeded), database.read_transaction(budget_seconds=0.05) as conn:
             conn.execute(SLOW_COUNT).scalar_one()
         assert time.monotonic() - started < 2
         # The same pooled connection serves the next request without a budget of its own.
@@ -31,7 +31,7 @@ def test_a_statement_past_its_budget_is_stopped(database_url):
 @pytest.mark.sqlite_only
 def test_a_read_past_its_budget_answers_422_naming_the_budget(make_app, database_url, monkeypatch, log_lines):
     # Every few instructions the deadline is checked, and the deadline has already passed.
-    monkeypatch.setattr(storage_engine, "PROGRESS_INSTRUCTIONS", 10)
+    monkeypatch.setattr(sqlite_dialect, "PROGRESS_INSTRUCTIONS", 10)
     client = make_app(Settings(webhook_secrets=("s",), database_url=database_url, query_budget_ms=0)).test_client()
     for path in ("/messages?q=ab", "/stats"):
         response = client.get(path)

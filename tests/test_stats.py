@@ -1,4 +1,4 @@
-from tests.conftest import make_message
+from tests.support.messages import make_message
 
 
 def test_stats_on_an_empty_database(client):

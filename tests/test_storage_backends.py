@@ -11,13 +11,12 @@ import time
 import pytest
 from sqlalchemy import event, text
 
-from tests.conftest import make_message
-from tests.postgres import APP_PASSWORD, APP_USER
-from webhook_service.config import ConfigError, Settings
-from webhook_service.migrate import MigrationFailed, migrate
-from webhook_service.storage.engine import Database, create_database_engine, database_url_from_setting
+from tests.support.messages import make_message
+from tests.support.postgres import APP_PASSWORD, APP_USER
+from webhook_service.config import ConfigError, Settings, database_url_from_setting
+from webhook_service.storage.engine import Database, create_database_engine
 from webhook_service.storage.messages import MessageFilter, list_messages
-from webhook_service.storage.migrations import head_revision, upgrade_to_head
+from webhook_service.storage.migrations import MigrationFailed, head_revision, migrate, upgrade_to_head
 
 # Ids whose order differs between code points and a language collation (ICU en-US puts
 # "a1" before "B1" and ignores nothing here, but still orders case and symbols its way).
@@ -196,8 +195,8 @@ def _seed(url: str, rows: int) -> None:
         with engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, ts_instant, text, text_folded, "
-                    "created_at) SELECT 'm' || lpad(i::text, 7, '0'), '+1' || (i % 500), '+2', "
+                    "INSERT INTO messages (id, message_id, from_msisdn, to_msisdn, ts, ts_instant, text, text_folded, "
+                    "created_at) SELECT i, 'm' || lpad(i::text, 7, '0'), '+1' || (i % 500), '+2', "
                     "to_char(timestamp '2024-01-01' + i * interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
                     "to_char(timestamp '2024-01-01' + i * interval '1 minute', "
                     "'YYYY-MM-DD\"T\"HH24:MI:SS.\"000000000Z\"'), 'Text ' || md5(i::text), 'text ' || md5(i::text), "
@@ -212,8 +211,9 @@ def _seed(url: str, rows: int) -> None:
             conn.execute(
                 text(
                     "UPDATE message_totals SET total_messages = (SELECT count(*) FROM messages), "
-                    "senders_count = (SELECT count(*) FROM sender_counts)"
-                )
+                    "senders_count = (SELECT count(*) FROM sender_counts), last_position = :rows"
+                ),
+                {"rows": rows},
             )
             conn.execute(text("ANALYZE"))
     finally:
@@ -276,7 +276,7 @@ def test_a_read_past_its_budget_on_postgresql_answers_422(make_app, database_url
 
 @pytest.mark.postgresql_only
 def test_an_unreachable_server_fails_the_start_in_one_line(postgres_cluster):
-    from tests.e2e.server import free_port
+    from tests.support.servers import free_port
 
     url = f"postgresql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{free_port()}/nothing"
     with pytest.raises(MigrationFailed) as failed:

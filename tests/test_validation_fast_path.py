@@ -6,7 +6,7 @@ import random
 
 from marshmallow import ValidationError
 
-from webhook_service.schemas import _valid_without_errors, webhook_message_schema
+from webhook_service.api.inputs import _valid_without_errors, webhook_message_schema
 
 MISSING = object()
 CANDIDATES = {

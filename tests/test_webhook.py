@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tests.conftest import SECRET, make_message
+from tests.support.messages import SECRET, make_message
 from webhook_service.config import Settings
 from webhook_service.signatures import sign_legacy
 
@@ -225,14 +225,14 @@ def test_database_failure_is_503_and_acknowledges_nothing(signed_post, settings,
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         # A short busy timeout keeps the test quick; the production timeout is 5 s.
-        from webhook_service.storage import engine as engine_module
+        from webhook_service.storage.dialects import sqlite as sqlite_dialect
 
-        original = engine_module.SQLITE_BUSY_TIMEOUT_MS
-        engine_module.SQLITE_BUSY_TIMEOUT_MS = 50
+        original = sqlite_dialect.LOCK_WAIT_MS
+        sqlite_dialect.LOCK_WAIT_MS = 50
         try:
             response = signed_post(make_message())
         finally:
-            engine_module.SQLITE_BUSY_TIMEOUT_MS = original
+            sqlite_dialect.LOCK_WAIT_MS = original
     finally:
         blocker.rollback()
         blocker.close()

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.conftest import make_message
+from tests.support.messages import make_message
 from webhook_service.api import health
 from webhook_service.storage.write_health import WRITE_HEALTH, WriteHealth, database_key
 
@@ -16,7 +16,8 @@ def test_a_failure_recorded_in_a_forked_worker_is_seen_by_the_others():
         shared.record_failure(7, "OperationalError: database or disk is full")
         os._exit(0)
     os.waitpid(pid, 0)
-    reason, age = shared.last_failure(7)
+    failure = shared.last_failure(7)
+    reason, age = failure.reason, failure.seconds_ago
     assert reason == "OperationalError: database or disk is full" and 0 <= age < 5
     shared.record_success(7)
     assert shared.last_failure(7) is None
@@ -27,7 +28,7 @@ def test_databases_are_kept_apart():
     shared.record_failure(1, "locked")
     assert shared.last_failure(2) is None
     shared.record_success(2)
-    assert shared.last_failure(1)[0] == "locked"
+    assert shared.last_failure(1).reason == "locked"
 
 
 @pytest.fixture

@@ -7,25 +7,29 @@ from prometheus_client import CollectorRegistry
 
 from webhook_service.api import blueprints, read_blueprints
 from webhook_service.api.access import bearer_guard
-from webhook_service.config import Settings
-from webhook_service.context import (
+from webhook_service.api.context import (
     DATABASE_KEY,
+    FEED_WAITERS_KEY,
     MESSAGE_WRITER_KEY,
     METRICS_KEY,
     SCHEMA_HEAD_KEY,
     SETTINGS_KEY,
     VERIFIER_KEY,
 )
-from webhook_service.errors import register_error_handlers
+from webhook_service.api.errors import register_error_handlers
+from webhook_service.config import Settings
 from webhook_service.observability.logging import configure_logging
 from webhook_service.observability.metrics import init_metrics
 from webhook_service.observability.requests import init_request_observability
+from webhook_service.storage.commit_signal import COMMITS, FeedWaiters
 from webhook_service.storage.engine import Database
+from webhook_service.storage.feed import latest_position
 from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import insert_messages_if_new
 from webhook_service.storage.migrations import head_revision
+from webhook_service.version import __version__
 
-__version__ = "0.2.0"
+__all__ = ["__version__", "create_app"]
 
 
 def create_app(settings: Settings | None = None, *, metrics_registry: CollectorRegistry | None = None) -> Flask:
@@ -52,8 +56,21 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     metrics_token = (settings.metrics_token,) if settings.metrics_token else ()
     metrics = init_metrics(app, __version__, metrics_registry, guard=bearer_guard(metrics_token))
     app.extensions[METRICS_KEY] = metrics
+
+    def committed(rows: int, seconds: float) -> None:
+        metrics.observe_commit(rows, seconds)
+        COMMITS.bump()  # held feed readers look again
+
     app.extensions[MESSAGE_WRITER_KEY] = GroupCommit(
-        database.write_transaction, insert_messages_if_new, on_commit=metrics.observe_commit
+        database.write_transaction, insert_messages_if_new, on_commit=committed
+    )
+
+    def feed_end_in_database() -> int:
+        with database.read_transaction() as conn:
+            return latest_position(conn)
+
+    app.extensions[FEED_WAITERS_KEY] = FeedWaiters(
+        settings.feed_max_waiters, latest_position=feed_end_in_database if database.dialect.shared_by_hosts else None
     )
     init_request_observability(app, metrics, settings.trusted_proxies)
     read_guard = bearer_guard(settings.api_tokens)

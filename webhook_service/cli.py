@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import secrets
-import sqlite3
 import sys
 import time
 import urllib.error
@@ -19,14 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_service import __version__
+from webhook_service.api.outputs import message_document, stats_document
 from webhook_service.config import ConfigError, Settings
-from webhook_service.documents import message_document, stats_document
 from webhook_service.signatures import LEGACY_HEADER, sign_legacy, standard_headers
-from webhook_service.storage.engine import Database, describe_database_error
+from webhook_service.storage.dialects import BackupFailed, BackupUnsupported
+from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
 from webhook_service.storage.messages import (
     MessageFilter,
     count_messages_before,
@@ -34,7 +31,10 @@ from webhook_service.storage.messages import (
     list_messages,
     message_stats,
 )
+from webhook_service.storage.migrations import MigrationFailed
+from webhook_service.storage.migrations import migrate as run_migrations
 from webhook_service.timestamps import instant_key
+from webhook_service.version import __version__
 
 PURGE_BATCH = 100
 EXPORT_PAGE = 1000
@@ -53,7 +53,7 @@ def _database(settings: Settings) -> Iterator[Database]:
     database = Database(settings.database_url)
     try:
         yield database
-    except (SQLAlchemyError, OSError) as error:
+    except DATABASE_ERRORS as error:
         raise click.ClickException(f"database unavailable: {describe_database_error(error)}") from None
     finally:
         database.dispose()
@@ -93,9 +93,6 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Bring the database to the newest migration."""
-    from webhook_service.migrate import MigrationFailed
-    from webhook_service.migrate import migrate as run_migrations
-
     try:
         revision = run_migrations(_settings().database_url)
     except MigrationFailed as error:
@@ -168,49 +165,35 @@ def send(url: str, source: str, scheme: str, key: str | None, message_id: str | 
         sys.exit(1)
 
 
-def _sqlite_path(settings: Settings) -> Path:
-    url = make_url(settings.database_url)
-    if url.get_backend_name() != "sqlite":
-        raise click.ClickException("backup copies SQLite databases; for PostgreSQL use pg_dump")
-    return Path(url.database)
-
-
 @main.command()
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
 def backup(destination: Path) -> None:
     """Copy the database, consistently, to DESTINATION while the service writes on."""
-    source_path = _sqlite_path(_settings())
     if destination.exists():
         raise click.ClickException(f"{destination} exists; choose a new file")
-    if not source_path.exists():
-        raise click.ClickException(f"no database at {source_path}")
-    try:
-        source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
-        target = sqlite3.connect(destination)
-    except sqlite3.Error as error:
-        raise click.ClickException(f"cannot open the databases: {error}") from None
-    try:
-        pages = source.execute("PRAGMA page_count").fetchone()[0]
-        bar = _progress(pages, "backup")
+    if not destination.absolute().parent.is_dir():
+        raise click.ClickException(f"no folder {destination.absolute().parent}: create it first")
+    database = Database(_settings().database_url)
+    bar = None
 
-        def progress(_status: int, remaining: int, total: int) -> None:
-            if bar is not None:
-                bar.update(total - remaining - bar.pos)
-
-        # SQLite's online backup: copies page by page and restarts a step when a writer
-        # changed pages meanwhile, so the copy is one consistent state.
-        source.backup(target, pages=1024, progress=progress)
-        target.execute("PRAGMA journal_mode=WAL")
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress(total, "backup")
         if bar is not None:
-            bar.render_finish()
-    except sqlite3.Error as error:
-        target.close()
-        destination.unlink(missing_ok=True)
+            bar.update(done - bar.pos)
+
+    try:
+        database.dialect.backup(destination, progress)
+    except BackupUnsupported as error:
+        raise click.ClickException(str(error)) from None
+    except BackupFailed as error:
         raise click.ClickException(f"backup failed: {error}") from None
     finally:
-        source.close()
-    target.close()
-    click.echo(f"backed up {source_path} to {destination} ({destination.stat().st_size} bytes)")
+        database.dispose()
+    if bar is not None:
+        bar.render_finish()
+    click.echo(f"backed up {database.dialect.url.database} to {destination} ({destination.stat().st_size} bytes)")
 
 
 @main.command()

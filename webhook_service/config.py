@@ -7,8 +7,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from webhook_service.signatures import Scheme, Verifier
-from webhook_service.storage.engine import DEFAULT_POOL_SIZE, database_url_from_setting
 
 DEFAULT_DATABASE_URL = "sqlite:///data/messages.db"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -19,6 +21,12 @@ MAX_TOLERANCE_SECONDS = 7 * 24 * 3600
 MIN_TOKEN_CHARS = 16
 DEFAULT_BODY_READ_TIMEOUT_SECONDS = 10
 DEFAULT_QUERY_BUDGET_MS = 2000
+# Connections each worker process may hold (PostgreSQL): one per gunicorn thread.
+DEFAULT_POOL_SIZE = 16
+DEFAULT_FEED_MAX_WAITERS = 4
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+# PostgreSQL is reached through psycopg 3, whichever way the URL names it.
+POSTGRES_DRIVERNAME = "postgresql+psycopg"
 
 
 class ConfigError(ValueError):
@@ -32,7 +40,6 @@ class Settings:
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     # Out of the repr: a PostgreSQL URL holds a password.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
-    # Connections each worker process may hold (PostgreSQL); one per gunicorn thread.
     database_pool_size: int = DEFAULT_POOL_SIZE
     log_level: str = "INFO"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -46,6 +53,7 @@ class Settings:
     query_budget_ms: int = DEFAULT_QUERY_BUDGET_MS
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)
+    feed_max_waiters: int = DEFAULT_FEED_MAX_WAITERS
 
     def verifier(self) -> Verifier:
         """A Verifier for these secrets, keys and schemes (validated by from_env already)."""
@@ -91,6 +99,9 @@ class Settings:
             ),
             api_tokens=_tokens("API_TOKENS", _secrets_setting(env, "API_TOKENS", "API_TOKENS_FILE")),
             metrics_token=next(iter(_tokens("METRICS_TOKEN", split_list(env.get("METRICS_TOKEN", ""), None))), None),
+            feed_max_waiters=parse_int(
+                "FEED_MAX_WAITERS", env.get("FEED_MAX_WAITERS"), DEFAULT_FEED_MAX_WAITERS, 0, 1000
+            ),
         )
         _check_keys(settings)
         return settings
@@ -119,6 +130,36 @@ class ServerSettings:
             workers=None if not workers_value else parse_int("WEB_CONCURRENCY", workers_value, 1, 1, 256),
             host=host,
         )
+
+
+def database_url_from_setting(value: str) -> str:
+    """Turn DATABASE_URL (a SQLAlchemy URL or a bare file path) into a URL; raises ValueError."""
+    text = value.strip()
+    if "://" not in text:
+        if text in ("", ":memory:"):
+            raise ValueError("an in-memory or empty SQLite path would lose every message at restart")
+        return f"sqlite:///{text}"
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        # Not echoed: it may hold a password.
+        raise ValueError(
+            "not a database URL; expected sqlite:////path/to/file.db, a file path, or "
+            "postgresql://user:password@host:5432/db"
+        ) from None
+    if url.get_backend_name() not in SUPPORTED_DATABASES:
+        raise ValueError(f"unsupported database {url.get_backend_name()!r}; supported: sqlite, postgresql")
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ValueError("an in-memory SQLite database would lose every message at restart; name a file")
+    if url.get_backend_name() == "postgresql":
+        if url.drivername not in ("postgresql", POSTGRES_DRIVERNAME):
+            raise ValueError(
+                f"unsupported PostgreSQL driver {url.get_driver_name()!r}: use postgresql:// or postgresql+psycopg://"
+            )
+        if not url.database:
+            raise ValueError("a PostgreSQL URL must name the database: postgresql://user:password@host:5432/db")
+        return url.set(drivername=POSTGRES_DRIVERNAME).render_as_string(hide_password=False)
+    return text
 
 
 def parse_int(name: str, value: str | None, default: int, minimum: int, maximum: int) -> int:

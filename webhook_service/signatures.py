@@ -59,10 +59,9 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Verification:
-    """The outcome, the scheme that judged the request and its webhook-id (when sent)."""
+    """The outcome and the request's webhook-id (when sent)."""
 
     outcome: Outcome
-    scheme: Scheme | None = None
     webhook_id: str | None = None
 
     @property
@@ -140,7 +139,7 @@ class Verifier:
             return self._verify_standard(headers, standard_signature, body, now)
         if legacy_signature is not None and Scheme.LEGACY in self._schemes:
             outcome = Outcome.VERIFIED if self._verify_legacy(legacy_signature, body) else Outcome.NO_MATCH
-            return Verification(outcome, Scheme.LEGACY)
+            return Verification(outcome)
         if standard_signature is not None or legacy_signature is not None:
             return Verification(Outcome.SCHEME_DISABLED, webhook_id=headers.get(ID_HEADER))
         return Verification(Outcome.MISSING_HEADERS, webhook_id=headers.get(ID_HEADER))
@@ -158,15 +157,15 @@ class Verifier:
         webhook_id = headers.get(ID_HEADER)
         timestamp = headers.get(TIMESTAMP_HEADER)
         if not webhook_id or not timestamp or not signature:
-            return Verification(Outcome.MISSING_HEADERS, Scheme.STANDARD, webhook_id or None)
+            return Verification(Outcome.MISSING_HEADERS, webhook_id or None)
         if _TIMESTAMP.fullmatch(timestamp) is None:
-            return Verification(Outcome.MALFORMED_TIMESTAMP, Scheme.STANDARD, webhook_id)
+            return Verification(Outcome.MALFORMED_TIMESTAMP, webhook_id)
         content = signed_content(webhook_id, timestamp, body)
         if not self._any_entry_matches(signature, content):
-            return Verification(Outcome.NO_MATCH, Scheme.STANDARD, webhook_id)
+            return Verification(Outcome.NO_MATCH, webhook_id)
         if abs(now - int(timestamp)) > self._tolerance:
-            return Verification(Outcome.STALE_TIMESTAMP, Scheme.STANDARD, webhook_id)
-        return Verification(Outcome.VERIFIED, Scheme.STANDARD, webhook_id)
+            return Verification(Outcome.STALE_TIMESTAMP, webhook_id)
+        return Verification(Outcome.VERIFIED, webhook_id)
 
     def _any_entry_matches(self, header_value: str, content: bytes) -> bool:
         expected_macs = [hmac.new(key, content, hashlib.sha256).digest() for key in self._standard_keys]

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.e2e.server import Gunicorn
+from tests.support.servers import Gunicorn
 
 SECRET = "e2e-secret"
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from tests.conftest import make_message
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import ROOT, Gunicorn, Load, request, signed_post
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.servers import ROOT, Gunicorn, Load, request, signed_post
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.server import ROOT
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.e2e
 

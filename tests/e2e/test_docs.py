@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.server import request
+from tests.support.servers import request
 
 pytestmark = pytest.mark.e2e
 

@@ -5,11 +5,11 @@ import socket
 
 import pytest
 
-from tests.conftest import make_message
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import request, wait_until
-from tests.e2e.test_gunicorn import chunked_post, stored_ids
-from tests.e2e.test_observability import count, scrape
+from tests.support.database import stored_ids
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.metrics import value as count
+from tests.support.servers import chunked_post, request, scrape, wait_until
 from webhook_service.signatures import sign_legacy
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,7 @@ def test_a_badly_framed_body_is_a_json_400_and_one_warning(gunicorn_server, serv
     status, head, body = status_and_json(exchange(gunicorn_server.port, raw, half_close))
     assert status == b"400" and b"Content-Type: application/json" in head
     assert body == {"detail": "malformed request body"}
-    assert stored_ids(server_env) == [], "a truncated body must never be taken as complete"
+    assert stored_ids(server_env["DATABASE_URL"]) == [], "a truncated body must never be taken as complete"
     lines = [json.loads(line) for line in gunicorn_server.log_lines()]
     [line] = [entry for entry in lines if entry.get("status") == 400]
     assert line["level"] == "WARNING" and line["result"] == "bad_request"
@@ -80,7 +80,7 @@ def test_an_unknown_transfer_coding_is_501_not_implemented(gunicorn_server):
 
 @pytest.mark.parametrize("extra, status", [(0, 200), (1, 413)])
 def test_the_limit_is_exact_for_declared_and_chunked_bodies(tmp_path, server_env, extra, status):
-    from tests.e2e.server import Gunicorn
+    from tests.support.servers import Gunicorn
 
     server = Gunicorn(workdir=tmp_path, env=dict(server_env, MAX_BODY_BYTES="400"), workers=1).start()
     try:
@@ -107,7 +107,7 @@ def test_options_and_control_characters_through_gunicorn(gunicorn_server):
 
 
 def test_a_body_that_stops_arriving_frees_its_thread_with_a_400(tmp_path, server_env):
-    from tests.e2e.server import Gunicorn
+    from tests.support.servers import Gunicorn
 
     server = Gunicorn(workdir=tmp_path, env=dict(server_env, BODY_READ_TIMEOUT_SECONDS="1"), workers=1).start()
     stalled = []

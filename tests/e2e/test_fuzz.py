@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import ROOT
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -1,20 +1,17 @@
 """The service as deployed: real gunicorn, several worker processes, a real SQLite file."""
 
-import http.client
 import json
 import socket
 import sqlite3
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_message, run_sql
-from tests.conftest import stored_ids as stored_ids_in
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, free_port, request, signed_post, wait_until
+from tests.support.database import run_sql, stored_ids
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.servers import Gunicorn, chunked_post, concurrent_posts, free_port, request, signed_post, wait_until
 from webhook_service.signatures import sign_legacy
 from webhook_service.storage.migrations import known_revisions, upgrade_to_head
 
@@ -25,26 +22,10 @@ def database_path(env: dict) -> Path:
     return Path(env["DATABASE_URL"].removeprefix("sqlite:///"))
 
 
-def stored_ids(env: dict) -> list[str]:
-    return stored_ids_in(env["DATABASE_URL"])
-
-
-def concurrent_posts(port: int, payload: dict, count: int) -> list[int]:
-    """`count` simultaneous signed posts of one payload; returns their statuses."""
-    barrier = threading.Barrier(count)
-
-    def post(_):
-        barrier.wait(timeout=30)
-        return signed_post(port, payload, SECRET).status
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(post, range(count)))
-
-
 def test_concurrent_duplicates_store_exactly_one_row(gunicorn_server, server_env):
     statuses = concurrent_posts(gunicorn_server.port, make_message(message_id="same", text="first"), 48)
     assert statuses == [200] * 48
-    assert stored_ids(server_env) == ["same"]
+    assert stored_ids(server_env["DATABASE_URL"]) == ["same"]
 
 
 def test_migrations_ran_once_in_the_master(gunicorn_server, server_env, backend):
@@ -81,7 +62,7 @@ def test_acknowledged_messages_survive_killed_workers(gunicorn_server, server_en
         assert signed_post(port, make_message(message_id=f"k{number}"), SECRET).status == 200
     gunicorn_server.kill_workers()
     assert request(port, "GET", "/messages?limit=100").json()["total"] == 20
-    assert len(stored_ids(server_env)) == 20
+    assert len(stored_ids(server_env["DATABASE_URL"])) == 20
 
 
 def test_without_a_secret_it_serves_but_is_not_ready(tmp_path, server_env):
@@ -131,17 +112,6 @@ def test_unwritable_database_fails_at_start_without_a_traceback(tmp_path, server
     assert any("database migration failed" in line for line in server.log_lines())
 
 
-def chunked_post(port: int, body: bytes, headers: dict) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    try:
-        pieces = (body[start : start + 4096] for start in range(0, len(body), 4096))
-        conn.request("POST", "/webhook", body=pieces, headers=headers, encode_chunked=True)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
 def test_chunked_bodies_are_limited_too(gunicorn_server, server_env):
     port = gunicorn_server.port
     large = json.dumps(make_message(message_id="chunked-large", text="x" * 70_000)).encode()
@@ -150,7 +120,7 @@ def test_chunked_bodies_are_limited_too(gunicorn_server, server_env):
     small = json.dumps(make_message(message_id="chunked-small")).encode()
     status, _ = chunked_post(port, small, {"X-Signature": sign_legacy(SECRET, small)})
     assert status == 200
-    assert stored_ids(server_env) == ["chunked-small"]
+    assert stored_ids(server_env["DATABASE_URL"]) == ["chunked-small"]
 
 
 @pytest.mark.parametrize(

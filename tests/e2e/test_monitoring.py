@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tests.conftest import make_message
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import ROOT, Gunicorn, Prometheus, request, signed_post, wait_until
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.servers import ROOT, Gunicorn, Prometheus, request, signed_post, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import make_message
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, Nginx, Response, nginx_binary, request, signed_post
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.servers import Gunicorn, Nginx, Response, nginx_binary, request, signed_post
 from webhook_service.signatures import sign_legacy
 
 pytestmark = pytest.mark.e2e

@@ -4,30 +4,13 @@ import json
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import make_message
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, request, signed_post
-from tests.e2e.test_gunicorn import concurrent_posts
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.metrics import value as count
+from tests.support.servers import Gunicorn, concurrent_posts, request, scrape, signed_post
 
 pytestmark = pytest.mark.e2e
-
-
-def scrape(port: int) -> dict:
-    response = request(port, "GET", "/metrics")
-    assert response.status == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    values = {}
-    for family in text_string_to_metric_families(response.body.decode()):
-        for sample in family.samples:
-            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return values
-
-
-def count(values: dict, name: str, **labels) -> float:
-    """One sample's value; a series missing from the scrape fails the test (KeyError)."""
-    return values[(name, tuple(sorted(labels.items())))]
 
 
 def test_every_scrape_sums_all_workers(gunicorn_server):

@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import make_message, run_sql, stored_ids
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, Load, request, signed_post, wait_until
-from tests.postgres import PostgresCluster, postgres_bindir
+from tests.support.database import run_sql, stored_ids
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.postgres import PostgresCluster, postgres_bindir
+from tests.support.servers import Gunicorn, Load, request, signed_post, wait_until
 from webhook_service.storage.migrations import head_revision
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgresql_only]

@@ -5,9 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import make_message
-from tests.e2e.conftest import SECRET
-from tests.e2e.server import Gunicorn, request, signed_post
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
+from tests.support.servers import Gunicorn, request, signed_post
 from webhook_service.storage.engine import Database
 from webhook_service.storage.messages import NewMessage, insert_messages_if_new
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.conftest import make_message
-from tests.e2e.server import Gunicorn, request
+from tests.support.messages import make_message
+from tests.support.servers import Gunicorn, request
 from webhook_service.signatures import sign_legacy, standard_headers
 
 pytestmark = pytest.mark.e2e

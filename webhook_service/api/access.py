@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from flask import Response, request
 
-from webhook_service.errors import json_error
+from webhook_service.api.errors import json_error
 from webhook_service.observability.requests import note_refusal_reason
 
 BEARER_PREFIX = "bearer "

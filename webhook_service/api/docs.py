@@ -8,7 +8,8 @@ import json
 from flask import Blueprint, current_app
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from webhook_service.openapi import build_openapi_document
+from webhook_service.api.openapi import build_openapi_document
+from webhook_service.version import __version__
 
 bp = Blueprint("openapi", __name__)
 OPENAPI_DOCUMENT_KEY = "webhook_service.openapi_document"
@@ -32,8 +33,6 @@ def openapi_document():
     """The OpenAPI 3 document, built once per process."""
     document = current_app.extensions.get(OPENAPI_DOCUMENT_KEY)
     if document is None:
-        from webhook_service import __version__
-
         document = json.dumps(build_openapi_document(__version__), separators=(",", ":")) + "\n"
         current_app.extensions[OPENAPI_DOCUMENT_KEY] = document
     return current_app.response_class(document, mimetype="application/json")

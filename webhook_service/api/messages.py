@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from webhook_service.api.inputs import load_messages_query
+from webhook_service.api.outputs import page_document
 from webhook_service.api.reads import read_transaction
-from webhook_service.documents import page_document
-from webhook_service.schemas import load_messages_query
 from webhook_service.storage.cursor import encode_cursor
 from webhook_service.storage.messages import list_messages
 
@@ -20,6 +20,6 @@ def get_messages():
     # A repeated parameter counts by its last value, as FastAPI reads it.
     query = load_messages_query({key: request.args.getlist(key)[-1] for key in request.args})
     with read_transaction() as conn:
-        page = list_messages(conn, query["filter"], query["limit"], query["offset"], after=query["cursor"])
+        page = list_messages(conn, query.message_filter, query.limit, query.offset, after=query.cursor)
     next_cursor = encode_cursor(page.next_position) if page.next_position is not None else None
-    return jsonify(page_document(page, query["limit"], query["offset"], next_cursor))
+    return jsonify(page_document(page, query.limit, query.offset, next_cursor))

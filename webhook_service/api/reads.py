@@ -8,11 +8,10 @@ from contextlib import contextmanager
 
 import structlog
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
-from webhook_service.context import current_database, current_metrics, current_settings
-from webhook_service.errors import RequestValidationError, ServiceUnavailable
-from webhook_service.storage.engine import QueryBudgetExceeded, describe_database_error, query_budget
+from webhook_service.api.context import current_database, current_settings
+from webhook_service.api.errors import RequestValidationError, database_failures
+from webhook_service.storage.engine import QueryBudgetExceeded
 
 logger = structlog.get_logger(__name__)
 
@@ -24,7 +23,7 @@ def read_transaction() -> Iterator[Connection]:
     ServiceUnavailable when the database fails."""
     budget_ms = current_settings().query_budget_ms
     try:
-        with query_budget(budget_ms / 1000.0), current_database().read_transaction() as conn:
+        with database_failures("read"), current_database().read_transaction(budget_ms / 1000.0) as conn:
             yield conn
     except QueryBudgetExceeded:
         logger.warning("read stopped at its time budget", budget_ms=budget_ms)
@@ -38,7 +37,3 @@ def read_transaction() -> Iterator[Connection]:
                 }
             ]
         ) from None
-    except (SQLAlchemyError, OSError) as exc:
-        current_metrics().count_database_error("read")
-        logger.error("database read failed", error=describe_database_error(exc))
-        raise ServiceUnavailable("database unavailable; retry later") from None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from webhook_service.api.outputs import stats_document
 from webhook_service.api.reads import read_transaction
-from webhook_service.documents import stats_document
 from webhook_service.storage.messages import message_stats
 
 bp = Blueprint("stats", __name__)

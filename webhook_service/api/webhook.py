@@ -8,22 +8,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-import structlog
 from flask import Blueprint, current_app, request
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from webhook_service.context import current_message_writer, current_metrics, current_settings, current_verifier
-from webhook_service.documents import status_document
-from webhook_service.errors import RequestValidationError, ServiceUnavailable, json_error
+from webhook_service.api.context import current_message_writer, current_settings, current_verifier
+from webhook_service.api.errors import RequestValidationError, ServiceUnavailable, database_failures, json_error
+from webhook_service.api.inputs import load_webhook_message, parse_json_object
+from webhook_service.api.outputs import status_document
 from webhook_service.observability.metrics import WebhookResult
 from webhook_service.observability.requests import note_message_id, note_webhook_id, record_webhook
-from webhook_service.schemas import load_webhook_message, parse_json_object
 from webhook_service.signatures import Outcome
-from webhook_service.storage.engine import describe_database_error
 
 bp = Blueprint("webhook", __name__)
-logger = structlog.get_logger(__name__)
 
 try:  # The server's own errors for a body it cannot read (a bad chunk size, for one).
     from gunicorn.http.errors import ParseException as _ServerParseError
@@ -127,13 +123,11 @@ def receive_webhook():
         raise
 
     try:
-        inserted = current_message_writer().submit(message)
-    except (SQLAlchemyError, OSError) as exc:
-        # OSError: the database's folder or its writer lock file cannot be opened.
+        with database_failures("write"):
+            inserted = current_message_writer().submit(message)
+    except ServiceUnavailable:
         record_webhook(WebhookResult.DB_ERROR, message.message_id)
-        current_metrics().count_database_error("write")
-        logger.error("message not stored", error=describe_database_error(exc))
-        raise ServiceUnavailable("database unavailable; retry later") from None
+        raise
 
     result = WebhookResult.SUCCESS if inserted else WebhookResult.DUPLICATE
     record_webhook(result, message.message_id, duplicate=not inserted)

@@ -117,7 +117,8 @@ def configure_logging(level: str) -> None:
     When the JSON handler is in place already (gunicorn set it up from the same config, or
     an earlier app did), only the levels change; other handlers are left alone.
     """
-    # Python warnings become log records too, not plain text on stderr.
+    # Python warnings become log records too, not plain text on stderr (in the gunicorn master
+    # as well: gunicorn.conf.py calls this before migrating).
     logging.captureWarnings(True)
     root = logging.getLogger()
     if any(isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter) for handler in root.handlers):

@@ -1,4 +1,5 @@
-"""Running the alembic migrations in `migrations/` and reading the schema revision."""
+"""Running the alembic migrations (shipped in the package as webhook_service/migrations, the
+repository's `migrations/`) and reading the schema revision."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, func, inspect, select
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select
 
-from webhook_service.storage.engine import WRITE_OPTION, create_database_engine
+from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.dialects.base import WRITE_OPTION
+from webhook_service.storage.engine import DATABASE_ERRORS, create_database_engine, describe_database_error
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-# The PostgreSQL advisory lock every migrator of a database takes first (a fixed number
-# that names this service's migrations), so that hosts starting together take turns.
-MIGRATION_LOCK_KEY = 0x77656268_6F6F6B01
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 # alembic's own bookkeeping table, read directly so that a readiness probe stays quiet.
 _version_table = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
@@ -105,8 +105,7 @@ def _run_alembic(database_url: str, alembic_command, revision: str, check=None) 
             # second migrator waits, then finds the work done, rather than interleaving.
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                dialect_of(conn).lock_migrations(conn)
                 if check is not None:
                     check(conn)
                 config = alembic_config(database_url)
@@ -114,3 +113,19 @@ def _run_alembic(database_url: str, alembic_command, revision: str, check=None) 
                 alembic_command(config, revision)
     finally:
         engine.dispose()
+
+
+class MigrationFailed(RuntimeError):
+    """The database could not be reached or migrated; the message says why, in one line."""
+
+
+def migrate(database_url: str) -> str:
+    """Upgrade to the newest revision and return it; raises MigrationFailed."""
+    try:
+        return upgrade_to_head(database_url)
+    except SchemaMismatch as error:
+        raise MigrationFailed(f"database migration refused: {error}") from None
+    except DATABASE_ERRORS as error:
+        # A file system error names its path (where the SQLite file could not be made).
+        reason = f"{type(error).__name__}: {error}" if isinstance(error, OSError) else describe_database_error(error)
+        raise MigrationFailed(f"database migration failed: {reason}") from None

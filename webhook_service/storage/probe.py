@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from webhook_service.storage.messages import DIALECT_INSERT
+from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.tables import write_probe
 from webhook_service.timestamps import utc_now_iso
-
-_UPSERT = {name: dialect_insert(write_probe) for name, dialect_insert in DIALECT_INSERT.items()}
 
 
 def rewrite_probe_row(conn: Connection, size: int) -> None:
@@ -17,10 +15,9 @@ def rewrite_probe_row(conn: Connection, size: int) -> None:
     A full disk can still take a tiny write (the WAL reuses its space) while deliveries
     fail, so the probe is as large as a delivery may be.
     """
-    statement = _UPSERT[conn.dialect.name]
-    values = {"id": 1, "payload": bytes(size), "written_at": utc_now_iso()}
+    statement = dialect_of(conn).insert(write_probe)
     conn.execute(
-        statement.values(**values).on_conflict_do_update(
+        statement.values(id=1, payload=bytes(size), written_at=utc_now_iso()).on_conflict_do_update(
             index_elements=[write_probe.c.id],
             set_={"payload": statement.excluded.payload, "written_at": statement.excluded.written_at},
         )

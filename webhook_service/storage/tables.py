@@ -17,7 +17,9 @@ messages = Table(
         "id",
         BigInteger().with_variant(Integer, "sqlite"),
         primary_key=True,
-        comment="Surrogate key in ingestion order; the SQLite rowid, and the text index's row key.",
+        autoincrement=False,
+        comment="The message's feed position: its place in commit order, never reused (taken from "
+        "message_totals.last_position); the SQLite rowid, and the text index's row key.",
     ),
     Column("message_id", OrderedText, nullable=False, comment="The sender's id; first delivery wins."),
     Column("from_msisdn", OrderedText, nullable=False, comment="Sender, E.164."),
@@ -42,6 +44,19 @@ messages = Table(
     Index("ix_messages_from_ts_instant", "from_msisdn", "ts_instant", "message_id"),
 )
 
+# The messages columns an insert writes, in one fixed order.
+MESSAGE_COLUMNS = (
+    "id",
+    "message_id",
+    "from_msisdn",
+    "to_msisdn",
+    "ts",
+    "ts_instant",
+    "text",
+    "text_folded",
+    "created_at",
+)
+
 sender_counts = Table(
     "sender_counts",
     metadata,
@@ -61,6 +76,12 @@ message_totals = Table(
     Column("id", Integer, primary_key=True, autoincrement=False, comment="Always 1: one row."),
     Column("total_messages", BigInteger, nullable=False, comment="Messages stored; kept with every insert and delete."),
     Column("senders_count", BigInteger, nullable=False, comment="Rows of sender_counts, i.e. distinct senders."),
+    Column(
+        "last_position",
+        BigInteger,
+        nullable=False,
+        comment="The highest feed position handed out; only ever grows, also when messages are purged.",
+    ),
 )
 
 write_probe = Table(

@@ -1,7 +1,7 @@
 """The JSON documents the service hands out, as marshmallow schemas.
 
 The views, the error handlers and the command line serialize through these schemas, and
-the OpenAPI document (webhook_service/openapi.py) is generated from them: what the service
+the OpenAPI document (api/openapi.py) is generated from them: what the service
 answers and what its document says come from one definition.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
+from webhook_service.storage.feed import FeedPage, encode_position
 from webhook_service.storage.messages import MessagePage, MessageStats, StoredMessage
 
 
@@ -38,6 +39,21 @@ class MessagePageSchema(Schema):
         required=True,
         allow_none=True,
         metadata={"description": "Pass as `cursor` for the next page (same filters); null on the last page."},
+    )
+
+
+class FeedPageSchema(Schema):
+    """One answer of GET /feed."""
+
+    data = fields.List(
+        fields.Nested(MessageSchema),
+        attribute="items",
+        required=True,
+        metadata={"description": "Messages in the order they were stored; empty when none followed in time."},
+    )
+    next = fields.String(
+        required=True,
+        metadata={"description": "Pass as `after` to read on (opaque, never null)."},
     )
 
 
@@ -113,6 +129,7 @@ class ValidationErrorSchema(Schema):
 
 _message = MessageSchema()
 _page = MessagePageSchema()
+_feed_page = FeedPageSchema()
 _stats = StatsSchema()
 _status = StatusSchema()
 _readiness = ReadinessSchema()
@@ -130,6 +147,11 @@ def page_document(page: MessagePage, limit: int, offset: int, next_cursor: str |
     return _page.dump(
         {"items": page.items, "total": page.total, "limit": limit, "offset": offset, "next_cursor": next_cursor}
     )
+
+
+def feed_document(page: FeedPage) -> dict:
+    """The GET /feed document."""
+    return _feed_page.dump({"items": page.items, "next": encode_position(page.next_position)})
 
 
 def stats_document(stats: MessageStats) -> dict:

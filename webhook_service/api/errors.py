@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import structlog
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from webhook_service.documents import error_document
+from webhook_service.api.context import current_metrics
+from webhook_service.api.outputs import error_document
+from webhook_service.storage.engine import DATABASE_ERRORS, describe_database_error
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 # How long a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 5
@@ -31,20 +35,47 @@ class RequestValidationError(Exception):
 
 
 class ServiceUnavailable(Exception):
-    """A dependency (database, configuration) is not usable right now (503)."""
+    """A dependency (database, configuration) is not usable right now (503); `reason` says
+    why for the logs and readiness, `detail` is what the client is told."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, reason: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.reason = reason or detail
 
 
-def json_error(status: int, detail: object) -> Response:
-    """A response with the service's error shape; a 503 tells the client when to retry."""
-    response = jsonify(error_document(detail))
+DATABASE_UNAVAILABLE = "database unavailable; retry later"
+
+
+@contextmanager
+def database_failures(operation: str, *, warning: bool = False) -> Iterator[None]:
+    """Turn a database failure inside the block into one counted, logged ServiceUnavailable.
+
+    `operation` (write, read, readiness) labels the metric and the log line; `warning`
+    logs at WARNING where the caller reports the failure itself (readiness).
+    """
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        reason = describe_database_error(exc)
+        current_metrics().count_database_error(operation)
+        log = logger.warning if warning else logger.error
+        log("database failed", operation=operation, error=reason)
+        raise ServiceUnavailable(DATABASE_UNAVAILABLE, reason) from None
+
+
+def json_response(document: dict, status: int = 200) -> Response:
+    """`document` as JSON; a 503 tells the client when to retry."""
+    response = jsonify(document)
     response.status_code = status
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+def json_error(status: int, detail: object) -> Response:
+    """A response with the service's error shape."""
+    return json_response(error_document(detail), status)
 
 
 def _handle_http_exception(error: HTTPException) -> Response:

@@ -7,6 +7,7 @@ from flask import current_app
 from webhook_service.config import Settings
 from webhook_service.observability.metrics import ServiceMetrics
 from webhook_service.signatures import Verifier
+from webhook_service.storage.commit_signal import FeedWaiters
 from webhook_service.storage.engine import Database
 from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import NewMessage
@@ -17,6 +18,7 @@ SCHEMA_HEAD_KEY = "webhook_service.schema_head"
 MESSAGE_WRITER_KEY = "webhook_service.message_writer"
 VERIFIER_KEY = "webhook_service.verifier"
 METRICS_KEY = "webhook_service.metrics"
+FEED_WAITERS_KEY = "webhook_service.feed_waiters"
 
 
 def current_settings() -> Settings:
@@ -47,3 +49,8 @@ def current_verifier() -> Verifier:
 def current_metrics() -> ServiceMetrics:
     """The current app's metrics."""
     return current_app.extensions[METRICS_KEY]
+
+
+def current_feed_waiters() -> FeedWaiters:
+    """The long-polls of GET /feed this process holds."""
+    return current_app.extensions[FEED_WAITERS_KEY]

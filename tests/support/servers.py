@@ -13,12 +13,13 @@ import sys
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from tests.conftest import make_message
-from webhook_service.signatures import sign_legacy
+from tests.support.messages import E2E_SECRET, make_message, signed_body
+from tests.support.metrics import parse_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 30
@@ -54,12 +55,43 @@ def request(
         conn.close()
 
 
-def signed_post(port: int, payload: dict, secret: str, headers: dict | None = None) -> Response:
+def signed_post(port: int, payload: dict, secret: str = E2E_SECRET, headers: dict | None = None) -> Response:
     """POST /webhook with a valid signature for `payload` under `secret`."""
-    body = json.dumps(payload).encode()
-    all_headers = {"X-Signature": sign_legacy(secret, body), "Content-Type": "application/json"}
+    body, all_headers = signed_body(payload, secret)
     all_headers.update(headers or {})
     return request(port, "POST", "/webhook", body, all_headers)
+
+
+def concurrent_posts(port: int, payload: dict, count: int, secret: str = E2E_SECRET) -> list[int]:
+    """`count` simultaneous signed posts of one payload; returns their statuses."""
+    barrier = threading.Barrier(count)
+
+    def post(_):
+        barrier.wait(timeout=30)
+        return signed_post(port, payload, secret).status
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(post, range(count)))
+
+
+def chunked_post(port: int, body: bytes, headers: dict) -> tuple[int, bytes]:
+    """POST /webhook with a chunked body of 4 KiB pieces; returns the status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        pieces = (body[start : start + 4096] for start in range(0, len(body), 4096))
+        conn.request("POST", "/webhook", body=pieces, headers=headers, encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def scrape(port: int) -> dict:
+    """GET /metrics, checked for Prometheus' content type, parsed."""
+    response = request(port, "GET", "/metrics")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse_metrics(response.body.decode())
 
 
 def wait_until(check, timeout: float = START_TIMEOUT_SECONDS, interval: float = 0.1) -> bool:
@@ -101,6 +133,10 @@ class Gunicorn:
     bind: bool = True
     # A command that runs gunicorn (setpriv, to drop privileges), if any.
     wrapper: list[str] = field(default_factory=list)
+    # The interpreter whose gunicorn and webhook_service run, and the folder they start in
+    # (by default the repository's, so that wsgi.py and the package come from the checkout).
+    python: str = sys.executable
+    cwd: Path = ROOT
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -109,7 +145,7 @@ class Gunicorn:
         self.log_path = self.workdir / f"gunicorn-{self.port}-{time.monotonic_ns()}.log"
         env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(self.env)
-        command = [*self.wrapper, sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+        command = [*self.wrapper, self.python, "-m", "gunicorn", "-c", str(self.cwd / "gunicorn.conf.py")]
         if self.bind:
             command += ["--bind", f"127.0.0.1:{self.port}"]
         if self.workers is not None:
@@ -117,7 +153,7 @@ class Gunicorn:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [*command, self.app],
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -165,9 +201,10 @@ class Gunicorn:
 class Load:
     """Threads posting unique signed messages until stopped; remembers what was acknowledged."""
 
-    def __init__(self, port: int, secret: str, threads: int = 8) -> None:
+    def __init__(self, port: int, secret: str, threads: int = 8, prefix: str = "load") -> None:
         self.port = port
         self.secret = secret
+        self.prefix = prefix
         self.acknowledged: list[str] = []
         self.statuses: list[int | str] = []
         self._stop = threading.Event()
@@ -177,7 +214,7 @@ class Load:
         sequence = 0
         deadline = time.monotonic() + 60
         while not self._stop.is_set() and time.monotonic() < deadline:
-            message_id = f"load-{number}-{sequence}"
+            message_id = f"{self.prefix}-{number}-{sequence}"
             sequence += 1
             try:
                 status = signed_post(self.port, make_message(message_id=message_id), self.secret).status

@@ -1,26 +1,38 @@
 """The OpenAPI 3 document of the service, generated with apispec from the marshmallow schemas
-that validate the requests (webhook_service/schemas.py) and serialize the answers
-(webhook_service/documents.py)."""
+that validate the requests (api/inputs.py) and serialize the answers
+(api/outputs.py)."""
 
 from __future__ import annotations
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from webhook_service.documents import (
+from webhook_service.api.errors import RETRY_AFTER_SECONDS
+from webhook_service.api.inputs import (
+    Cursor,
+    FeedPosition,
+    FeedQuerySchema,
+    MessagesQuerySchema,
+    QueryInteger,
+    WebhookMessageSchema,
+)
+from webhook_service.api.outputs import (
     ErrorSchema,
+    FeedPageSchema,
     MessagePageSchema,
     ReadinessSchema,
     StatsSchema,
     StatusSchema,
     ValidationErrorSchema,
 )
-from webhook_service.schemas import Cursor, MessagesQuerySchema, QueryInteger, WebhookMessageSchema
 
 OPENAPI_VERSION = "3.0.3"
 
 _RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "example": 5}}
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "example": RETRY_AFTER_SECONDS},
+    }
 }
 
 
@@ -69,6 +81,7 @@ def build_openapi_document(version: str) -> dict:
     )
     marshmallow.map_to_openapi_type(QueryInteger, "integer", None)
     marshmallow.map_to_openapi_type(Cursor, "string", None)
+    marshmallow.map_to_openapi_type(FeedPosition, "string", None)
     spec.components.security_scheme(
         "standardWebhooks",
         {
@@ -102,6 +115,7 @@ def build_openapi_document(version: str) -> dict:
     for name, schema in (
         ("WebhookMessage", WebhookMessageSchema),
         ("MessagePage", MessagePageSchema),
+        ("FeedPage", FeedPageSchema),
         ("Stats", StatsSchema),
         ("Status", StatusSchema),
         ("Readiness", ReadinessSchema),
@@ -144,6 +158,28 @@ def build_openapi_document(version: str) -> dict:
                 "security": reads_security,
                 "parameters": [{"in": "query", "schema": MessagesQuerySchema}],
                 "responses": {"200": _json("MessagePage", "One page."), **_errors(401, 422, 503)},
+            }
+        },
+    )
+    spec.path(
+        path="/feed",
+        operations={
+            "get": {
+                "summary": "Follow every message, in the order stored",
+                "description": (
+                    "Walking `next` from any position gives every message stored after it exactly once, in the "
+                    "order the messages were stored (the same for every reader, on every worker and host), and "
+                    "none stored before it; positions stay valid across restarts and purges. When nothing "
+                    "follows and `wait` > 0, the request is held until a message is stored or `wait` ends. "
+                    "Each worker holds at most FEED_MAX_WAITERS such requests; more are answered at once."
+                ),
+                "operationId": "feed",
+                "security": reads_security,
+                "parameters": [{"in": "query", "schema": FeedQuerySchema}],
+                "responses": {
+                    "200": _json("FeedPage", "What follows `after`, maybe nothing."),
+                    **_errors(401, 422, 503),
+                },
             }
         },
     )

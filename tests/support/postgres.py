@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.e2e.server import free_port
+from tests.support.servers import free_port
 
 SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "cluster-admin-password"

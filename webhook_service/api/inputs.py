@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
 
-from webhook_service.errors import RequestValidationError
+from webhook_service.api.errors import RequestValidationError
 from webhook_service.storage.cursor import MalformedCursor, Position, decode_cursor
+from webhook_service.storage.feed import LATEST, MalformedPosition, decode_position
 from webhook_service.storage.messages import MessageFilter, NewMessage
 from webhook_service.timestamps import instant_key
 
@@ -24,6 +26,9 @@ MAX_QUERY_TEXT_CHARS = 4096
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
 MAX_OFFSET = 2**63 - 1
+MAX_FEED_LIMIT = 1000
+DEFAULT_FEED_LIMIT = 100
+MAX_FEED_WAIT_SECONDS = 30
 
 E164_PATTERN = re.compile(r"\+[0-9]{1,15}")
 # The forms below as the OpenAPI document states them (the validators above decide).
@@ -51,6 +56,10 @@ OFFSET_TOO_SMALL = "Input should be greater than or equal to 0"
 OFFSET_TOO_LARGE = f"Input should be less than or equal to {MAX_OFFSET}"
 NOT_A_CURSOR = "Value error, not a cursor: pass next_cursor from a previous page as it was"
 OFFSET_WITH_CURSOR = "Value error, offset must be 0 or absent when cursor is given"
+NOT_A_POSITION = "Value error, not a feed position: pass next from a previous answer as it was, or latest"
+FEED_LIMIT_TOO_LARGE = f"Input should be less than or equal to {MAX_FEED_LIMIT}"
+WAIT_TOO_SMALL = OFFSET_TOO_SMALL
+WAIT_TOO_LARGE = f"Input should be less than or equal to {MAX_FEED_WAIT_SECONDS}"
 
 ERROR_TYPES = {
     FIELD_REQUIRED: "missing",
@@ -63,6 +72,8 @@ ERROR_TYPES = {
     OFFSET_TOO_SMALL: "greater_than_equal",
     LIMIT_TOO_LARGE: "less_than_equal",
     OFFSET_TOO_LARGE: "less_than_equal",
+    FEED_LIMIT_TOO_LARGE: "less_than_equal",
+    WAIT_TOO_LARGE: "less_than_equal",
 }
 
 _STRING_ERRORS = {"required": FIELD_REQUIRED, "null": NOT_A_STRING, "invalid": NOT_A_STRING}
@@ -130,6 +141,18 @@ class Cursor(fields.Field):
             raise ValidationError(NOT_A_CURSOR) from None
 
 
+class FeedPosition(fields.Field):
+    """A `next` handed out by GET /feed, or `latest`: the position itself, or LATEST."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs) -> int | str:
+        if value == LATEST:
+            return LATEST
+        try:
+            return decode_position(value if isinstance(value, str) else "")
+        except MalformedPosition:
+            raise ValidationError(NOT_A_POSITION) from None
+
+
 class WebhookMessageSchema(Schema):
     """The signed JSON body of POST /webhook. Unknown fields are ignored."""
 
@@ -168,6 +191,16 @@ class WebhookMessageSchema(Schema):
             ts=data["ts"],
             text=data["text"],
         )
+
+
+@dataclass(frozen=True)
+class MessagesQuery:
+    """A validated GET /messages query."""
+
+    message_filter: MessageFilter
+    limit: int
+    offset: int
+    cursor: Position | None
 
 
 class MessagesQuerySchema(Schema):
@@ -218,17 +251,66 @@ class MessagesQuerySchema(Schema):
             raise ValidationError(OFFSET_WITH_CURSOR, field_name="offset")
 
     @post_load
-    def normalize(self, data: dict[str, Any], **kwargs) -> dict[str, Any]:
+    def to_query(self, data: dict[str, Any], **kwargs) -> MessagesQuery:
         sender = data["from_"] or None
         # An unencoded `+` in a query string arrives as a space.
         if sender is not None and sender.startswith(" "):
             sender = "+" + sender[1:]
-        data["filter"] = MessageFilter(sender=sender, since=data["since"], text_contains=data["q"] or None)
-        return data
+        return MessagesQuery(
+            message_filter=MessageFilter(sender=sender, since=data["since"], text_contains=data["q"] or None),
+            limit=data["limit"],
+            offset=data["offset"],
+            cursor=data["cursor"],
+        )
+
+
+@dataclass(frozen=True)
+class FeedQuery:
+    """A validated GET /feed query: `after` a position, LATEST, or None for the beginning."""
+
+    after: int | str | None
+    limit: int
+    wait_seconds: int
+
+
+class FeedQuerySchema(Schema):
+    """The query string of GET /feed. Unknown parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    after = FeedPosition(
+        load_default=None,
+        metadata={
+            "type": "string",
+            "description": "`next` of an earlier answer, as it was (opaque); `latest` for the feed's current end; "
+            "absent for its beginning.",
+            "example": "latest",
+        },
+    )
+    limit = QueryInteger(
+        load_default=DEFAULT_FEED_LIMIT,
+        validate=_int_range(1, MAX_FEED_LIMIT, LIMIT_TOO_SMALL, FEED_LIMIT_TOO_LARGE),
+        metadata={"minimum": 1, "maximum": MAX_FEED_LIMIT},
+    )
+    wait = QueryInteger(
+        load_default=0,
+        validate=_int_range(0, MAX_FEED_WAIT_SECONDS, WAIT_TOO_SMALL, WAIT_TOO_LARGE),
+        metadata={
+            "minimum": 0,
+            "maximum": MAX_FEED_WAIT_SECONDS,
+            "description": "Seconds to hold the request when nothing follows `after`, until a message is stored.",
+        },
+    )
+
+    @post_load
+    def to_query(self, data: dict[str, Any], **kwargs) -> FeedQuery:
+        return FeedQuery(after=data["after"], limit=data["limit"], wait_seconds=data["wait"])
 
 
 webhook_message_schema = WebhookMessageSchema()
 messages_query_schema = MessagesQuerySchema()
+feed_query_schema = FeedQuerySchema()
 
 
 def _detail(location: str, schema: Schema, messages: dict[str, list[str]]) -> list[dict]:
@@ -316,7 +398,7 @@ def load_webhook_message(document: Mapping[str, Any]) -> NewMessage:
         raise RequestValidationError(_detail("body", webhook_message_schema, exc.messages)) from None
 
 
-def load_messages_query(args: Mapping[str, str]) -> dict[str, Any]:
+def load_messages_query(args: Mapping[str, str]) -> MessagesQuery:
     """Validate /messages query parameters into limit, offset and a MessageFilter.
 
     Raises RequestValidationError listing every bad parameter.
@@ -325,3 +407,11 @@ def load_messages_query(args: Mapping[str, str]) -> dict[str, Any]:
         return messages_query_schema.load(args)
     except ValidationError as exc:
         raise RequestValidationError(_detail("query", messages_query_schema, exc.messages)) from None
+
+
+def load_feed_query(args: Mapping[str, str]) -> FeedQuery:
+    """Validate /feed query parameters; raises RequestValidationError listing every bad one."""
+    try:
+        return feed_query_schema.load(args)
+    except ValidationError as exc:
+        raise RequestValidationError(_detail("query", feed_query_schema, exc.messages)) from None

@@ -1,0 +1,37 @@
+"""Reading and writing the database straight, outside the service's code, on either backend."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import text
+
+from webhook_service.storage.engine import create_database_engine
+
+
+def run_sql(url: str, statement: str, parameters: dict | None = None) -> list[tuple]:
+    """Run one statement in its own transaction and return its rows."""
+    engine = create_database_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), parameters or {})
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def stored_ids(url_or_path: str | Path) -> list[str]:
+    """The message_ids stored, in feed order. A SQLite file is only read (never made or
+    migrated), so this is safe on a database the test has damaged or removed."""
+    if isinstance(url_or_path, Path) or url_or_path.startswith("sqlite:///"):
+        path = Path(str(url_or_path).removeprefix("sqlite:///"))
+        with sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True) as conn:
+            return [row[0] for row in conn.execute("SELECT message_id FROM messages ORDER BY id")]
+    return [row[0] for row in run_sql(url_or_path, "SELECT message_id FROM messages ORDER BY id")]
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of a sqlite:/// URL."""
+    return Path(url.removeprefix("sqlite:///"))

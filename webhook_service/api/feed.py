@@ -1,0 +1,35 @@
+"""GET /feed: every stored message once, in the order stored; long-polled when caught up."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify, request
+
+from webhook_service.api.context import current_feed_waiters
+from webhook_service.api.inputs import load_feed_query
+from webhook_service.api.outputs import feed_document
+from webhook_service.api.reads import read_transaction
+from webhook_service.storage.feed import BEGINNING, LATEST, latest_position, read_feed
+
+bp = Blueprint("feed", __name__)
+
+
+@bp.get("/feed")
+def get_feed():
+    """Messages stored after `after`; with `wait`, held until one is stored (or `wait` ends).
+    422 for bad parameters."""
+    query = load_feed_query({key: request.args.getlist(key)[-1] for key in request.args})
+    deadline = time.monotonic() + query.wait_seconds
+    waiters = current_feed_waiters()
+    after = BEGINNING if query.after is None else query.after
+    while True:
+        counter = waiters.counter()
+        # A short read, its connection back in the pool before any wait.
+        with read_transaction() as conn:
+            latest = latest_position(conn)
+            if after == LATEST:
+                after = latest
+            page = read_feed(conn, after, query.limit)
+        if page.items or query.wait_seconds == 0 or not waiters.wait(counter, latest, deadline):
+            return jsonify(feed_document(page))

@@ -1,0 +1,179 @@
+"""The interface every database dialect implements, and what its implementations share."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import ColumnElement, Connection, Engine, Insert, Table, bindparam, update
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+
+from webhook_service.storage.tables import message_totals
+
+# The engine attribute that carries its dialect (see dialect_of).
+ENGINE_DIALECT_ATTRIBUTE = "webhook_service_dialect"
+# Execution options of a connection, read when its transaction begins: a write takes the
+# write lock up front; `LOCK_WAIT_OPTION` (milliseconds) shortens how long it waits for it.
+WRITE_OPTION = "webhook_service_write"
+LOCK_WAIT_OPTION = "webhook_service_lock_wait_ms"
+# How long a write waits for a lock another writer holds, on every database.
+LOCK_WAIT_MS = 5000
+# How long a pooled connection may be waited for when every one is in use.
+POOL_TIMEOUT_SECONDS = 5
+
+# How inserts and deletes change the totals row (SQLite's insert path has its own driver statement).
+ADD_TO_TOTALS = (
+    update(message_totals)
+    .where(message_totals.c.id == 1)
+    .values(
+        total_messages=message_totals.c.total_messages + bindparam("messages_added"),
+        senders_count=message_totals.c.senders_count + bindparam("senders_added"),
+    )
+)
+
+# The monotonic time by which the statements of the current request must finish, if any.
+_query_deadline: ContextVar[float | None] = ContextVar("webhook_service_query_deadline", default=None)
+
+
+@contextmanager
+def statement_deadline(seconds: float) -> Iterator[None]:
+    """Every statement run in this block (this thread or task) must end within `seconds`."""
+    token = _query_deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _query_deadline.reset(token)
+
+
+def remaining_budget_ms() -> int | None:
+    """Milliseconds left of the current deadline (at least 1), or None without one."""
+    deadline = _query_deadline.get()
+    if deadline is None:
+        return None
+    return max(1, int((deadline - time.monotonic()) * 1000))
+
+
+def past_deadline() -> bool:
+    """True once the current deadline, if any, has passed."""
+    deadline = _query_deadline.get()
+    return deadline is not None and time.monotonic() > deadline
+
+
+class BackupUnsupported(Exception):
+    """This database is backed up with its own tools; the message names them."""
+
+
+class BackupFailed(Exception):
+    """The copy could not be made; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How to find texts holding a folded needle: conditions that hold exactly for them, and
+    how many texts match when an index already knows it (None: count the rows)."""
+
+    conditions: list[ColumnElement[bool]]
+    known_count: int | None = None
+
+
+InsertedRows = set[str]
+
+
+class Dialect(ABC):
+    """One database's way of doing what the service needs. One instance per Database (it may
+    hold that database's writer lock), made by dialect_for_url."""
+
+    # Whether app hosts other than this one may write to the database (their commits reach
+    # no memory of this host, so a waiting feed reader must ask the database).
+    shared_by_hosts = False
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    # Engines and transactions.
+
+    @abstractmethod
+    def create_engine(self, *, serving: bool, pool_size: int) -> Engine:
+        """An engine with the durability and timeout settings the service relies on.
+
+        `serving`: connections for requests (bounded statements, an existing database), as
+        opposed to migrations (which may create the database and take long).
+        """
+
+    def attach(self, engine: Engine) -> Engine:
+        """Make `engine` carry this dialect, for dialect_of."""
+        setattr(engine, ENGINE_DIALECT_ATTRIBUTE, self)
+        return engine
+
+    @contextmanager
+    def writer_turn(self) -> Iterator[None]:
+        """Held around a write transaction: where the database has one writer at a time,
+        writers queue here instead of polling for its lock."""
+        yield
+
+    def confirm_same_database(self, conn: Connection) -> None:
+        """After a commit: raise OSError when what was written is not the database at the
+        URL any more (a replaced file). Nothing to check where the server owns the files."""
+
+    def budget_exceeded(self, error: OperationalError) -> bool:
+        """True when `error` is a statement stopped by the current deadline."""
+        return False
+
+    def lock_migrations(self, conn: Connection) -> None:
+        """Inside the migration transaction: make other migrators of this database wait."""
+
+    def close(self) -> None:
+        """Release what this dialect holds for its database in this process."""
+
+    # Values.
+
+    def to_column(self, value: str) -> str:
+        """A string as this database stores it in message_id and text."""
+        return value
+
+    def from_column(self, value: str) -> str:
+        """A stored message_id or text as it was sent."""
+        return value
+
+    @property
+    @abstractmethod
+    def insert(self) -> Callable[[Table], Insert]:
+        """The INSERT construct with ON CONFLICT support."""
+
+    # Messages.
+
+    @abstractmethod
+    def reserve_positions(self, conn: Connection, count: int) -> int:
+        """Take the next `count` feed positions for this transaction; returns the last one
+        taken before them (the first new position is that plus one).
+
+        Positions follow the order in which transactions commit: the implementation says why.
+        """
+
+    @abstractmethod
+    def insert_if_new(self, conn: Connection, rows: list[dict]) -> InsertedRows:
+        """Insert the rows (stored form, message_id order) whose message_id is not stored
+        yet, the earlier row of a repeated id winning; returns the inserted message_ids."""
+
+    @abstractmethod
+    def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
+        """Add the messages just inserted, by sender, to the sender counts and totals."""
+
+    @abstractmethod
+    def search_plan(self, conn: Connection, folded: str) -> SearchPlan:
+        """How to find the texts whose folded form holds `folded`, made cheap."""
+
+    def backup(self, destination: Path, progress: Callable[[int, int], None] | None = None) -> None:
+        """Copy the database consistently to a new file while it is written.
+
+        `progress(done, total)` is told how far it is. Raises BackupUnsupported where the
+        database's own tools do this, BackupFailed when the copy cannot be made.
+        """
+        raise BackupUnsupported("this database is backed up with its own tools")

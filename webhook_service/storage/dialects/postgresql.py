@@ -1,0 +1,167 @@
+"""PostgreSQL: one server for several app hosts, pg_trgm for search, psycopg 3."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import OperationalError
+
+from webhook_service.storage.dialects.base import (
+    ADD_TO_TOTALS,
+    LOCK_WAIT_MS,
+    LOCK_WAIT_OPTION,
+    POOL_TIMEOUT_SECONDS,
+    BackupUnsupported,
+    Dialect,
+    InsertedRows,
+    SearchPlan,
+    remaining_budget_ms,
+)
+from webhook_service.storage.tables import message_totals, messages, sender_counts
+
+# psycopg 3, whichever way the URL names PostgreSQL.
+DRIVERNAME = "postgresql+psycopg"
+CONNECT_TIMEOUT_SECONDS = 5
+# How long a served statement may run at most (the gunicorn worker timeout is 30 s).
+STATEMENT_TIMEOUT_MS = 25_000
+# SQLSTATE of a statement cancelled by statement_timeout.
+QUERY_CANCELED = "57014"
+# The advisory lock every migrator of a database takes first (a fixed number that names
+# this service's migrations), so that hosts starting together take turns.
+MIGRATION_LOCK_KEY = 0x77656268_6F6F6B01
+
+# PostgreSQL text cannot hold NUL, which a JSON string may: in message_id and text it is
+# stored escaped, NUL as U+0001 U+0001 and U+0001 as U+0001 U+0002. The escape keeps
+# code point order (NUL and U+0001 still sort below every other character, in their own
+# order), so ids order, compare and stay unique as on SQLite, which stores them as sent.
+_ESCAPED = re.compile("\x01([\x01\x02])")
+
+# Built once: constructing the statement per call cost more than the commit.
+_INSERT_IF_NEW = (
+    postgresql.insert(messages)
+    .on_conflict_do_nothing(index_elements=[messages.c.message_id])
+    .returning(messages.c.message_id)
+)
+_RESERVE_POSITIONS = (
+    update(message_totals)
+    .where(message_totals.c.id == 1)
+    .values(last_position=message_totals.c.last_position + bindparam("count"))
+    .returning(message_totals.c.last_position - bindparam("count"))
+)
+# Whether the upsert inserted the sender's row (xmax is 0 only for a row this statement
+# inserted) is the one reliable answer to "new sender?" when several hosts write at once,
+# read under the row lock the upsert holds until commit.
+_UPSERT_SENDER = postgresql.insert(sender_counts).values(from_msisdn=bindparam("sender"), message_count=bindparam("n"))
+_ADD_TO_SENDER = _UPSERT_SENDER.on_conflict_do_update(
+    index_elements=[sender_counts.c.from_msisdn],
+    set_={"message_count": sender_counts.c.message_count + _UPSERT_SENDER.excluded.message_count},
+).returning(literal_column("xmax = 0", Boolean))
+
+
+def escape_nul(value: str) -> str:
+    """`value` in its stored form: NUL and U+0001 escaped, order kept."""
+    if "\x00" not in value and "\x01" not in value:
+        return value
+    return value.replace("\x01", "\x01\x02").replace("\x00", "\x01\x01")
+
+
+def unescape_nul(value: str) -> str:
+    """The value escape_nul was given."""
+    if "\x01" not in value:
+        return value
+    return _ESCAPED.sub(lambda match: "\x00" if match.group(1) == "\x01" else "\x01", value)
+
+
+class PostgresDialect(Dialect):
+    """A PostgreSQL database that several app hosts share."""
+
+    shared_by_hosts = True
+
+    def create_engine(self, *, serving: bool, pool_size: int) -> Engine:
+        """Serving connections carry statement and lock timeouts (migrations do not: building
+        an index over millions of rows takes longer); the pool holds at most `pool_size`."""
+        options = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "webhook-service"}
+        if serving:
+            options["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS:d} -c lock_timeout={LOCK_WAIT_MS:d}"
+        engine = create_engine(
+            self.url.set(drivername=DRIVERNAME),
+            hide_parameters=True,
+            # A connection the server closed (a restart, a failover) is noticed at checkout
+            # and replaced, instead of failing the request that drew it.
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=POOL_TIMEOUT_SECONDS,
+            connect_args=options,
+        )
+        event.listen(engine, "begin", _begin_transaction)
+        return self.attach(engine)
+
+    def budget_exceeded(self, error: OperationalError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == QUERY_CANCELED
+
+    def lock_migrations(self, conn: Connection) -> None:
+        conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+
+    def to_column(self, value: str) -> str:
+        return escape_nul(value)
+
+    def from_column(self, value: str) -> str:
+        return unescape_nul(value)
+
+    @property
+    def insert(self):
+        return postgresql.insert
+
+    def reserve_positions(self, conn: Connection, count: int) -> int:
+        """Positions in commit order: a sequence value is taken at insert, not at commit, so
+        two hosts' transactions could commit out of order and a reader that had passed the
+        later position would never see the earlier one. Instead positions are taken from
+        the one totals row, whose lock this UPDATE holds until the transaction ends: the
+        next writer gets its positions only after this transaction has committed (or rolled
+        back, leaving a gap that no one ever fills). So a transaction with higher positions
+        always commits after every one with lower positions, and a reader's snapshot that
+        holds a position holds every committed lower one too. This runs first in every
+        write transaction that changes the totals (purge locks the row first too), so the
+        row is always the first lock taken: no deadlock."""
+        return conn.execute(_RESERVE_POSITIONS, {"count": count}).scalar_one()
+
+    def insert_if_new(self, conn: Connection, rows: list[dict]) -> InsertedRows:
+        return set(conn.execute(_INSERT_IF_NEW, rows).scalars())
+
+    def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
+        # Senders in sorted order: two transactions lock their rows in one order, no deadlock.
+        new_rows = conn.execute(_ADD_TO_SENDER, [{"sender": sender, "n": added[sender]} for sender in sorted(added)])
+        senders_added = sum(1 for inserted in new_rows.scalars() if inserted)
+        conn.execute(ADD_TO_TOTALS, {"messages_added": sum(added.values()), "senders_added": senders_added})
+
+    def backup(self, destination, progress=None) -> None:
+        raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
+
+    def search_plan(self, conn: Connection, folded: str) -> SearchPlan:
+        """A LIKE with % _ and \\ escaped (so they stay literal), which the pg_trgm GIN index serves."""
+        return SearchPlan([messages.c.text_folded.contains(folded, autoescape=True)])
+
+
+def _begin_transaction(connection) -> None:
+    # A read under a time budget: the server cancels its statements once the budget is spent.
+    remaining = remaining_budget_ms()
+    if remaining is not None:
+        connection.exec_driver_sql("SELECT set_config('statement_timeout', %(ms)s, true)", {"ms": str(remaining)})
+    lock_wait_ms = connection.get_execution_options().get(LOCK_WAIT_OPTION)
+    if lock_wait_ms is not None:
+        connection.exec_driver_sql("SELECT set_config('lock_timeout', %(ms)s, true)", {"ms": str(int(lock_wait_ms))})

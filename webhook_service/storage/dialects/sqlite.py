@@ -1,0 +1,296 @@
+"""SQLite: one file on one host, one writer at a time, FTS5 trigrams for search."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import Connection, Engine, create_engine, event, false, func, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.pool import QueuePool
+
+from webhook_service.storage.dialects.base import (
+    LOCK_WAIT_MS,
+    LOCK_WAIT_OPTION,
+    WRITE_OPTION,
+    BackupFailed,
+    Dialect,
+    InsertedRows,
+    SearchPlan,
+    past_deadline,
+)
+from webhook_service.storage.tables import MESSAGE_COLUMNS, messages, messages_text_index, messages_text_vocabulary
+
+# After a checkpoint the WAL file is cut back to this size; a long read can make it grow far
+# beyond (no checkpoint can pass a reader), and without a limit it would stay that large.
+JOURNAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
+# SQLite calls the progress handler every this many virtual machine instructions (~1 ms).
+PROGRESS_INSTRUCTIONS = 20_000
+# The trigram index answers substrings of at least three characters; shorter ones scan.
+TEXT_INDEX_MIN_CHARS = 3
+# A needle whose rarest trigram is in more texts than this is found faster by reading
+# messages in page order and testing each text than by collecting every candidate first.
+COMMON_TRIGRAM_TEXTS = 20_000
+BACKUP_PAGES_PER_STEP = 1024
+
+_FILE_IDENTITY = "webhook_service_file_identity"
+_PATH = "webhook_service_path"
+
+# The batch's statements run on the driver's connection inside the serialized write
+# transaction, where SQLAlchemy's own per-statement work cost as much as SQLite's
+# (ingestion fell 19% that way, 4% this way). Only placeholders vary with the batch size.
+_INSERT_PREFIX = f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES "
+_ROW_PLACEHOLDERS = "(" + ", ".join("?" * len(MESSAGE_COLUMNS)) + ")"
+_INSERT_SUFFIX = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+_RESERVE_POSITIONS = (
+    "UPDATE message_totals SET last_position = last_position + ? WHERE id = 1 RETURNING last_position - ?"
+)
+# Writers never overlap here, so "known before" can be read up front.
+_KNOWN_SENDERS = "SELECT from_msisdn FROM sender_counts WHERE from_msisdn IN (SELECT value FROM json_each(?))"
+_ADD_TO_SENDER = (
+    "INSERT INTO sender_counts (from_msisdn, message_count) VALUES (?, ?) "
+    "ON CONFLICT (from_msisdn) DO UPDATE SET message_count = message_count + excluded.message_count"
+)
+_ADD_TO_TOTALS = (
+    "UPDATE message_totals SET total_messages = total_messages + ?, senders_count = senders_count + ? WHERE id = 1"
+)
+
+
+class DatabaseFileChanged(OSError):
+    """The SQLite file was removed or replaced since this connection opened it."""
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (status.st_dev, status.st_ino)
+
+
+class SQLiteDialect(Dialect):
+    """A SQLite file in WAL mode, every commit fsynced."""
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url)
+        self.path = Path(url.database).absolute()
+        self._insert_statements: dict[int, str] = {}
+        self._thread_writer_lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._lock_fd_pid: int | None = None
+
+    @property
+    def writer_lock_path(self) -> Path:
+        """The file every process's writers lock in turn, beside the database."""
+        return self.path.with_name(self.path.name + "-writer.lock")
+
+    def create_engine(self, *, serving: bool, pool_size: int) -> Engine:
+        """Without `serving` (migrations) a missing file and its folder are made (OSError when
+        impossible); serving, the file must exist and be writable: a removed or read-only
+        file is a connection error, never a silent new empty database or a read-only one."""
+        if not serving:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        file_uri = f"file:{quote(str(self.path))}?mode={'rw' if serving else 'rwc'}"
+
+        def connect() -> sqlite3.Connection:
+            # No driver-side transaction handling: SQLAlchemy emits BEGIN for reads too, so a
+            # page and its total come from one snapshot.
+            return sqlite3.connect(
+                file_uri, uri=True, isolation_level=None, timeout=LOCK_WAIT_MS / 1000, check_same_thread=False
+            )
+
+        # The pool is named: from a bare "sqlite://" URL SQLAlchemy would pick the in-memory
+        # database's pool, which closes connections other threads are still using.
+        engine = create_engine(
+            "sqlite://", creator=connect, poolclass=QueuePool, pool_size=5, max_overflow=20, hide_parameters=True
+        )
+        event.listen(engine, "connect", self._configure_connection)
+        event.listen(engine, "checkout", lambda dbapi, record, proxy: self._check_same_file(record.info))
+        event.listen(engine, "begin", _begin_transaction)
+        return self.attach(engine)
+
+    def _configure_connection(self, dbapi_connection, record) -> None:
+        record.info[_FILE_IDENTITY] = _file_identity(self.path)
+        record.info[_PATH] = self.path
+        dbapi_connection.set_progress_handler(past_deadline, PROGRESS_INSTRUCTIONS)
+        cursor = dbapi_connection.cursor()
+        try:
+            # WAL lets readers run beside the writer; FULL fsyncs the WAL on every commit, so
+            # an acknowledged message survives a power loss, not just a process crash.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS:d}")
+            cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT_BYTES:d}")
+        finally:
+            cursor.close()
+
+    def _check_same_file(self, info: dict) -> None:
+        # A pooled connection to a file that was since deleted or replaced (a backup restored
+        # underneath the service) would go on reading and writing the old inode, and every
+        # message acknowledged there would be gone at the next start.
+        if info.get(_FILE_IDENTITY) != _file_identity(self.path):
+            raise DisconnectionError("the database file was replaced or removed")
+
+    def confirm_same_database(self, conn: Connection) -> None:
+        """Raise DatabaseFileChanged if the file written is no longer at its path."""
+        if conn.connection.info.get(_FILE_IDENTITY) != _file_identity(self.path):
+            conn.invalidate()
+            raise DatabaseFileChanged("the database file was replaced or removed while the service ran")
+
+    @contextmanager
+    def writer_turn(self) -> Iterator[None]:
+        # SQLite has one writer at a time and its busy handler polls with growing sleeps, so
+        # under load a waiting writer loses to whoever commits next and waits many ms.
+        # Queueing writers on a thread lock, then on a file lock shared by every process,
+        # hands the turn over as soon as it is released.
+        with self._thread_writer_lock:
+            fd = self._writer_lock_fd()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _writer_lock_fd(self) -> int:
+        pid = os.getpid()
+        if self._lock_fd is None or self._lock_fd_pid != pid:
+            self._lock_fd = os.open(self.writer_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fd_pid = pid
+        return self._lock_fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None and self._lock_fd_pid == os.getpid():
+            os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def budget_exceeded(self, error: OperationalError) -> bool:
+        # The progress handler returned true: SQLite stopped the statement.
+        return "interrupted" in str(error.orig)
+
+    @property
+    def insert(self):
+        return sqlite.insert
+
+    def reserve_positions(self, conn: Connection, count: int) -> int:
+        """Positions in commit order: every write transaction holds SQLite's one write lock
+        from its BEGIN IMMEDIATE to its commit, so a transaction that takes positions after
+        another also commits after it. The high-water mark lives in message_totals, so a
+        position is never handed out twice, also after the newest messages are purged (a
+        rowid alone would be: SQLite gives max(rowid) + 1)."""
+        driver = conn.connection.driver_connection
+        return driver.execute(_RESERVE_POSITIONS, (count, count)).fetchone()[0]
+
+    def insert_if_new(self, conn: Connection, rows: list[dict]) -> InsertedRows:
+        parameters = [row[column] for row in rows for column in MESSAGE_COLUMNS]
+        driver = conn.connection.driver_connection
+        return {message_id for (message_id,) in driver.execute(self._insert_statement(len(rows)), parameters)}
+
+    def _insert_statement(self, rows: int) -> str:
+        statement = self._insert_statements.get(rows)
+        if statement is None:
+            statement = _INSERT_PREFIX + ", ".join([_ROW_PLACEHOLDERS] * rows) + _INSERT_SUFFIX
+            self._insert_statements[rows] = statement
+        return statement
+
+    def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
+        driver = conn.connection.driver_connection
+        # A sender not known before this batch adds one to senders_count.
+        known = driver.execute(_KNOWN_SENDERS, (json.dumps(list(added)),)).fetchall()
+        driver.executemany(_ADD_TO_SENDER, list(added.items()))
+        driver.execute(_ADD_TO_TOTALS, (sum(added.values()), len(added) - len(known)))
+
+    def search_plan(self, conn: Connection, folded: str) -> SearchPlan:
+        """instr compares literally; a needle of three or more characters is first narrowed
+        to the texts holding its two rarest trigrams, when they are rare enough for that to
+        pay off. A three-character needle is one trigram: the index knows its count."""
+        contains = func.instr(messages.c.text_folded, folded) > 0
+        if len(folded) < TEXT_INDEX_MIN_CHARS:
+            return SearchPlan([contains])
+        trigram_texts = _trigram_text_counts(conn, folded)
+        if trigram_texts is None:
+            return SearchPlan([false()], known_count=0)
+        known_count = trigram_texts[folded] if len(folded) == TEXT_INDEX_MIN_CHARS else None
+        rarest = sorted(trigram_texts, key=trigram_texts.get)[:2]
+        if trigram_texts[rarest[0]] > COMMON_TRIGRAM_TEXTS:
+            return SearchPlan([contains], known_count)
+        # Each trigram a quoted FTS phrase: operators and punctuation in the input stay literal.
+        query = " AND ".join('"' + trigram.replace('"', '""') + '"' for trigram in rarest)
+        candidates = select(messages_text_index.c.rowid).where(messages_text_index.c.text_folded.match(query))
+        return SearchPlan([messages.c.id.in_(candidates), contains], known_count)
+
+    def backup(self, destination: Path, progress: Callable[[int, int], None] | None = None) -> None:
+        if not self.path.exists():
+            raise BackupFailed(f"no database at {self.path}")
+        try:
+            source = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True)
+        except sqlite3.Error as error:
+            raise BackupFailed(f"cannot open {self.path}: {error}") from None
+        try:
+            target = sqlite3.connect(destination)
+        except sqlite3.Error as error:
+            source.close()
+            raise BackupFailed(f"cannot create {destination}: {error}") from None
+        try:
+            # SQLite's online backup: copies page by page and restarts a step when a writer
+            # changed pages meanwhile, so the copy is one consistent state.
+            source.backup(
+                target,
+                pages=BACKUP_PAGES_PER_STEP,
+                progress=None if progress is None else lambda _s, remaining, total: progress(total - remaining, total),
+            )
+            target.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as error:
+            target.close()
+            destination.unlink(missing_ok=True)
+            raise BackupFailed(str(error)) from None
+        except BaseException:
+            target.close()
+            destination.unlink(missing_ok=True)
+            raise
+        finally:
+            source.close()
+        target.close()
+
+
+def _begin_transaction(connection) -> None:
+    # Writers take the write lock up front: a deferred transaction that touches the FTS5
+    # index reads before it writes, and SQLite then fails with "database is locked" at
+    # once instead of waiting out the busy timeout when another worker has committed.
+    options = connection.get_execution_options()
+    if not options.get(WRITE_OPTION):
+        connection.exec_driver_sql("BEGIN")
+        return
+    lock_wait_ms = options.get(LOCK_WAIT_OPTION)
+    if lock_wait_ms is None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    # The lock is waited for at BEGIN IMMEDIATE alone; the connection's next user waits as long as usual.
+    driver = connection.connection.driver_connection
+    driver.execute(f"PRAGMA busy_timeout={int(lock_wait_ms):d}")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS:d}")
+
+
+def _trigram_text_counts(conn: Connection, folded: str) -> dict[str, int] | None:
+    """How many texts hold each trigram of `folded`; None when one is in no text at all."""
+    trigrams = {folded[start : start + 3] for start in range(len(folded) - 2)}
+    counts = dict(
+        conn.execute(
+            select(messages_text_vocabulary.c.term, messages_text_vocabulary.c.doc).where(
+                messages_text_vocabulary.c.term.in_(trigrams)
+            )
+        ).all()
+    )
+    return counts if len(counts) == len(trigrams) else None
