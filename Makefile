@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate backup lint format bench profile bench-queries bench-wal install install-dev clean
+.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-wal install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ profile: install-dev
 ROWS ?= 1000000
 bench-queries: install
 	$(BIN)/python bench/queries.py --rows $(ROWS)
+
+# Feed pages at the start, middle and end of ROWS messages, long-poll wake-up latency, idle waiters' cost.
+bench-feed: install
+	$(BIN)/python bench/feed.py --rows $(ROWS)
 
 # WAL size under ingestion while a long read holds an old snapshot, and after it ends.
 bench-wal: install

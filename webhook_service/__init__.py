@@ -70,7 +70,9 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
             return latest_position(conn)
 
     app.extensions[FEED_WAITERS_KEY] = FeedWaiters(
-        settings.feed_max_waiters, latest_position=feed_end_in_database if database.dialect.shared_by_hosts else None
+        settings.feed_max_waiters,
+        latest_position=feed_end_in_database if database.dialect.shared_by_hosts else None,
+        on_waiting=metrics.feed_long_polls.set,
     )
     init_request_observability(app, metrics, settings.trusted_proxies)
     read_guard = bearer_guard(settings.api_tokens)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import secrets
+import signal
 import sys
 import time
 import urllib.error
@@ -24,6 +25,15 @@ from webhook_service.config import ConfigError, Settings
 from webhook_service.signatures import LEGACY_HEADER, sign_legacy, standard_headers
 from webhook_service.storage.dialects import BackupFailed, BackupUnsupported
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
+from webhook_service.storage.feed import (
+    BEGINNING,
+    LATEST,
+    MalformedPosition,
+    decode_position,
+    encode_position,
+    latest_position,
+    read_feed,
+)
 from webhook_service.storage.messages import (
     MessageFilter,
     count_messages_before,
@@ -39,6 +49,9 @@ from webhook_service.version import __version__
 PURGE_BATCH = 100
 EXPORT_PAGE = 1000
 EXPORT_FIELDS = ("message_id", "from", "to", "ts", "text", "created_at")
+TAIL_PAGE = 500
+# tail reads the database directly, from outside the server: it looks for new messages this often.
+TAIL_POLL_SECONDS = 0.25
 
 
 def _settings() -> Settings:
@@ -276,3 +289,55 @@ def stats() -> None:
     with _database(_settings()) as database, database.read_transaction() as conn:
         result = message_stats(conn)
     click.echo(json.dumps(stats_document(result)))
+
+
+def _feed_start(after: str | None, beginning: bool) -> int | str:
+    if after is not None and beginning:
+        raise click.UsageError("give --after or --beginning, not both")
+    if beginning:
+        return BEGINNING
+    if after is None or after == LATEST:
+        return LATEST
+    try:
+        return decode_position(after)
+    except MalformedPosition:
+        raise click.BadParameter(
+            "expected a position printed by tail or a next of GET /feed", param_hint="--after"
+        ) from None
+
+
+@main.command()
+@click.option("--after", help="a position to start after (printed by tail when stopped, or a /feed next)")
+@click.option("--beginning", is_flag=True, help="start at the first message stored")
+@click.option("--limit", type=click.IntRange(1), help="stop after this many messages")
+def tail(after: str | None, beginning: bool, limit: int | None) -> None:
+    """Print the feed as JSON lines, one per message, as messages are stored.
+
+    Starts at the feed's end unless told otherwise. When stopped (Ctrl-C, SIGTERM or
+    --limit), prints the position to resume from on stderr.
+    """
+    position = _feed_start(after, beginning)
+    printed = 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    with _database(_settings()) as database:
+        try:
+            while limit is None or printed < limit:
+                with database.read_transaction() as conn:
+                    if position == LATEST:
+                        position = latest_position(conn)
+                    page = read_feed(conn, position, TAIL_PAGE if limit is None else min(TAIL_PAGE, limit - printed))
+                for message in page.items:
+                    click.echo(json.dumps(message_document(message), ensure_ascii=False))
+                printed += len(page.items)
+                position = page.next_position
+                if not page.items:
+                    time.sleep(TAIL_POLL_SECONDS)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if position != LATEST:
+                click.echo(f"resume with: webhook-service tail --after {encode_position(position)}", err=True)
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt

@@ -1,9 +1,11 @@
 """The command line while real gunicorn serves and writes the same database."""
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,3 +80,47 @@ def test_send_backup_purge_export_and_stats_while_the_server_writes(tmp_path, se
         assert request(restored.port, "GET", "/messages").json()["total"] == copied
     finally:
         restored.stop()
+
+
+def test_tail_prints_each_message_once_as_it_is_stored_and_where_to_resume(tmp_path, server_env):
+    server = Gunicorn(workdir=tmp_path, env=server_env, workers=2).start()
+    env = {**server_env, "PATH": "/usr/bin:/bin"}
+    try:
+        for number in range(3):
+            assert signed_post(server.port, make_message(message_id=f"before-{number}"), SECRET).status == 200
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "webhook_service", "tail"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(1.5)  # tail starts at the feed's end: the three above are behind it
+            for number in range(5):
+                assert signed_post(server.port, make_message(message_id=f"live-{number}"), SECRET).status == 200
+            lines = [json.loads(follower.stdout.readline()) for _ in range(5)]
+        finally:
+            follower.send_signal(signal.SIGINT)
+            _, stderr = follower.communicate(timeout=20)
+        assert [line["message_id"] for line in lines] == [f"live-{number}" for number in range(5)]
+        assert set(lines[0]) == {"message_id", "from", "to", "ts", "text", "created_at"}
+        assert follower.returncode == 0
+        resume = stderr.decode().strip().splitlines()[-1]
+        assert resume.startswith("resume with: webhook-service tail --after ")
+        position = resume.rsplit(" ", 1)[1]
+        assert signed_post(server.port, make_message(message_id="after-stop"), SECRET).status == 200
+        resumed = cli(env, "tail", "--after", position, "--limit", "1")
+        assert resumed.returncode == 0 and [json.loads(line)["message_id"] for line in resumed.stdout.splitlines()] == [
+            "after-stop"
+        ]
+        everything = cli(env, "tail", "--beginning", "--limit", "9")
+        assert [json.loads(line)["message_id"] for line in everything.stdout.splitlines()] == [
+            *(f"before-{number}" for number in range(3)),
+            *(f"live-{number}" for number in range(5)),
+            "after-stop",
+        ]
+        bad = cli(env, "tail", "--after", "nowhere")
+        assert bad.returncode == 2 and b"--after" in bad.stderr
+    finally:
+        server.stop()

@@ -55,6 +55,7 @@ class ServiceMetrics:
     commit_seconds: Histogram
     database_errors: Counter
     build_info: Gauge
+    feed_long_polls: Gauge
     _child_cache: dict = field(default_factory=dict)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
@@ -146,6 +147,12 @@ def create_metrics(registry: CollectorRegistry, version: str) -> ServiceMetrics:
             registry=registry,
             # Dead workers' values vanish with them, so restarts leave no files behind.
             multiprocess_mode="livemax",
+        ),
+        feed_long_polls=Gauge(
+            "webhook_feed_long_polls",
+            "GET /feed requests held now, waiting for a message (at most FEED_MAX_WAITERS per worker).",
+            registry=registry,
+            multiprocess_mode="livesum",
         ),
     )
     for result in WebhookResult:

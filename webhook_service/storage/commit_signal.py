@@ -1,6 +1,6 @@
 """Telling held feed readers that messages were stored, without a database connection.
 
-Every committed batch of deliveries bumps one counter in memory that all workers of the
+Every committed batch of deliveries changes one value in memory that all workers of the
 server share (`COMMITS`, mapped in the gunicorn master before it forks). A reader holding a
 long-poll reads the counter before its query (before its snapshot) and waits until it
 moves: a commit its query could not see moves it afterwards, so no wake-up is lost. In the process that committed,
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import structlog
 
-from webhook_service.storage.shared_memory import exclusive, shared_block
+from webhook_service.storage.shared_memory import shared_block
 
 WATCH_INTERVAL_SECONDS = 0.05
 REMOTE_INTERVAL_SECONDS = 0.5
@@ -30,22 +30,27 @@ logger = structlog.get_logger(__name__)
 
 
 class CommitSignal:
-    """A counter every worker of the server sees, moved after each committed batch."""
+    """A value every worker of the server sees, changed after each committed batch.
+
+    The value is the monotonic clock in nanoseconds at the latest commit's bump, written
+    whole (one aligned 8-byte store) without a lock: whatever two workers write at once,
+    it differs from what any reader saw before either wrote.
+    """
 
     def __init__(self) -> None:
         self._memory = shared_block(_COUNTER.size)
         self._listeners: weakref.WeakSet[FeedWaiters] = weakref.WeakSet()
 
     def value(self) -> int:
-        """The counter now."""
+        """The value now."""
         return _COUNTER.unpack_from(self._memory, 0)[0]
 
     def bump(self) -> None:
         """Say that messages were committed just now: wakes this process's readers at once."""
-        with exclusive():
-            _COUNTER.pack_into(self._memory, 0, self.value() + 1)
+        _COUNTER.pack_into(self._memory, 0, max(time.monotonic_ns(), self.value() + 1))
         for waiters in list(self._listeners):
-            waiters.notify()
+            if waiters.waiting:
+                waiters.notify()
 
     def listen(self, waiters: FeedWaiters) -> None:
         self._listeners.add(waiters)
@@ -59,7 +64,8 @@ class FeedWaiters:
     """The long-polls one process holds: at most `max_waiters` at once.
 
     `latest_position` (where several hosts write) reads the feed's end from the database;
-    it is called by the watcher thread, never by a waiting request.
+    it is called by the watcher thread, never by a waiting request. `on_waiting` is told
+    how many are held whenever that changes (a gauge).
     """
 
     def __init__(
@@ -67,8 +73,10 @@ class FeedWaiters:
         max_waiters: int,
         signal: CommitSignal = COMMITS,
         latest_position: Callable[[], int] | None = None,
+        on_waiting: Callable[[int], None] | None = None,
     ) -> None:
         self.max_waiters = max_waiters
+        self._on_waiting = on_waiting
         self._signal = signal
         self._latest_position = latest_position
         self._condition = threading.Condition()
@@ -99,6 +107,7 @@ class FeedWaiters:
             if self._stopping or self._waiting >= self.max_waiters:
                 return False
             self._waiting += 1
+            self._tell_waiting()
             self._start_watcher()
             self._condition.notify_all()  # the watcher starts looking
             try:
@@ -112,6 +121,11 @@ class FeedWaiters:
                 return False
             finally:
                 self._waiting -= 1
+                self._tell_waiting()
+
+    def _tell_waiting(self) -> None:
+        if self._on_waiting is not None:
+            self._on_waiting(self._waiting)
 
     def _moved(self, counter: int, latest_position: int) -> bool:
         if self._signal.value() != counter:
@@ -128,6 +142,12 @@ class FeedWaiters:
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """stop(), and wait for the watcher thread to end (before the database is disposed)."""
+        self.stop()
+        if self._watcher is not None:
+            self._watcher.join(timeout)
 
     def _start_watcher(self) -> None:
         # Started by the first wait of the process (threads do not survive a fork).
