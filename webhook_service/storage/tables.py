@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -128,3 +128,42 @@ def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
     if type_ == "index":
         return name == TEXT_TRIGRAM_INDEX_NAME
     return type_ == "table" and bool(name) and name.startswith(TEXT_INDEX_NAME)
+
+
+# The forwarder's state. Every message with a position up to a destination's `position`
+# has been delivered to it, or has a row in forward_deliveries (waiting, leased, or dead);
+# the messages after it are the destination's backlog: the feed itself, not a copy.
+forward_destinations = Table(
+    "forward_destinations",
+    metadata,
+    Column("name", OrderedText, primary_key=True, comment="The destination's name in the forwarder's TOML file."),
+    Column(
+        "position",
+        BigInteger,
+        nullable=False,
+        comment="Feed position up to which every message is delivered or has a forward_deliveries row.",
+    ),
+    Column("created_at", Text, nullable=False, comment="When the forwarder first served it, UTC ISO-8601."),
+)
+
+forward_deliveries = Table(
+    "forward_deliveries",
+    metadata,
+    Column("destination", OrderedText, primary_key=True, comment="forward_destinations.name."),
+    Column("position", BigInteger, primary_key=True, comment="The message's feed position (messages.id)."),
+    Column("state", Text, nullable=False, comment="pending (to be tried, maybe leased now) or dead (a dead letter)."),
+    Column("attempts", Integer, nullable=False, comment="Attempts made since it was queued (or replayed)."),
+    Column(
+        "queued_at",
+        Float,
+        nullable=False,
+        comment="When it was queued or replayed, epoch seconds: max_age counts from it.",
+    ),
+    Column("next_attempt_at", Float, nullable=False, comment="Not tried again before this, epoch seconds."),
+    Column("lease_owner", Text, nullable=True, comment="The forwarder trying it now, if any."),
+    Column("lease_until", Float, nullable=True, comment="Until when that forwarder holds it, epoch seconds."),
+    Column("last_status", Integer, nullable=True, comment="The HTTP status of the last attempt, if it got one."),
+    Column("last_error", Text, nullable=True, comment="What went wrong in the last attempt, in one line."),
+    Column("last_attempt_at", Float, nullable=True, comment="When the last attempt ended, epoch seconds."),
+    Index("ix_forward_deliveries_due", "destination", "state", "next_attempt_at"),
+)

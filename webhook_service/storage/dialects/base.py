@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -70,6 +72,31 @@ class BackupUnsupported(Exception):
     """This database is backed up with its own tools; the message names them."""
 
 
+class ForwarderLock:
+    """A lock one forwarder holds while it serves a destination: a file locked with flock,
+    which the kernel releases when its holder dies, however it dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if no one holds it; True when taken."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class BackupFailed(Exception):
     """The copy could not be made; the message says why, in one line."""
 
@@ -128,6 +155,11 @@ class Dialect(ABC):
 
     def lock_migrations(self, conn: Connection) -> None:
         """Inside the migration transaction: make other migrators of this database wait."""
+
+    def forwarder_lock(self, destination: str) -> ForwarderLock | None:
+        """Where only one forwarder may serve a destination (one host), the lock it holds
+        while it does; None where several share a destination's work through leases."""
+        return None
 
     def close(self) -> None:
         """Release what this dialect holds for its database in this process."""

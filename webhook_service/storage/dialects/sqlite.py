@@ -25,6 +25,7 @@ from webhook_service.storage.dialects.base import (
     WRITE_OPTION,
     BackupFailed,
     Dialect,
+    ForwarderLock,
     InsertedRows,
     SearchPlan,
     past_deadline,
@@ -167,6 +168,11 @@ class SQLiteDialect(Dialect):
             self._lock_fd = os.open(self.writer_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             self._lock_fd_pid = pid
         return self._lock_fd
+
+    def forwarder_lock(self, destination: str) -> ForwarderLock:
+        # One host: one forwarder serves a destination, and at its start it may take over
+        # every lease a killed predecessor left.
+        return ForwarderLock(self.path.with_name(f"{self.path.name}-forward-{destination}.lock"))
 
     def close(self) -> None:
         if self._lock_fd is not None and self._lock_fd_pid == os.getpid():

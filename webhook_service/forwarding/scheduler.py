@@ -1,0 +1,379 @@
+"""One destination's delivery loop: take messages from the feed (and due retries), keep at
+most `concurrency` attempts in flight, record each outcome in the database.
+
+Retries wait between half and all of min(backoff_max, backoff_initial * 2^(n-1)) after the
+n-th failed attempt (a 429's or 503's Retry-After instead, up to an hour or backoff_max if
+longer, and no attempt to the destination at all before it); after
+max_attempts or max_age_seconds a message is a dead letter, and any status other than 2xx,
+408, 429 and 5xx makes one at once. After BREAKER_FAILURES failures in a row the destination
+is taken for down: one attempt at a time, spaced out the same way (a probe, preferring a
+message not yet tried, so that one message it keeps refusing cannot keep it closed), and
+nothing new is taken from the feed until an attempt succeeds. The backlog stays the feed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import structlog
+
+from webhook_service.forwarding.config import Destination
+from webhook_service.forwarding.delivery import Attempt, Result, Sender, webhook_id
+from webhook_service.forwarding.metrics import ForwarderMetrics
+from webhook_service.storage import forwarding as state
+from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
+from webhook_service.storage.feed import latest_position
+
+# Messages taken from the feed at once, per slot of concurrency.
+BATCH_PER_SLOT = 8
+# How often an idle destination looks for new messages, and for due retries.
+POLL_SECONDS = 0.05
+RETRY_CHECK_SECONDS = 0.5
+# Outcomes are written together, at most this often (each write is a transaction).
+FLUSH_SECONDS = 0.02
+# How often the lag and dead-letter gauges are read from the database.
+GAUGE_SECONDS = 2.0
+LEASE_MARGIN_SECONDS = 5.0
+BREAKER_FAILURES = 3
+# A Retry-After is honoured up to the larger of this and backoff_max_seconds.
+RETRY_AFTER_CEILING_SECONDS = 3600.0
+# After a database failure, the loop waits this long before it tries again.
+DATABASE_RETRY_SECONDS = 1.0
+
+logger = structlog.get_logger("webhook_service.forwarder")
+
+
+def backoff_seconds(destination: Destination, failures: int, rng: random.Random) -> float:
+    """Between half and all of min(backoff_max, backoff_initial * 2^(failures-1))."""
+    ceiling = min(destination.backoff_max_seconds, destination.backoff_initial_seconds * 2 ** max(0, failures - 1))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+class DestinationWorker(threading.Thread):
+    """Delivers every stored message to one destination until `stopping` is set."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        database: Database,
+        metrics: ForwarderMetrics,
+        owner: str,
+        stopping: threading.Event,
+    ) -> None:
+        super().__init__(name=f"forward-{destination.name}", daemon=True)
+        self.destination = destination
+        self.database = database
+        self.metrics = metrics
+        self.owner = owner
+        self.stopping = stopping
+        self.sender = Sender(destination)
+        self._rng = random.Random()
+        self._pool = ThreadPoolExecutor(max_workers=destination.concurrency, thread_name_prefix=self.name)
+        self._condition = threading.Condition()
+        self._queue: deque[state.Claimed] = deque()
+        self._results: list[tuple[state.Claimed, Attempt, float]] = []
+        self._held: set[int] = set()  # positions leased here: queued or in flight
+        self._in_flight = 0
+        self._position = -1  # the destination's position as last seen (a hint)
+        self._failures_in_a_row = 0
+        self._next_probe_at = 0.0
+        self._paused_until = 0.0
+        self._next_retry_check = 0.0
+        self._next_gauges = 0.0
+        self._next_renewal = 0.0
+        self._last_flush = 0.0
+        self._sole_forwarder = False
+
+    # The loop.
+
+    def run(self) -> None:
+        lock = self.database.dialect.forwarder_lock(self.destination.name)
+        if lock is not None and not self._wait_for(lock):
+            return
+        # The only forwarder of this destination may take over what a killed one left leased.
+        self._sole_forwarder = lock is not None
+        try:
+            if self._register():
+                self._serve()
+        finally:
+            self._stop()
+            if lock is not None:
+                lock.release()
+
+    def _wait_for(self, lock) -> bool:
+        said = False
+        while not self.stopping.is_set():
+            if lock.acquire():
+                return True
+            if not said:
+                logger.warning(
+                    "another forwarder serves this destination on this database; waiting for it to stop",
+                    destination=self.destination.name,
+                )
+                said = True
+            self.stopping.wait(1.0)
+        return False
+
+    def _register(self) -> bool:
+        while not self.stopping.is_set():
+            try:
+                with self.database.write_transaction() as conn:
+                    self._position = state.register_destination(conn, self.destination.name, self.destination.start)
+                logger.info("forwarding", destination=self.destination.name, position=self._position)
+                return True
+            except DATABASE_ERRORS as error:
+                self._database_failed("register", error)
+        return False
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            now = time.time()
+            try:
+                self._flush(now)
+                self._update_gauges(now)
+                self._renew_leases(now)
+                if now >= self._paused_until:
+                    self._dispatch(now)
+            except DATABASE_ERRORS as error:
+                self._database_failed("state", error)
+                continue
+            with self._condition:
+                if not self._results:
+                    self._condition.wait(POLL_SECONDS)
+
+    def _dispatch(self, now: float) -> None:
+        slots = self._allowed(now) - self._in_flight
+        if slots <= 0:
+            return
+        if not self._queue:
+            self._take(now)
+        while slots > 0 and self._queue:
+            self._start(self._queue.popleft())
+            slots -= 1
+
+    def _probing(self) -> bool:
+        return self._failures_in_a_row >= BREAKER_FAILURES
+
+    def _allowed(self, now: float) -> int:
+        if not self._probing():
+            return self.destination.concurrency
+        return 1 if now >= self._next_probe_at else 0
+
+    # Taking work.
+
+    def _lease_until(self, now: float) -> float:
+        return now + lease_seconds(self.destination)
+
+    def _take(self, now: float) -> None:
+        probing = self._probing()
+        limit = 1 if probing else self.destination.concurrency * BATCH_PER_SLOT
+        claimed: list[state.Claimed] = []
+        if probing:
+            claimed = self._take_new(now, limit)
+        if len(claimed) < limit and now >= self._next_retry_check:
+            self._next_retry_check = now + RETRY_CHECK_SECONDS
+            claimed += self._take_due(now, limit - len(claimed))
+        if len(claimed) < limit and not probing:
+            claimed += self._take_new(now, limit - len(claimed))
+        self._held.update(item.position for item in claimed)
+        self._queue.extend(claimed)
+
+    def _take_due(self, now: float, limit: int) -> list[state.Claimed]:
+        name = self.destination.name
+        with self.database.read_transaction() as conn:
+            if not state.has_due(conn, name, self.owner, now, self._sole_forwarder):
+                return []
+        with self.database.write_transaction() as conn:
+            return state.claim_due(conn, name, self.owner, self._lease_until(now), now, limit, self._sole_forwarder)
+
+    def _take_new(self, now: float, limit: int) -> list[state.Claimed]:
+        with self.database.read_transaction() as conn:
+            if latest_position(conn) <= self._position:
+                return []
+        with self.database.write_transaction() as conn:
+            claimed = state.claim_new(conn, self.destination.name, self.owner, self._lease_until(now), now, limit)
+            self._position = state.destination_position(conn, self.destination.name)
+        return claimed
+
+    def _renew_leases(self, now: float) -> None:
+        if now < self._next_renewal:
+            return
+        self._next_renewal = now + self.destination.timeout_seconds / 2
+        if self._held:
+            with self.database.write_transaction() as conn:
+                state.renew_leases(conn, self.destination.name, self.owner, sorted(self._held), self._lease_until(now))
+
+    # Attempts.
+
+    def _start(self, claimed: state.Claimed) -> None:
+        if claimed.message is None:
+            # Purged before it could be sent: nothing is owed any more.
+            logger.info("forward skipped: message purged", destination=self.destination.name, position=claimed.position)
+            self._results.append((claimed, Attempt(Result.DELIVERED, 0.0), time.time()))
+            return
+        self._in_flight += 1
+        self.metrics.in_flight.labels(self.destination.name).set(self._in_flight)
+        self._pool.submit(self._attempt, claimed)
+
+    def _attempt(self, claimed: state.Claimed) -> None:
+        try:
+            attempt = self.sender.attempt(claimed.message)
+        except Exception as error:  # noqa: BLE001 - an attempt's outcome is always recorded
+            attempt = Attempt(Result.CONNECTION_ERROR, 0.0, error=f"{type(error).__name__}: {error}"[:300])
+        finished = time.time()
+        name = self.destination.name
+        self.metrics.attempts.labels(name, attempt.result.value).inc()
+        self.metrics.attempt_seconds.labels(name).set(attempt.seconds)
+        logger.info(
+            "forward attempt",
+            destination=name,
+            webhook_id=webhook_id(claimed.message.message_id),
+            message_id=claimed.message.message_id,
+            attempt=claimed.attempts + 1,
+            outcome=attempt.result.value,
+            status=attempt.status,
+            error=attempt.error,
+            latency_ms=round(attempt.seconds * 1000, 3),
+        )
+        with self._condition:
+            self._results.append((claimed, attempt, finished))
+            self._in_flight -= 1
+            self.metrics.in_flight.labels(name).set(self._in_flight)
+            self._condition.notify_all()
+
+    # Outcomes.
+
+    def _flush(self, now: float, force: bool = False) -> None:
+        with self._condition:
+            if not self._results or (not force and now - self._last_flush < FLUSH_SECONDS):
+                return
+            results, self._results = self._results, []
+        outcomes = [self._outcome(claimed, attempt, finished) for claimed, attempt, finished in results]
+        try:
+            with self.database.write_transaction() as conn:
+                state.record_outcomes(conn, self.destination.name, outcomes)
+                if self._probing() and self._queue:
+                    # Down: what was taken but not tried goes back, free for the probes.
+                    state.release_leases(conn, self.destination.name, self.owner, [c.position for c in self._queue])
+                    self._held.difference_update(c.position for c in self._queue)
+                    self._queue.clear()
+        except BaseException:
+            with self._condition:
+                self._results = results + self._results  # written on the next try
+            raise
+        self._last_flush = now
+        self._held.difference_update(outcome.position for outcome in outcomes)
+
+    def _outcome(self, claimed: state.Claimed, attempt: Attempt, finished: float) -> state.Outcome:
+        destination = self.destination
+        if attempt.result is Result.DELIVERED:
+            self._failures_in_a_row = 0
+            return state.Outcome(claimed.position, delivered=True)
+        attempts = claimed.attempts + 1
+        error = attempt.error or f"HTTP {attempt.status}"
+        if attempt.result.retried:
+            self._failures_in_a_row += 1
+            if self._probing():
+                self._next_probe_at = finished + backoff_seconds(
+                    destination, self._failures_in_a_row - BREAKER_FAILURES + 1, self._rng
+                )
+            if attempt.retry_after is not None:
+                delay = min(attempt.retry_after, max(destination.backoff_max_seconds, RETRY_AFTER_CEILING_SECONDS))
+                # The destination asked everyone to wait: no attempt to it before then.
+                self._paused_until = max(self._paused_until, finished + delay)
+            else:
+                delay = backoff_seconds(destination, attempts, self._rng)
+            expired = (
+                attempts >= destination.max_attempts or finished - claimed.queued_at >= destination.max_age_seconds
+            )
+            if not expired:
+                return state.Outcome(
+                    claimed.position,
+                    delivered=False,
+                    attempts=attempts,
+                    next_attempt_at=finished + delay,
+                    status=attempt.status,
+                    error=error,
+                    finished_at=finished,
+                )
+        self._dead_lettered(claimed, attempt)
+        return state.Outcome(
+            claimed.position,
+            delivered=False,
+            attempts=attempts,
+            dead=True,
+            next_attempt_at=finished,
+            status=attempt.status,
+            error=error,
+            finished_at=finished,
+        )
+
+    def _dead_lettered(self, claimed: state.Claimed, attempt: Attempt) -> None:
+        self.metrics.dead_lettered.labels(self.destination.name).inc()
+        logger.warning(
+            "forward dead letter",
+            destination=self.destination.name,
+            webhook_id=webhook_id(claimed.message.message_id),
+            message_id=claimed.message.message_id,
+            attempts=claimed.attempts + 1,
+            status=attempt.status,
+            error=attempt.error,
+        )
+
+    def _update_gauges(self, now: float) -> None:
+        if now < self._next_gauges:
+            return
+        self._next_gauges = now + GAUGE_SECONDS
+        name = self.destination.name
+        with self.database.read_transaction() as conn:
+            oldest = state.oldest_undelivered_at(conn, name)
+            dead = state.count_dead(conn, name)
+        self.metrics.dead_letters.labels(name).set(dead)
+        self.metrics.lag_seconds.labels(name).set(0.0 if oldest is None else max(0.0, now - _epoch(oldest)))
+
+    # Stopping and failures.
+
+    def _stop(self) -> None:
+        """Finish what is in flight within timeout_seconds, write the outcomes, give back the rest."""
+        deadline = time.monotonic() + self.destination.timeout_seconds
+        with self._condition:
+            while self._in_flight and time.monotonic() < deadline:
+                self._condition.wait(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self._flush(time.time(), force=True)
+            if self._queue:
+                with self.database.write_transaction() as conn:
+                    state.release_leases(conn, self.destination.name, self.owner, [c.position for c in self._queue])
+        except DATABASE_ERRORS as error:
+            # What is not written stays leased; it is tried again once the lease runs out.
+            logger.error(
+                "forwarder state not written at stop",
+                destination=self.destination.name,
+                error=describe_database_error(error),
+            )
+        self.sender.close()
+
+    def _database_failed(self, doing: str, error: BaseException) -> None:
+        logger.error(
+            "forwarder database failed",
+            destination=self.destination.name,
+            doing=doing,
+            error=describe_database_error(error),
+        )
+        self.stopping.wait(DATABASE_RETRY_SECONDS)
+
+
+def _epoch(created_at: str) -> float:
+    """Epoch seconds of a created_at (UTC ISO-8601 with microseconds and Z)."""
+    return datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def lease_seconds(destination: Destination) -> float:
+    """How long a lease lasts unrenewed before another forwarder may take the message over."""
+    return 2 * destination.timeout_seconds + LEASE_MARGIN_SECONDS

@@ -1,0 +1,339 @@
+"""The forwarder's state, written once for every database: a feed position per destination,
+and a row per message not yet delivered (leased while it is tried, or a dead letter).
+
+A destination's backlog is the feed after its position. Messages are taken from it in
+batches: the destination's row is locked, the batch gets rows leased to the forwarder that
+took it, and the position moves past it, in one transaction. So several forwarders of one
+destination (PostgreSQL hosts) never take the same message at once, and a forwarder killed
+at any moment leaves only leased rows behind, which expire and are tried again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, delete, func, insert, literal, or_, select, update
+
+from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.feed import latest_position
+from webhook_service.storage.messages import StoredMessage, page_columns, stored_message
+from webhook_service.storage.tables import forward_deliveries, forward_destinations, messages
+from webhook_service.timestamps import instant_key, utc_now_iso
+
+PENDING = "pending"
+DEAD = "dead"
+START_LATEST = "latest"
+START_BEGINNING = "beginning"
+
+
+class UnknownDestination(LookupError):
+    """No forwarder has served a destination of that name on this database."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message leased to this forwarder: its position, the attempts made so far, when it was
+    queued, and the message (None when it was purged since)."""
+
+    position: int
+    attempts: int
+    queued_at: float
+    message: StoredMessage | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt came to: delivered (the row goes), or tried again later / dead."""
+
+    position: int
+    delivered: bool
+    attempts: int = 0
+    dead: bool = False
+    next_attempt_at: float = 0.0
+    status: int | None = None
+    error: str | None = None
+    finished_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """A delivery still owed: waiting to be tried again, or a dead letter."""
+
+    message_id: str | None
+    position: int
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    last_attempt_at: str | None
+
+
+def register_destination(conn: Connection, name: str, start: str) -> int:
+    """Make sure the destination has a position (the feed's end, or its beginning, the first
+    time); returns its position. Run in a write transaction."""
+    position = conn.execute(
+        select(forward_destinations.c.position).where(forward_destinations.c.name == name)
+    ).scalar_one_or_none()
+    if position is not None:
+        return position
+    position = latest_position(conn) if start == START_LATEST else 0
+    statement = (
+        dialect_of(conn)
+        .insert(forward_destinations)
+        .on_conflict_do_nothing(index_elements=[forward_destinations.c.name])
+    )
+    conn.execute(statement.values(name=name, position=position, created_at=utc_now_iso()))
+    return conn.execute(select(forward_destinations.c.position).where(forward_destinations.c.name == name)).scalar_one()
+
+
+def destination_position(conn: Connection, name: str) -> int:
+    """The destination's position; raises UnknownDestination."""
+    position = conn.execute(
+        select(forward_destinations.c.position).where(forward_destinations.c.name == name)
+    ).scalar_one_or_none()
+    if position is None:
+        raise UnknownDestination(name)
+    return position
+
+
+def claim_new(conn: Connection, name: str, owner: str, lease_until: float, now: float, limit: int) -> list[Claimed]:
+    """Take up to `limit` messages after the destination's position, leased to `owner`, and
+    move the position past them. Run in a write transaction."""
+    position = conn.execute(
+        select(forward_destinations.c.position).where(forward_destinations.c.name == name).with_for_update()
+    ).scalar_one()
+    rows = conn.execute(
+        select(messages.c.id, *page_columns()).where(messages.c.id > position).order_by(messages.c.id).limit(limit)
+    ).all()
+    if not rows:
+        return []
+    conn.execute(
+        insert(forward_deliveries),
+        [
+            {
+                "destination": name,
+                "position": row.id,
+                "state": PENDING,
+                "attempts": 0,
+                "queued_at": now,
+                "next_attempt_at": now,
+                "lease_owner": owner,
+                "lease_until": lease_until,
+            }
+            for row in rows
+        ],
+    )
+    conn.execute(update(forward_destinations).where(forward_destinations.c.name == name).values(position=rows[-1].id))
+    dialect = dialect_of(conn)
+    return [Claimed(row.id, 0, now, stored_message(dialect, row)) for row in rows]
+
+
+def has_due(conn: Connection, name: str, owner: str, now: float, sole_forwarder: bool = False) -> bool:
+    """Whether a pending delivery is due and free for `owner` to take."""
+    due = _due(name, owner, now, sole_forwarder)
+    return conn.execute(select(forward_deliveries.c.position).where(*due).limit(1)).first() is not None
+
+
+def _due(name: str, owner: str, now: float, sole_forwarder: bool) -> list:
+    free = [forward_deliveries.c.lease_until.is_(None), forward_deliveries.c.lease_until < now]
+    if sole_forwarder:
+        # No other forwarder is alive: what another one holds, it held when it was killed.
+        free.append(forward_deliveries.c.lease_owner != owner)
+    return [
+        forward_deliveries.c.destination == name,
+        forward_deliveries.c.state == PENDING,
+        forward_deliveries.c.next_attempt_at <= now,
+        or_(*free),
+    ]
+
+
+def claim_due(
+    conn: Connection, name: str, owner: str, lease_until: float, now: float, limit: int, sole_forwarder: bool = False
+) -> list[Claimed]:
+    """Lease up to `limit` due deliveries to `owner`, oldest due first; rows another forwarder
+    holds are skipped (unless `sole_forwarder`: then only this one's own are). Run in a
+    write transaction."""
+    due = (
+        select(forward_deliveries.c.position)
+        .where(*_due(name, owner, now, sole_forwarder))
+        .order_by(forward_deliveries.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    leased = conn.execute(
+        update(forward_deliveries)
+        .where(forward_deliveries.c.destination == name, forward_deliveries.c.position.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=lease_until)
+        .returning(forward_deliveries.c.position, forward_deliveries.c.attempts, forward_deliveries.c.queued_at)
+    ).all()
+    found = _messages_at(conn, [row.position for row in leased])
+    return sorted(
+        (Claimed(row.position, row.attempts, row.queued_at, found.get(row.position)) for row in leased),
+        key=lambda claimed: claimed.position,
+    )
+
+
+def _messages_at(conn: Connection, positions: list[int]) -> dict[int, StoredMessage]:
+    if not positions:
+        return {}
+    dialect = dialect_of(conn)
+    rows = conn.execute(select(messages.c.id, *page_columns()).where(messages.c.id.in_(positions))).all()
+    return {row.id: stored_message(dialect, row) for row in rows}
+
+
+def renew_leases(conn: Connection, name: str, owner: str, positions: list[int], lease_until: float) -> None:
+    """Keep holding these deliveries (still queued or in flight here)."""
+    conn.execute(
+        update(forward_deliveries)
+        .where(
+            forward_deliveries.c.destination == name,
+            forward_deliveries.c.position.in_(positions),
+            forward_deliveries.c.lease_owner == owner,
+        )
+        .values(lease_until=lease_until)
+    )
+
+
+def release_leases(conn: Connection, name: str, owner: str, positions: list[int]) -> None:
+    """Give back deliveries taken but not tried: any forwarder may take them at once."""
+    conn.execute(
+        update(forward_deliveries)
+        .where(
+            forward_deliveries.c.destination == name,
+            forward_deliveries.c.position.in_(positions),
+            forward_deliveries.c.lease_owner == owner,
+        )
+        .values(lease_owner=None, lease_until=None)
+    )
+
+
+def record_outcomes(conn: Connection, name: str, outcomes: list[Outcome]) -> None:
+    """Delivered rows go; the others wait for their next attempt, or are dead letters."""
+    delivered = [outcome.position for outcome in outcomes if outcome.delivered]
+    if delivered:
+        conn.execute(
+            delete(forward_deliveries).where(
+                forward_deliveries.c.destination == name, forward_deliveries.c.position.in_(delivered)
+            )
+        )
+    failed = [outcome for outcome in outcomes if not outcome.delivered]
+    for outcome in failed:
+        conn.execute(
+            update(forward_deliveries)
+            .where(forward_deliveries.c.destination == name, forward_deliveries.c.position == outcome.position)
+            .values(
+                state=DEAD if outcome.dead else PENDING,
+                attempts=outcome.attempts,
+                next_attempt_at=outcome.next_attempt_at,
+                lease_owner=None,
+                lease_until=None,
+                last_status=outcome.status,
+                last_error=outcome.error,
+                last_attempt_at=outcome.finished_at,
+            )
+        )
+
+
+def count_dead(conn: Connection, name: str) -> int:
+    """The destination's dead letters now."""
+    return conn.execute(
+        select(func.count())
+        .select_from(forward_deliveries)
+        .where(forward_deliveries.c.destination == name, forward_deliveries.c.state == DEAD)
+    ).scalar_one()
+
+
+def oldest_undelivered_at(conn: Connection, name: str) -> str | None:
+    """When the oldest message the destination has not had (dead letters aside) was stored."""
+    position = destination_position(conn, name)
+    oldest_pending = (
+        select(func.min(forward_deliveries.c.position))
+        .where(forward_deliveries.c.destination == name, forward_deliveries.c.state == PENDING)
+        .scalar_subquery()
+    )
+    first_after = select(func.min(messages.c.id)).where(messages.c.id > position).scalar_subquery()
+    candidates = conn.execute(
+        select(messages.c.created_at).where(messages.c.id.in_([oldest_pending, first_after]))
+    ).scalars()
+    return min(candidates, default=None)
+
+
+def list_deliveries(conn: Connection, name: str, dead_only: bool, limit: int | None = None) -> list[DeliveryState]:
+    """The deliveries still owed (or the dead letters alone), oldest message first."""
+    destination_position(conn, name)
+    query = (
+        select(forward_deliveries, messages.c.message_id)
+        .select_from(forward_deliveries.outerjoin(messages, messages.c.id == forward_deliveries.c.position))
+        .where(forward_deliveries.c.destination == name)
+        .order_by(forward_deliveries.c.position)
+    )
+    if dead_only:
+        query = query.where(forward_deliveries.c.state == DEAD)
+    if limit is not None:
+        query = query.limit(limit)
+    dialect = dialect_of(conn)
+    return [
+        DeliveryState(
+            message_id=None if row.message_id is None else dialect.from_column(row.message_id),
+            position=row.position,
+            state=row.state,
+            attempts=row.attempts,
+            last_status=row.last_status,
+            last_error=row.last_error,
+            last_attempt_at=None if row.last_attempt_at is None else _iso(row.last_attempt_at),
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class ReplaySelection:
+    """Which messages to send again: the dead letters, one message, or a range of ts."""
+
+    failed: bool = False
+    message_id: str | None = None
+    since: str | None = None
+    before: str | None = None
+
+
+def replay(conn: Connection, name: str, selection: ReplaySelection, now: float, dry_run: bool) -> int:
+    """Queue the selected messages (only those the destination has been given or owed: the
+    feed after its position brings the rest anyway) to be sent again now, dead letters
+    included; returns how many. Run in a write transaction."""
+    position = destination_position(conn, name)
+    reset = {"state": PENDING, "attempts": 0, "queued_at": now, "next_attempt_at": now}
+    if selection.failed:
+        dead = [forward_deliveries.c.destination == name, forward_deliveries.c.state == DEAD]
+        if dry_run:
+            return conn.execute(select(func.count()).select_from(forward_deliveries).where(*dead)).scalar_one()
+        return conn.execute(update(forward_deliveries).where(*dead).values(**reset)).rowcount
+    dialect = dialect_of(conn)
+    chosen = select(messages.c.id).where(messages.c.id <= position)
+    if selection.message_id is not None:
+        chosen = chosen.where(messages.c.message_id == dialect.to_column(selection.message_id))
+    if selection.since is not None:
+        chosen = chosen.where(messages.c.ts_instant >= instant_key(selection.since))
+    if selection.before is not None:
+        chosen = chosen.where(messages.c.ts_instant < instant_key(selection.before))
+    if dry_run:
+        return conn.execute(select(func.count()).select_from(chosen.subquery())).scalar_one()
+    rows = select(
+        literal(name).label("destination"),
+        messages.c.id.label("position"),
+        literal(PENDING).label("state"),
+        literal(0).label("attempts"),
+        literal(now).label("queued_at"),
+        literal(now).label("next_attempt_at"),
+    ).where(messages.c.id.in_(chosen.scalar_subquery()))
+    statement = dialect.insert(forward_deliveries).from_select(
+        ["destination", "position", "state", "attempts", "queued_at", "next_attempt_at"], rows
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[forward_deliveries.c.destination, forward_deliveries.c.position], set_=reset
+    ).returning(forward_deliveries.c.position)
+    return len(conn.execute(statement).all())
