@@ -69,6 +69,22 @@ def test_the_monitoring_profile_uses_the_shipped_files(compose):
         assert expected in result.stdout
 
 
+def test_the_forwarding_profile_runs_the_forwarder_on_the_same_data_with_its_config_and_secret(compose):
+    result = compose("--profile", "forwarding", "config", env={"WEBHOOK_SECRET": "x"})
+    assert result.returncode == 0, result.stderr
+    forwarder = result.stdout.split("\n  forwarder:\n", 1)[1].split("\n  grafana:", 1)[0]
+    for expected in (
+        "- forward",
+        "- --metrics-port",
+        "deploy/forward.example.toml:/etc/webhook-service/forward.toml:ro",
+        "data:/data",
+        "forward-billing",
+        "condition: service_healthy",
+        "- forwarding",
+    ):
+        assert expected in forwarder, expected
+
+
 def test_a_missing_secret_is_refused_with_a_message(compose):
     result = compose("config", "-q", env={})
     assert result.returncode != 0

@@ -11,6 +11,8 @@ import pytest
 
 from tests.support.messages import E2E_SECRET as SECRET
 from tests.support.messages import make_message
+from tests.support.consumer import Answer, Consumer
+from tests.support.forwarder import FORWARD_SECRET, Forwarder, destination_toml
 from tests.support.servers import ROOT, Gunicorn, Prometheus, request, signed_post, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +52,10 @@ def recording_rules() -> list[str]:
 @pytest.fixture
 def monitored(tmp_path, server_env):
     app = Gunicorn(workdir=tmp_path, env=dict(server_env, METRICS_TOKEN=METRICS_TOKEN), workers=3).start()
+    # A consumer that refuses one message: the forwarder's dead-letter alert fires for it.
+    consumer = Consumer(FORWARD_SECRET, lambda message: Answer(400 if message["message_id"] == "live-3" else 200))
+    consumer.start()
+    forwarder = Forwarder(workdir=tmp_path, env=server_env, config=destination_toml("billing", consumer.url)).start()
     # The shipped rules, with one alert made quick to fire: what this test proves is that it can.
     quick_rules = tmp_path / "rules.yml"
     quick, replaced = re.subn(
@@ -58,13 +64,19 @@ def monitored(tmp_path, server_env):
     assert replaced == 1
     quick_rules.write_text(quick)
     prometheus = Prometheus(
-        workdir=tmp_path, scrape_port=app.port, rule_files=[quick_rules], metrics_token=METRICS_TOKEN
+        workdir=tmp_path,
+        scrape_port=app.port,
+        rule_files=[quick_rules],
+        metrics_token=METRICS_TOKEN,
+        forwarder_port=forwarder.metrics_port,
     )
     try:
         prometheus.start()
         yield app, prometheus
     finally:
         prometheus.stop()
+        forwarder.kill()
+        consumer.stop()
         app.stop()
 
 
@@ -87,6 +99,7 @@ def drive_mixed_traffic(port: int, seconds: float) -> None:
 def test_every_dashboard_query_and_recording_rule_returns_data_and_an_alert_fires(monitored):
     app, prometheus = monitored
     assert wait_until(lambda: prometheus.query('up{job="webhook-service"} == 1'), timeout=30)
+    assert wait_until(lambda: prometheus.query('up{job="webhook-forwarder"} == 1'), timeout=30)
     drive_mixed_traffic(app.port, seconds=8)
 
     missing = []
@@ -102,5 +115,16 @@ def test_every_dashboard_query_and_recording_rule_returns_data_and_an_alert_fire
         )
 
     assert wait_until(surge_firing, timeout=30), prometheus.alerts()
+
+    def dead_letters_alerted() -> bool:
+        return any(
+            alert["labels"]["alertname"] == "WebhookForwardDeadLettersGrowing"
+            and alert["labels"].get("destination") == "billing"
+            and alert["state"] == "firing"
+            for alert in prometheus.alerts()
+        )
+
+    assert wait_until(dead_letters_alerted, timeout=30), prometheus.alerts()
     calm = {alert["labels"]["alertname"] for alert in prometheus.alerts() if alert["state"] == "firing"}
     assert "WebhookServiceDown" not in calm and "WebhookIngestionFailing" not in calm
+    assert "WebhookForwarderDown" not in calm and "WebhookForwardLagHigh" not in calm

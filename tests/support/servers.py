@@ -313,6 +313,8 @@ class Prometheus:
     scrape_port: int
     rule_files: list[Path]
     metrics_token: str | None = None
+    # A forwarder's metrics port, scraped as job webhook-forwarder.
+    forwarder_port: int | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
@@ -331,6 +333,10 @@ class Prometheus:
             "rule_files": [str(path) for path in self.rule_files],
             "scrape_configs": [scrape],
         }
+        if self.forwarder_port is not None:
+            config["scrape_configs"].append(
+                {"job_name": "webhook-forwarder", "static_configs": [{"targets": [f"127.0.0.1:{self.forwarder_port}"]}]}
+            )
         config_path = self.workdir / f"prometheus-{self.port}.yml"
         config_path.write_text(json.dumps(config))  # JSON is YAML
         self.log_path = self.workdir / f"prometheus-{self.port}.log"

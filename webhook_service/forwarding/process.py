@@ -13,6 +13,7 @@ import structlog
 
 from webhook_service.config import Settings
 from webhook_service.forwarding.config import Destination
+from webhook_service.forwarding.http_loop import HttpLoop
 from webhook_service.forwarding.metrics import create_forwarder_metrics, serve_metrics
 from webhook_service.forwarding.scheduler import DestinationWorker
 from webhook_service.observability.logging import configure_logging
@@ -43,7 +44,10 @@ def run_forwarder(settings: Settings, destinations: list[Destination], metrics_h
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stopping.set())
     owner = forwarder_id()
-    workers = [DestinationWorker(destination, database, metrics, owner, stopping) for destination in destinations]
+    http_loop = HttpLoop()
+    workers = [
+        DestinationWorker(destination, database, metrics, owner, stopping, http_loop) for destination in destinations
+    ]
     logger.info(
         "forwarder started",
         revision=revision,
@@ -59,5 +63,6 @@ def run_forwarder(settings: Settings, destinations: list[Destination], metrics_h
         stopping.set()
         for worker in workers:
             worker.join(timeout=worker.destination.timeout_seconds + STOP_MARGIN_SECONDS)
+        http_loop.stop()
         database.dispose()
         logger.info("forwarder stopped")

@@ -17,13 +17,13 @@ import random
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import structlog
 
 from webhook_service.forwarding.config import Destination
 from webhook_service.forwarding.delivery import Attempt, Result, Sender, webhook_id
+from webhook_service.forwarding.http_loop import HttpLoop
 from webhook_service.forwarding.metrics import ForwarderMetrics
 from webhook_service.storage import forwarding as state
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
@@ -64,6 +64,7 @@ class DestinationWorker(threading.Thread):
         metrics: ForwarderMetrics,
         owner: str,
         stopping: threading.Event,
+        http_loop: HttpLoop,
     ) -> None:
         super().__init__(name=f"forward-{destination.name}", daemon=True)
         self.destination = destination
@@ -71,9 +72,9 @@ class DestinationWorker(threading.Thread):
         self.metrics = metrics
         self.owner = owner
         self.stopping = stopping
-        self.sender = Sender(destination)
+        self._http = http_loop
+        self.sender: Sender = http_loop.call(_open_sender(destination))
         self._rng = random.Random()
-        self._pool = ThreadPoolExecutor(max_workers=destination.concurrency, thread_name_prefix=self.name)
         self._condition = threading.Condition()
         self._queue: deque[state.Claimed] = deque()
         self._results: list[tuple[state.Claimed, Attempt, float]] = []
@@ -142,19 +143,42 @@ class DestinationWorker(threading.Thread):
             except DATABASE_ERRORS as error:
                 self._database_failed("state", error)
                 continue
-            with self._condition:
-                if not self._results:
-                    self._condition.wait(POLL_SECONDS)
+            self._wait_for_work()
+
+    def _wait_for_work(self) -> None:
+        # Woken when an attempt ends (a slot is free); outcomes wait for their flush at most
+        # FLUSH_SECONDS, new messages for the next look at most POLL_SECONDS.
+        with self._condition:
+            timeout = POLL_SECONDS
+            if self._results:
+                timeout = max(0.001, FLUSH_SECONDS - (time.time() - self._last_flush))
+            now = time.time()
+            ready = self._queue and now >= self._paused_until and self._in_flight < self._allowed(now)
+            if not ready:
+                self._condition.wait(timeout)
 
     def _dispatch(self, now: float) -> None:
-        slots = self._allowed(now) - self._in_flight
-        if slots <= 0:
-            return
-        if not self._queue:
+        # Refilled before it runs dry, so that the attempts in flight always find a next one.
+        if len(self._queue) < self.destination.concurrency and self._allowed(now) > 0:
             self._take(now)
-        while slots > 0 and self._queue:
-            self._start(self._queue.popleft())
-            slots -= 1
+        chains = 0
+        with self._condition:
+            while self._in_flight < self._allowed(now) and (claimed := self._next_to_send()) is not None:
+                self._in_flight += 1
+                chains += 1
+                self._http.launch([self._send_chain(claimed)])
+            self.metrics.in_flight.labels(self.destination.name).set(self._in_flight)
+
+    def _next_to_send(self) -> state.Claimed | None:
+        """The next queued message to try (purged ones are settled on the way); hold the condition."""
+        while self._queue:
+            claimed = self._queue.popleft()
+            if claimed.message is not None:
+                return claimed
+            # Purged before it could be sent: nothing is owed any more.
+            logger.info("forward skipped: message purged", destination=self.destination.name, position=claimed.position)
+            self._results.append((claimed, Attempt(Result.DELIVERED, 0.0), time.time()))
+        return None
 
     def _probing(self) -> bool:
         return self._failures_in_a_row >= BREAKER_FAILURES
@@ -171,7 +195,7 @@ class DestinationWorker(threading.Thread):
 
     def _take(self, now: float) -> None:
         probing = self._probing()
-        limit = 1 if probing else self.destination.concurrency * BATCH_PER_SLOT
+        limit = 1 if probing else self.destination.concurrency * BATCH_PER_SLOT - len(self._queue)
         claimed: list[state.Claimed] = []
         if probing:
             claimed = self._take_new(now, limit)
@@ -180,8 +204,9 @@ class DestinationWorker(threading.Thread):
             claimed += self._take_due(now, limit - len(claimed))
         if len(claimed) < limit and not probing:
             claimed += self._take_new(now, limit - len(claimed))
-        self._held.update(item.position for item in claimed)
-        self._queue.extend(claimed)
+        with self._condition:
+            self._held.update(item.position for item in claimed)
+            self._queue.extend(claimed)
 
     def _take_due(self, now: float, limit: int) -> list[state.Claimed]:
         name = self.destination.name
@@ -210,22 +235,30 @@ class DestinationWorker(threading.Thread):
 
     # Attempts.
 
-    def _start(self, claimed: state.Claimed) -> None:
-        if claimed.message is None:
-            # Purged before it could be sent: nothing is owed any more.
-            logger.info("forward skipped: message purged", destination=self.destination.name, position=claimed.position)
-            self._results.append((claimed, Attempt(Result.DELIVERED, 0.0), time.time()))
-            return
-        self._in_flight += 1
-        self.metrics.in_flight.labels(self.destination.name).set(self._in_flight)
-        self._pool.submit(self._attempt, claimed)
+    async def _send_chain(self, claimed: state.Claimed) -> None:
+        """On the event loop: attempts one after another, taking the next queued message as
+        soon as one ends, for as long as there is one and the destination allows it. The
+        loop hands messages on itself; the scheduler only refills the queue."""
+        name = self.destination.name
+        while claimed is not None:
+            attempt = await self._attempt(claimed)
+            with self._condition:
+                self._results.append((claimed, attempt, time.time()))
+                now = time.time()
+                allowed = self._in_flight <= self._allowed(now) and now >= self._paused_until
+                claimed = self._next_to_send() if allowed and not self.stopping.is_set() else None
+                if claimed is None:
+                    self._in_flight -= 1
+                    self.metrics.in_flight.labels(name).set(self._in_flight)
+                if claimed is None or len(self._queue) < self.destination.concurrency:
+                    self._condition.notify_all()  # the scheduler refills the queue, or writes outcomes
 
-    def _attempt(self, claimed: state.Claimed) -> None:
+    async def _attempt(self, claimed: state.Claimed) -> Attempt:
+        """One attempt, its metric and its log line."""
         try:
-            attempt = self.sender.attempt(claimed.message)
+            attempt = await self.sender.attempt(claimed.message)
         except Exception as error:  # noqa: BLE001 - an attempt's outcome is always recorded
             attempt = Attempt(Result.CONNECTION_ERROR, 0.0, error=f"{type(error).__name__}: {error}"[:300])
-        finished = time.time()
         name = self.destination.name
         self.metrics.attempts.labels(name, attempt.result.value).inc()
         self.metrics.attempt_seconds.labels(name).set(attempt.seconds)
@@ -240,11 +273,7 @@ class DestinationWorker(threading.Thread):
             error=attempt.error,
             latency_ms=round(attempt.seconds * 1000, 3),
         )
-        with self._condition:
-            self._results.append((claimed, attempt, finished))
-            self._in_flight -= 1
-            self.metrics.in_flight.labels(name).set(self._in_flight)
-            self._condition.notify_all()
+        return attempt
 
     # Outcomes.
 
@@ -259,9 +288,11 @@ class DestinationWorker(threading.Thread):
                 state.record_outcomes(conn, self.destination.name, outcomes)
                 if self._probing() and self._queue:
                     # Down: what was taken but not tried goes back, free for the probes.
-                    state.release_leases(conn, self.destination.name, self.owner, [c.position for c in self._queue])
-                    self._held.difference_update(c.position for c in self._queue)
-                    self._queue.clear()
+                    with self._condition:
+                        queued = [claimed.position for claimed in self._queue]
+                        self._queue.clear()
+                    state.release_leases(conn, self.destination.name, self.owner, queued)
+                    self._held.difference_update(queued)
         except BaseException:
             with self._condition:
                 self._results = results + self._results  # written on the next try
@@ -344,12 +375,14 @@ class DestinationWorker(threading.Thread):
         with self._condition:
             while self._in_flight and time.monotonic() < deadline:
                 self._condition.wait(max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=False, cancel_futures=True)
         try:
             self._flush(time.time(), force=True)
-            if self._queue:
+            with self._condition:
+                queued = [claimed.position for claimed in self._queue]
+                self._queue.clear()
+            if queued:
                 with self.database.write_transaction() as conn:
-                    state.release_leases(conn, self.destination.name, self.owner, [c.position for c in self._queue])
+                    state.release_leases(conn, self.destination.name, self.owner, queued)
         except DATABASE_ERRORS as error:
             # What is not written stays leased; it is tried again once the lease runs out.
             logger.error(
@@ -357,7 +390,7 @@ class DestinationWorker(threading.Thread):
                 destination=self.destination.name,
                 error=describe_database_error(error),
             )
-        self.sender.close()
+        self._http.call(self.sender.close())
 
     def _database_failed(self, doing: str, error: BaseException) -> None:
         logger.error(
@@ -367,6 +400,10 @@ class DestinationWorker(threading.Thread):
             error=describe_database_error(error),
         )
         self.stopping.wait(DATABASE_RETRY_SECONDS)
+
+
+async def _open_sender(destination: Destination) -> Sender:
+    return Sender(destination)
 
 
 def _epoch(created_at: str) -> float:
