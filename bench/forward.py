@@ -46,7 +46,7 @@ def consume(port: int, record: str) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self):  # noqa: N802 - the http.server API
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             arrived = time.time()
             self.send_response(200)
@@ -159,7 +159,7 @@ def main() -> int:
             print(
                 f"{name:11} {result['ingested_per_second']:10.0f} {result['forwarded_per_second']:11.0f} "
                 f"{result['forwarded_per_second'] / result['ingested_per_second']:6.2f} {result['p50_ms']:12.1f} "
-                f"{result['p99_ms']:8.1f} {str(result['arrived'] >= result['stored']):>11}",
+                f"{result['p99_ms']:8.1f} {result['arrived'] >= result['stored']!s:>11}",
                 flush=True,
             )
     finally:

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tests.support.messages import E2E_SECRET as SECRET
-from tests.support.messages import make_message
 from tests.support.consumer import Answer, Consumer
 from tests.support.forwarder import FORWARD_SECRET, Forwarder, destination_toml
+from tests.support.messages import E2E_SECRET as SECRET
+from tests.support.messages import make_message
 from tests.support.servers import ROOT, Gunicorn, Prometheus, request, signed_post, wait_until
 
 pytestmark = pytest.mark.e2e
