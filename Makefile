@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-wal install install-dev clean
+.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,10 @@ backup: install
 	@mkdir -p "$(dir $(BACKUP))"
 	$(BIN)/python -m webhook_service backup "$(BACKUP)"
 
+# The end-to-end tests mostly wait on servers: three workers keep two cores busy.
+PYTEST_WORKERS ?= 3
 test: install-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 lint: install-dev
 	$(BIN)/ruff check --line-length 120 --target-version py311 .
@@ -74,6 +76,10 @@ bench-queries: install
 # Feed pages at the start, middle and end of ROWS messages, long-poll wake-up latency, idle waiters' cost.
 bench-feed: install
 	$(BIN)/python bench/feed.py --rows $(ROWS)
+
+# Forwarded against ingested per second, and the delay from store to arrival (POSTGRES_URL: also there).
+bench-forward: install
+	$(BIN)/python bench/forward.py $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
 
 # WAL size under ingestion while a long read holds an old snapshot, and after it ends.
 bench-wal: install

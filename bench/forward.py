@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import Server, free_port, get_json
 from bench.ingest import SECRET, postgres_problem, run_wrk, write_signed_messages
+from webhook_service.timestamps import epoch_from_iso
 
 FORWARD_SECRET = "whsec_" + "YmVuY2gtZm9yd2FyZGVyLXNlY3JldC0zMg=="
 DRAIN_SECONDS = 60
@@ -60,10 +60,6 @@ def consume(port: int, record: str) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     server.serve_forever()
-
-
-def epoch(created_at: str) -> float:
-    return datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def measure(name: str, database_url: str, workdir: Path, seconds: int, connections: int) -> dict:
@@ -108,7 +104,7 @@ def measure(name: str, database_url: str, workdir: Path, seconds: int, connectio
         os.killpg(consumer.pid, signal.SIGKILL)
         consumer.wait(timeout=10)
     rows = [line.split() for line in record.read_text().splitlines()]
-    arrivals = [(float(arrived), epoch(created)) for arrived, created in rows]
+    arrivals = [(float(arrived), epoch_from_iso(created)) for arrived, created in rows]
     in_window = [pair for pair in arrivals if started <= pair[1] <= ended]
     forwarded_in_window = sum(1 for arrived, _ in arrivals if started <= arrived <= ended)
     delays = sorted((arrived - created) * 1000 for arrived, created in in_window)

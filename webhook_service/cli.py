@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -319,34 +320,32 @@ def _feed_start(after: str | None, beginning: bool) -> int | str:
 def tail(after: str | None, beginning: bool, limit: int | None) -> None:
     """Print the feed as JSON lines, one per message, as messages are stored.
 
-    Starts at the feed's end unless told otherwise. When stopped (Ctrl-C, SIGTERM or
-    --limit), prints the position to resume from on stderr.
+    Starts at the feed's end unless told otherwise (saying where on stderr). When stopped
+    (Ctrl-C, SIGTERM or --limit), prints the position to resume from on stderr.
     """
     position = _feed_start(after, beginning)
     printed = 0
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C and SIGTERM end the loop between reads, never inside one.
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
     with _database(_settings()) as database:
         try:
-            while limit is None or printed < limit:
+            while not stopping.is_set() and (limit is None or printed < limit):
                 with database.read_transaction() as conn:
                     if position == LATEST:
                         position = latest_position(conn)
+                        click.echo(f"following the feed after position {encode_position(position)}", err=True)
                     page = read_feed(conn, position, TAIL_PAGE if limit is None else min(TAIL_PAGE, limit - printed))
                 for message in page.items:
                     click.echo(json.dumps(message_document(message), ensure_ascii=False))
                 printed += len(page.items)
                 position = page.next_position
                 if not page.items:
-                    time.sleep(TAIL_POLL_SECONDS)
-        except KeyboardInterrupt:
-            pass
+                    stopping.wait(TAIL_POLL_SECONDS)
         finally:
             if position != LATEST:
                 click.echo(f"resume with: webhook-service tail --after {encode_position(position)}", err=True)
-
-
-def _interrupt(_signum, _frame) -> None:
-    raise KeyboardInterrupt
 
 
 class _ConfigFileError(click.ClickException):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+# created_at and the other times the service writes itself: UTC, microseconds, a Z.
+UTC_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 TIMESTAMP_PATTERN = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
 
 
@@ -25,4 +27,14 @@ def instant_key(value: str) -> str:
 
 def utc_now_iso() -> str:
     """The current UTC time as ISO-8601 with microseconds and a `Z`."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime(UTC_ISO_FORMAT)
+
+
+def iso_from_epoch(seconds: float) -> str:
+    """Epoch seconds in the form utc_now_iso writes."""
+    return datetime.fromtimestamp(seconds, UTC).strftime(UTC_ISO_FORMAT)
+
+
+def epoch_from_iso(text: str) -> float:
+    """Epoch seconds of a time utc_now_iso wrote; raises ValueError for another form."""
+    return datetime.strptime(text, UTC_ISO_FORMAT).replace(tzinfo=UTC).timestamp()

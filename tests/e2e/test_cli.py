@@ -5,7 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
@@ -82,6 +82,20 @@ def test_send_backup_purge_export_and_stats_while_the_server_writes(tmp_path, se
         restored.stop()
 
 
+def read_line_within(stream, seconds: float) -> str:
+    """One line from a child's pipe; fails the test instead of waiting for good."""
+    line: list[bytes] = []
+    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert line, f"no line within {seconds} s"
+    return line[0].decode()
+
+
+def position_of_the_newest(port: int) -> str:
+    return request(port, "GET", "/feed?after=latest").json()["next"]
+
+
 def test_tail_prints_each_message_once_as_it_is_stored_and_where_to_resume(tmp_path, server_env):
     server = Gunicorn(workdir=tmp_path, env=server_env, workers=2).start()
     env = {**server_env, "PATH": "/usr/bin:/bin"}
@@ -96,10 +110,12 @@ def test_tail_prints_each_message_once_as_it_is_stored_and_where_to_resume(tmp_p
             stderr=subprocess.PIPE,
         )
         try:
-            time.sleep(1.5)  # tail starts at the feed's end: the three above are behind it
+            # tail starts at the feed's end, and says so: the three above are behind it.
+            started = read_line_within(follower.stderr, 30)
+            assert started == f"following the feed after position {position_of_the_newest(server.port)}\n"
             for number in range(5):
                 assert signed_post(server.port, make_message(message_id=f"live-{number}"), SECRET).status == 200
-            lines = [json.loads(follower.stdout.readline()) for _ in range(5)]
+            lines = [json.loads(read_line_within(follower.stdout, 30)) for _ in range(5)]
         finally:
             follower.send_signal(signal.SIGINT)
             _, stderr = follower.communicate(timeout=20)

@@ -6,15 +6,16 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 
 import pytest
 
+from tests.support.certificates import make_server_certificate
 from tests.support.consumer import Answer, Consumer
 from tests.support.forwarder import FORWARD_SECRET, Forwarder, destination_toml
 from tests.support.messages import make_message
 from tests.support.metrics import parse_metrics, value
 from tests.support.servers import ROOT, Gunicorn, Load, signed_post, wait_until
+from webhook_service.timestamps import epoch_from_iso
 
 pytestmark = pytest.mark.e2e
 
@@ -180,7 +181,7 @@ def most_at_once(process: Forwarder) -> int:
     events = []
     for line in process.log_lines():
         if line.get("event") == "forward attempt":
-            ended = datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+            ended = epoch_from_iso(line["ts"])
             events += [(ended - line["latency_ms"] / 1000, 1), (ended, -1)]
     most = current = 0
     for _, change in sorted(events):
@@ -314,3 +315,38 @@ def test_sigterm_stops_the_forwarder_at_once_with_exit_0(tmp_path, server_env, s
     began = time.monotonic()
     assert process.stop() == 0
     assert time.monotonic() - began < 10
+
+
+@pytest.mark.sqlite_only  # about the consumer's certificate, not the database
+def test_an_https_consumer_is_verified_against_the_configured_ca_file(tmp_path, server_env, served):
+    server, started = served
+    ca_file, certificate, key = make_server_certificate(tmp_path)
+    trusted = consumer_with_tls(started, (certificate, key))
+    untrusted = consumer_with_tls(started, (certificate, key))
+    config = destination_toml("private-ca", trusted.url, ca_file=str(ca_file), **FAST_RETRIES) + destination_toml(
+        "system-cas", untrusted.url, **FAST_RETRIES
+    )
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "tls", 3)
+    assert wait_until(lambda: trusted.delivered_ids() == set(ids), timeout=30)
+    # Without the CA the certificate is refused: nothing arrives, the attempts fail and are retried.
+    assert wait_until(
+        lambda: (
+            value(
+                parse_metrics(process.metrics()),
+                "webhook_forward_attempts_total",
+                destination="system-cas",
+                outcome="connection_error",
+            )
+            >= 1
+        ),
+        timeout=30,
+    )
+    assert untrusted.received == []
+    assert any("CERTIFICATE_VERIFY_FAILED" in str(line.get("error")) for line in process.log_lines())
+
+
+def consumer_with_tls(started, tls) -> Consumer:
+    process = Consumer(FORWARD_SECRET, tls=tls).start()
+    started.append(process)
+    return process

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook
 
@@ -40,8 +42,11 @@ class Consumer:
     """Answers by `answer(message) -> Answer` (200 by default); `stop()` takes it down,
     `start()` brings it back on the same port."""
 
-    def __init__(self, secret: str, answer: Callable[[dict], Answer] | None = None) -> None:
+    def __init__(
+        self, secret: str, answer: Callable[[dict], Answer] | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.port = free_port()
+        self.tls = tls  # (certificate, key): serve https
         self.secret = secret
         self.answer = answer or (lambda _message: Answer())
         self.received: list[Received] = []
@@ -55,7 +60,7 @@ class Consumer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hooks"
 
     def start(self) -> Consumer:
         consumer = self
@@ -69,6 +74,10 @@ class Consumer:
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        if self.tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()

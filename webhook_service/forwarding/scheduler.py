@@ -17,7 +17,6 @@ import random
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
 
 import structlog
 
@@ -28,6 +27,7 @@ from webhook_service.forwarding.metrics import ForwarderMetrics
 from webhook_service.storage import forwarding as state
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
 from webhook_service.storage.feed import latest_position
+from webhook_service.timestamps import epoch_from_iso
 
 # Messages taken from the feed at once, per slot of concurrency.
 BATCH_PER_SLOT = 8
@@ -365,7 +365,7 @@ class DestinationWorker(threading.Thread):
             oldest = state.oldest_undelivered_at(conn, name)
             dead = state.count_dead(conn, name)
         self.metrics.dead_letters.labels(name).set(dead)
-        self.metrics.lag_seconds.labels(name).set(0.0 if oldest is None else max(0.0, now - _epoch(oldest)))
+        self.metrics.lag_seconds.labels(name).set(0.0 if oldest is None else max(0.0, now - epoch_from_iso(oldest)))
 
     # Stopping and failures.
 
@@ -404,11 +404,6 @@ class DestinationWorker(threading.Thread):
 
 async def _open_sender(destination: Destination) -> Sender:
     return Sender(destination)
-
-
-def _epoch(created_at: str) -> float:
-    """Epoch seconds of a created_at (UTC ISO-8601 with microseconds and Z)."""
-    return datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def lease_seconds(destination: Destination) -> float:

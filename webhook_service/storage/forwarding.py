@@ -11,7 +11,6 @@ at any moment leaves only leased rows behind, which expire and are tried again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, func, insert, literal, or_, select, update
 
@@ -19,7 +18,7 @@ from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.feed import latest_position
 from webhook_service.storage.messages import StoredMessage, page_columns, stored_message
 from webhook_service.storage.tables import forward_deliveries, forward_destinations, messages
-from webhook_service.timestamps import instant_key, utc_now_iso
+from webhook_service.timestamps import instant_key, iso_from_epoch, utc_now_iso
 
 PENDING = "pending"
 DEAD = "dead"
@@ -281,14 +280,10 @@ def list_deliveries(conn: Connection, name: str, dead_only: bool, limit: int | N
             attempts=row.attempts,
             last_status=row.last_status,
             last_error=row.last_error,
-            last_attempt_at=None if row.last_attempt_at is None else _iso(row.last_attempt_at),
+            last_attempt_at=None if row.last_attempt_at is None else iso_from_epoch(row.last_attempt_at),
         )
         for row in conn.execute(query)
     ]
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
