@@ -7,7 +7,7 @@ ingested per second (rows stored in the window), forwarded per second (arrivals 
 consumer in the same window), their ratio, and the delay from each message's store
 (created_at, taken in the transaction its 200 waits for) to its arrival at the consumer, p50/p99.
 
-    python bench/forward.py [--seconds 10] [--connections 32] [--postgres-url URL]
+    python bench/forward.py [--seconds 10] [--connections 32] [--concurrency 8] [--postgres-url URL]
 
 With --postgres-url (an empty database) the same is measured on PostgreSQL too. Needs wrk.
 Everything listens on 127.0.0.1 and stops by itself.
@@ -62,7 +62,7 @@ def consume(port: int, record: str) -> None:
     server.serve_forever()
 
 
-def measure(name: str, database_url: str, workdir: Path, seconds: int, connections: int) -> dict:
+def measure(name: str, database_url: str, workdir: Path, seconds: int, connections: int, concurrency: int) -> dict:
     messages = workdir / f"messages-{name}.txt"
     write_signed_messages(messages, 8_000 * seconds, prefix=f"forward-{name}")
     record = workdir / f"arrivals-{name}.txt"
@@ -73,7 +73,7 @@ def measure(name: str, database_url: str, workdir: Path, seconds: int, connectio
     config = workdir / f"forward-{name}.toml"
     config.write_text(
         f'[destinations.bench]\nurl = "http://127.0.0.1:{consumer_port}/"\nsecret = "{FORWARD_SECRET}"\n'
-        'start = "beginning"\nconcurrency = 4\n'
+        f'start = "beginning"\nconcurrency = {concurrency}\n'
     )
     env = {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
     try:
@@ -127,6 +127,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=8, help="the destination's concurrency")
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure on as well")
     parser.add_argument("--consume", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,14 +145,14 @@ def main() -> int:
     if args.postgres_url:
         runs.append(("postgresql", args.postgres_url))
     print(
-        f"POST /webhook with wrk for {args.seconds} s, {args.connections} connections; one destination, concurrency 4"
+        f"POST /webhook with wrk for {args.seconds} s, {args.connections} connections; one destination, concurrency {args.concurrency}"
     )
     print(
         f"{'':11} {'ingested/s':>10} {'forwarded/s':>11} {'ratio':>6} {'delay p50 ms':>12} {'p99 ms':>8} {'all arrived':>11}"
     )
     try:
         for name, url in runs:
-            result = measure(name, url, workdir, args.seconds, args.connections)
+            result = measure(name, url, workdir, args.seconds, args.connections, args.concurrency)
             print(
                 f"{name:11} {result['ingested_per_second']:10.0f} {result['forwarded_per_second']:11.0f} "
                 f"{result['forwarded_per_second'] / result['ingested_per_second']:6.2f} {result['p50_ms']:12.1f} "
