@@ -11,21 +11,12 @@ import pytest
 
 from tests.support.messages import E2E_SECRET as SECRET
 from tests.support.messages import make_message
-from tests.support.servers import ROOT, Gunicorn, Load, request, signed_post
+from tests.support.servers import ROOT, Gunicorn, Load, request, run_cli, signed_post
 
 pytestmark = pytest.mark.e2e
 
 
-def cli(env: dict, *arguments: str, input: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "webhook_service", *arguments],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        input=input,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+cli = run_cli
 
 
 def test_send_backup_purge_export_and_stats_while_the_server_writes(tmp_path, server_env, backend):

@@ -370,3 +370,17 @@ class Prometheus:
 
     def stop(self) -> None:
         stop_process(self.process, timeout=15)
+
+
+def run_cli(env: dict, *arguments: str, input: bytes | None = None, text: bool = False) -> subprocess.CompletedProcess:
+    """`python -m webhook_service ARGUMENTS` from the checkout with `env` alone (and a PATH)."""
+    return subprocess.run(
+        [sys.executable, "-m", "webhook_service", *arguments],
+        cwd=ROOT,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        input=input,
+        capture_output=True,
+        text=text,
+        timeout=120,
+        check=False,
+    )

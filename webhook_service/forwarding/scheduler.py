@@ -161,11 +161,9 @@ class DestinationWorker(threading.Thread):
         # Refilled before it runs dry, so that the attempts in flight always find a next one.
         if len(self._queue) < self.destination.concurrency and self._allowed(now) > 0:
             self._take(now)
-        chains = 0
         with self._condition:
             while self._in_flight < self._allowed(now) and (claimed := self._next_to_send()) is not None:
                 self._in_flight += 1
-                chains += 1
                 self._http.launch([self._send_chain(claimed)])
             self.metrics.in_flight.labels(self.destination.name).set(self._in_flight)
 

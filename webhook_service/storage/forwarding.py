@@ -183,27 +183,19 @@ def _messages_at(conn: Connection, positions: list[int]) -> dict[int, StoredMess
 
 def renew_leases(conn: Connection, name: str, owner: str, positions: list[int], lease_until: float) -> None:
     """Keep holding these deliveries (still queued or in flight here)."""
-    conn.execute(
-        update(forward_deliveries)
-        .where(
-            forward_deliveries.c.destination == name,
-            forward_deliveries.c.position.in_(positions),
-            forward_deliveries.c.lease_owner == owner,
-        )
-        .values(lease_until=lease_until)
-    )
+    conn.execute(_owned(name, owner, positions).values(lease_until=lease_until))
 
 
 def release_leases(conn: Connection, name: str, owner: str, positions: list[int]) -> None:
     """Give back deliveries taken but not tried: any forwarder may take them at once."""
-    conn.execute(
-        update(forward_deliveries)
-        .where(
-            forward_deliveries.c.destination == name,
-            forward_deliveries.c.position.in_(positions),
-            forward_deliveries.c.lease_owner == owner,
-        )
-        .values(lease_owner=None, lease_until=None)
+    conn.execute(_owned(name, owner, positions).values(lease_owner=None, lease_until=None))
+
+
+def _owned(name: str, owner: str, positions: list[int]):
+    return update(forward_deliveries).where(
+        forward_deliveries.c.destination == name,
+        forward_deliveries.c.position.in_(positions),
+        forward_deliveries.c.lease_owner == owner,
     )
 
 
