@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import Server, free_port, get_json
-from bench.ingest import SECRET, postgres_problem, run_wrk, write_signed_messages
+from bench.ingest import SECRET, load_test_problem, run_wrk, write_signed_messages
 from webhook_service.timestamps import epoch_from_iso
 
 FORWARD_SECRET = "whsec_" + "YmVuY2gtZm9yd2FyZGVyLXNlY3JldC0zMg=="
@@ -134,11 +134,8 @@ def main() -> int:
     if args.consume:
         consume(int(args.consume[0]), args.consume[1])
         return 0
-    if args.postgres_url and (problem := postgres_problem(args.postgres_url)):
+    if problem := load_test_problem(args.postgres_url):
         print(problem, file=sys.stderr)
-        return 2
-    if shutil.which("wrk") is None:
-        print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="forward-bench-"))
     runs = [("sqlite", f"sqlite:///{workdir / 'messages.db'}")]

@@ -113,6 +113,15 @@ def sqlite_commit_ceiling(workdir: Path, processes: int = 3, seconds: float = 5.
     return sum(counts) / seconds
 
 
+def load_test_problem(postgres_url: str | None) -> str | None:
+    """Why a wrk benchmark cannot run (no wrk, an unusable --postgres-url), or None."""
+    if postgres_url and (problem := postgres_problem(postgres_url)):
+        return problem
+    if shutil.which("wrk") is None:
+        return "wrk is needed: apt-get install wrk"
+    return None
+
+
 def postgres_problem(url: str) -> str | None:
     """Why the benchmark may not use this PostgreSQL database, or None."""
     from sqlalchemy import inspect
@@ -142,11 +151,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure the service on as well")
     args = parser.parse_args()
-    if args.postgres_url and (problem := postgres_problem(args.postgres_url)):
+    if problem := load_test_problem(args.postgres_url):
         print(problem, file=sys.stderr)
-        return 2
-    if shutil.which("wrk") is None:
-        print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
 
     workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))

@@ -219,8 +219,9 @@ class DestinationWorker(threading.Thread):
             if latest_position(conn) <= self._position:
                 return []
         with self.database.write_transaction() as conn:
-            claimed = state.claim_new(conn, self.destination.name, self.owner, self._lease_until(now), now, limit)
-            self._position = state.destination_position(conn, self.destination.name)
+            claimed, self._position = state.claim_new(
+                conn, self.destination.name, self.owner, self._lease_until(now), now, limit
+            )
         return claimed
 
     def _renew_leases(self, now: float) -> None:

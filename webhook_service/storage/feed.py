@@ -52,12 +52,17 @@ def latest_position(conn: Connection) -> int:
     return conn.execute(select(message_totals.c.last_position).where(message_totals.c.id == 1)).scalar_one()
 
 
-def read_feed(conn: Connection, after: int, limit: int) -> FeedPage:
-    """Up to `limit` messages stored after position `after`, oldest first: one primary-key
-    range, as cheap at the millionth message as at the first."""
+def messages_after(conn: Connection, after: int, limit: int) -> list[tuple[int, StoredMessage]]:
+    """Up to `limit` (position, message) pairs stored after position `after`, oldest first:
+    one primary-key range, as cheap at the millionth message as at the first."""
     dialect = dialect_of(conn)
     rows = conn.execute(
         select(messages.c.id, *page_columns()).where(messages.c.id > after).order_by(messages.c.id).limit(limit)
-    ).all()
-    items = [stored_message(dialect, row) for row in rows]
-    return FeedPage(items=items, next_position=rows[-1].id if rows else after)
+    )
+    return [(row.id, stored_message(dialect, row)) for row in rows]
+
+
+def read_feed(conn: Connection, after: int, limit: int) -> FeedPage:
+    """Up to `limit` messages stored after position `after`, and where to read on."""
+    found = messages_after(conn, after, limit)
+    return FeedPage(items=[message for _, message in found], next_position=found[-1][0] if found else after)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, func, insert, literal, or_, select, update
 
 from webhook_service.storage.dialects import dialect_of
-from webhook_service.storage.feed import latest_position
+from webhook_service.storage.feed import BEGINNING, latest_position, messages_after
 from webhook_service.storage.messages import StoredMessage, page_columns, stored_message
 from webhook_service.storage.tables import forward_deliveries, forward_destinations, messages
 from webhook_service.timestamps import instant_key, iso_from_epoch, utc_now_iso
@@ -71,48 +71,48 @@ class DeliveryState:
 def register_destination(conn: Connection, name: str, start: str) -> int:
     """Make sure the destination has a position (the feed's end, or its beginning, the first
     time); returns its position. Run in a write transaction."""
-    position = conn.execute(
-        select(forward_destinations.c.position).where(forward_destinations.c.name == name)
-    ).scalar_one_or_none()
+    position = _position_of(conn, name)
     if position is not None:
         return position
-    position = latest_position(conn) if start == START_LATEST else 0
+    position = latest_position(conn) if start == START_LATEST else BEGINNING
     statement = (
         dialect_of(conn)
         .insert(forward_destinations)
         .on_conflict_do_nothing(index_elements=[forward_destinations.c.name])
     )
     conn.execute(statement.values(name=name, position=position, created_at=utc_now_iso()))
-    return conn.execute(select(forward_destinations.c.position).where(forward_destinations.c.name == name)).scalar_one()
+    # Another forwarder may have registered it first: its position counts.
+    return _position_of(conn, name)
+
+
+def _position_of(conn: Connection, name: str, lock: bool = False) -> int | None:
+    query = select(forward_destinations.c.position).where(forward_destinations.c.name == name)
+    return conn.execute(query.with_for_update() if lock else query).scalar_one_or_none()
 
 
 def destination_position(conn: Connection, name: str) -> int:
     """The destination's position; raises UnknownDestination."""
-    position = conn.execute(
-        select(forward_destinations.c.position).where(forward_destinations.c.name == name)
-    ).scalar_one_or_none()
+    position = _position_of(conn, name)
     if position is None:
         raise UnknownDestination(name)
     return position
 
 
-def claim_new(conn: Connection, name: str, owner: str, lease_until: float, now: float, limit: int) -> list[Claimed]:
+def claim_new(
+    conn: Connection, name: str, owner: str, lease_until: float, now: float, limit: int
+) -> tuple[list[Claimed], int]:
     """Take up to `limit` messages after the destination's position, leased to `owner`, and
-    move the position past them. Run in a write transaction."""
-    position = conn.execute(
-        select(forward_destinations.c.position).where(forward_destinations.c.name == name).with_for_update()
-    ).scalar_one()
-    rows = conn.execute(
-        select(messages.c.id, *page_columns()).where(messages.c.id > position).order_by(messages.c.id).limit(limit)
-    ).all()
-    if not rows:
-        return []
+    move the position past them; returns them and the position now. Run in a write transaction."""
+    position = _position_of(conn, name, lock=True)
+    found = messages_after(conn, position, limit)
+    if not found:
+        return [], position
     conn.execute(
         insert(forward_deliveries),
         [
             {
                 "destination": name,
-                "position": row.id,
+                "position": position,
                 "state": PENDING,
                 "attempts": 0,
                 "queued_at": now,
@@ -120,12 +120,12 @@ def claim_new(conn: Connection, name: str, owner: str, lease_until: float, now: 
                 "lease_owner": owner,
                 "lease_until": lease_until,
             }
-            for row in rows
+            for position, _message in found
         ],
     )
-    conn.execute(update(forward_destinations).where(forward_destinations.c.name == name).values(position=rows[-1].id))
-    dialect = dialect_of(conn)
-    return [Claimed(row.id, 0, now, stored_message(dialect, row)) for row in rows]
+    position = found[-1][0]
+    conn.execute(update(forward_destinations).where(forward_destinations.c.name == name).values(position=position))
+    return [Claimed(position, 0, now, message) for position, message in found], position
 
 
 def has_due(conn: Connection, name: str, owner: str, now: float, sole_forwarder: bool = False) -> bool:
