@@ -89,7 +89,7 @@ def chunked_post(port: int, body: bytes, headers: dict) -> tuple[int, bytes]:
 def scrape(port: int) -> dict:
     """GET /metrics, checked for Prometheus' content type, parsed."""
     response = request(port, "GET", "/metrics")
-    assert response.status == 200
+    assert response.status == 200, (response.status, response.body[:500])
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     return parse_metrics(response.body.decode())
 
