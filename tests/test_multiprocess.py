@@ -26,3 +26,17 @@ def test_dead_workers_add_up_in_one_archive_and_their_files_go(tmp_path):
     fold_dead_worker(str(tmp_path), 999)  # wrote nothing: nothing to do
     assert read(tmp_path / "counter_archive.db") == 7.0
     assert sorted(path.name for path in tmp_path.glob("*.db")) == ["counter_103.db", "counter_archive.db"]
+
+
+def test_a_scrape_passes_over_a_file_a_starting_worker_has_not_sized_yet(make_app, settings, tmp_path, monkeypatch):
+    # prometheus_client creates a worker's file empty and sizes it a moment later; a scrape
+    # that lands in between must still answer, with every other worker's values.
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    write(metrics_dir / "counter_101.db", 3.0)
+    (metrics_dir / "counter_102.db").touch()
+    client = make_app(settings).test_client()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert 'webhook_requests_total{result="success"} 3.0' in response.get_data(as_text=True)

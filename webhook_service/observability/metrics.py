@@ -3,6 +3,8 @@ set by gunicorn.conf.py), so every scrape sums all workers whichever one answers
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import platform
 from collections.abc import Callable
@@ -189,7 +191,7 @@ def init_metrics(
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
             with folder_lock(directory, exclusive=False):
-                families = _LeadingFamiliesFirst(_multiprocess_registry().collect())
+                families = _LeadingFamiliesFirst(_every_workers_families(directory))
         else:
             families = _LeadingFamiliesFirst(exporter.registry.collect())
         return Response(generate_latest(families), status=200, content_type=CONTENT_TYPE_PLAIN_0_0_4)
@@ -198,11 +200,19 @@ def init_metrics(
     return metrics
 
 
-def _multiprocess_registry() -> CollectorRegistry:
-    # Every worker's files, summed: the same for whichever worker answers the scrape.
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    return registry
+def _every_workers_families(directory: str) -> list:
+    """Every worker's files, summed: the same for whichever worker answers the scrape.
+
+    A file of zero bytes is one a worker has just created and not yet sized (prometheus_client
+    opens it, then truncates it to its first size): it holds no value yet, and reading its
+    header would fail the scrape, so it is passed over.
+    """
+    files = []
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.getsize(path) > 0:
+                files.append(path)
+    return list(MultiProcessCollector.merge(files, accumulate=True))
 
 
 class _LeadingFamiliesFirst:
