@@ -17,12 +17,18 @@ $(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The package itself, editable (the checkout is what runs): the command line is then
+# .venv/bin/webhook-service.
+$(VENV)/.package-installed: setup.cfg pyproject.toml $(VENV)/.runtime-installed
+	$(BIN)/python -m pip install -qq --no-deps --editable .
+	touch $@
+
 $(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.runtime-installed
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.runtime-installed
-install-dev: $(VENV)/.dev-installed
+install: $(VENV)/.package-installed
+install-dev: $(VENV)/.dev-installed $(VENV)/.package-installed
 
 # A local secret for `make run`, made once (readable by you only); export your own
 # WEBHOOK_SECRET to override it.

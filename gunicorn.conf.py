@@ -113,6 +113,11 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """Remove the metrics folder this configuration created."""
+    """Remove the metrics folder this configuration created, and the database's helper
+    files that no process holds any more (SQLite's writer lock)."""
+    from webhook_service.storage.dialects import dialect_for_url
+
     if _OWN_METRICS_DIR:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if _settings is not None:
+        dialect_for_url(_settings.database_url).remove_idle_files()

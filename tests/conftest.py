@@ -79,6 +79,12 @@ def empty_database_url(request, backend, tmp_path) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _no_env_file(monkeypatch):
+    # The command line reads .env from the current folder: a developer's own must not leak in.
+    monkeypatch.setenv("WEBHOOK_SERVICE_ENV_FILE", os.devnull)
+
+
+@pytest.fixture(autouse=True)
 def _single_process_metrics(monkeypatch):
     # A multiprocess folder from the surrounding shell would change how /metrics collects.
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)

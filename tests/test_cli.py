@@ -126,6 +126,51 @@ def test_export_csv_quotes_newlines_commas_and_quotes(run, seeded, tmp_path):
     assert rows[0]["text"] == "line one\nline two, with a comma" and rows[1]["text"] == 'say "hi"'
 
 
+def test_export_refuses_to_replace_a_file_unless_forced(run, seeded, tmp_path):
+    target = tmp_path / "out.jsonl"
+    target.write_text("keep me\n")
+    refused = CliRunner().invoke(main, ["export", "--output", str(target)])
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: {target} exists; choose a new file or add --force to replace it\n"
+    assert target.read_text() == "keep me\n"
+    assert run("export", "--output", str(target), "--force").output == f"exported 3 messages to {target}\n"
+    assert [json.loads(line)["message_id"] for line in target.read_text().splitlines()] == ["a", "b", "c"]
+    assert [path.name for path in tmp_path.iterdir() if "partial" in path.name] == []
+
+
+def test_export_into_a_missing_folder_is_one_line(run, seeded, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--output", str(tmp_path / "nowhere" / "out.jsonl")])
+    assert result.exit_code == 1
+    assert result.output == f"Error: no folder {tmp_path / 'nowhere'}: create it first\n"
+
+
+def test_settings_the_environment_lacks_come_from_the_env_file(monkeypatch, database_url, tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"# written by make run\nWEBHOOK_SECRET={SECRET}\nexport DATABASE_URL='{database_url}'\n")
+    monkeypatch.delenv("WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WEBHOOK_SERVICE_ENV_FILE")  # the default: .env in the current folder
+    body = b'{"a": 1}'
+    signed = CliRunner().invoke(main, ["sign", "--scheme", "legacy", "-"], input=body)
+    assert signed.output == f"X-Signature: {sign_legacy(SECRET, body)}\n"
+    assert CliRunner().invoke(main, ["migrate"]).output.startswith("database at schema revision ")
+    assert not (tmp_path / "data").exists()  # the file's DATABASE_URL, not the default data/messages.db
+    # The environment wins over the file.
+    monkeypatch.setenv("WEBHOOK_SECRET", "from-the-environment")
+    signed = CliRunner().invoke(main, ["sign", "--scheme", "legacy", "-"], input=body)
+    assert signed.output == f"X-Signature: {sign_legacy('from-the-environment', body)}\n"
+
+
+def test_a_malformed_env_file_is_one_line(monkeypatch, tmp_path):
+    env_file = tmp_path / "settings.env"
+    env_file.write_text("WEBHOOK_SECRET=x\nnot an assignment\n")
+    monkeypatch.setenv("WEBHOOK_SERVICE_ENV_FILE", str(env_file))
+    result = CliRunner().invoke(main, ["stats"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {env_file} line 2: expected NAME=value\n"
+
+
 def test_purge_dry_run_counts_and_purge_keeps_totals_exact(run, seeded, client):
     assert run("purge", "--before", "2024-12-31T00:00:00Z", "--dry-run").output == (
         "would delete 2 messages with ts before 2024-12-31T00:00:00Z\n"

@@ -92,8 +92,10 @@ def test_answers_match_the_document_for_success_and_every_error(client, signed_p
     conforms(document, "/stats", "get", guarded.get("/stats"))
 
 
-def test_docs_page_loads_swagger_ui_from_the_service_itself(client):
-    page = client.get("/docs/")
+@pytest.mark.parametrize("path", ["/docs", "/docs/"])
+def test_docs_page_loads_swagger_ui_from_the_service_itself(client, path):
+    # At /docs itself, not a redirect to /docs/ (whose body would be an HTML page).
+    page = client.get(path)
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
     assert "/openapi.json" in html
@@ -103,7 +105,7 @@ def test_docs_page_loads_swagger_ui_from_the_service_itself(client):
         asset = client.get(source)
         asset.close()
         assert asset.status_code == 200, source
-    assert "evil.example" not in client.get("/docs/", headers={"Host": "evil.example"}).get_data(as_text=True)
+    assert "evil.example" not in client.get(path, headers={"Host": "evil.example"}).get_data(as_text=True)
 
 
 def test_the_document_and_docs_need_no_token(make_app, settings):

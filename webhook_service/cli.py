@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 
 from webhook_service.api.outputs import message_document, stats_document
-from webhook_service.config import ConfigError, Settings
+from webhook_service.config import ConfigError, Settings, apply_env_file
 from webhook_service.forwarding.config import ForwardConfigError, load_config
 from webhook_service.forwarding.process import run_forwarder
 from webhook_service.signatures import LEGACY_HEADER, sign_legacy, standard_headers
@@ -103,11 +103,24 @@ def _progress(total: int, label: str):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="webhook-service")
-def main() -> None:
+@click.option(
+    "--env-file",
+    default=".env",
+    show_default=True,
+    envvar="WEBHOOK_SERVICE_ENV_FILE",
+    type=click.Path(dir_okay=False),
+    help="variables the environment does not set are read from this file, if it exists",
+)
+def main(env_file: str) -> None:
     """Operate the webhook service: its database, test deliveries and exports.
 
-    Settings come from the environment, as for the server (DATABASE_URL, WEBHOOK_SECRET, ...).
+    Settings come from the environment, as for the server (DATABASE_URL, WEBHOOK_SECRET, ...);
+    those it does not set are read from .env in the current folder (written by `make run`).
     """
+    try:
+        apply_env_file(env_file)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()
@@ -250,12 +263,26 @@ def purge(before: str, dry_run: bool) -> None:
 @click.option("--q", "text", help="only texts containing this (any case)")
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="a file (default: stdout)")
-def export(sender: str | None, since: str | None, text: str | None, output_format: str, output: Path | None) -> None:
+@click.option("--force", is_flag=True, help="replace --output if it exists")
+def export(
+    sender: str | None, since: str | None, text: str | None, output_format: str, output: Path | None, force: bool
+) -> None:
     """Write every matching message in /messages order, streamed page by page."""
     settings = _settings()
     message_filter = MessageFilter(sender=sender or None, since=since or None, text_contains=text or None)
-    stream = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    if output is not None:
+        if output.exists() and not force:
+            raise click.ClickException(f"{output} exists; choose a new file or add --force to replace it")
+        if not output.absolute().parent.is_dir():
+            raise click.ClickException(f"no folder {output.absolute().parent}: create it first")
+    # Written beside the file and renamed at the end: a failed export leaves no half file.
+    partial = output.with_name(f".{output.name}.partial") if output else None
+    try:
+        stream = open(partial, "w", newline="", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
+    except OSError as error:
+        raise click.ClickException(f"cannot write {output}: {error.strerror or error}") from None
     written = 0
+    finished = False
     try:
         writer = csv.DictWriter(stream, EXPORT_FIELDS) if output_format == "csv" else None
         if writer is not None:
@@ -283,9 +310,16 @@ def export(sender: str | None, since: str | None, text: str | None, output_forma
                 after = page.next_position
             if bar is not None:
                 bar.render_finish()
+        finished = True
+    except OSError as error:
+        raise click.ClickException(f"cannot write {output or 'stdout'}: {error.strerror or error}") from None
     finally:
-        if output:
+        if partial is not None:
             stream.close()
+            if finished:
+                partial.replace(output)
+            else:
+                partial.unlink(missing_ok=True)
     if output:
         click.echo(f"exported {written} messages to {output}")
 

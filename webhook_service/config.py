@@ -243,3 +243,47 @@ def _check_keys(settings: Settings) -> None:
     except ValueError as exc:
         # The message says what is wrong with the key's form, never the key itself.
         raise ConfigError(f"WEBHOOK_SECRET / WEBHOOK_PUBLIC_KEYS: {exc}") from None
+
+
+def read_env_file(path: str | os.PathLike) -> dict[str, str]:
+    """The `NAME=value` lines of a dotenv file (`make run` writes `.env`).
+
+    Blank lines and `#` comments are skipped, an `export ` prefix is allowed, and a value
+    wrapped in matching single or double quotes loses them (no escapes, no expansion).
+    A missing file is empty; a line that is not an assignment raises ConfigError naming it.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {os.fspath(path)}: {getattr(error, 'strerror', None) or error}") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals or not name.isidentifier():
+            raise ConfigError(f"{os.fspath(path)} line {number}: expected NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+def apply_env_file(path: str | os.PathLike, environ: dict[str, str] | None = None) -> list[str]:
+    """Set the variables of a dotenv file that the environment does not set (the
+    environment wins); returns the names it set."""
+    env = os.environ if environ is None else environ
+    added = []
+    for name, value in read_env_file(path).items():
+        if name not in env:
+            env[name] = value
+            added.append(name)
+    return added

@@ -56,6 +56,21 @@ def test_acknowledged_message_survives_a_restart(tmp_path, server_env):
         second.stop()
 
 
+@pytest.mark.sqlite_only
+def test_a_clean_stop_leaves_only_the_database_files(tmp_path, server_env):
+    server = Gunicorn(workdir=tmp_path, env=server_env).start()
+    try:
+        assert signed_post(server.port, make_message(message_id="one"), SECRET).status == 200
+        folder = database_path(server_env).parent
+        assert any(path.name.endswith("-writer.lock") for path in folder.iterdir())
+    finally:
+        assert server.stop() == 0
+    name = database_path(server_env).name
+    left = sorted(path.name for path in folder.iterdir() if path.name.startswith(name))
+    assert left == [name] or set(left) <= {name, f"{name}-wal", f"{name}-shm"}, left
+    assert not any(name.endswith(".lock") for name in left)
+
+
 def test_acknowledged_messages_survive_killed_workers(gunicorn_server, server_env):
     port = gunicorn_server.port
     for number in range(20):

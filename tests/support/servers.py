@@ -377,7 +377,7 @@ def run_cli(env: dict, *arguments: str, input: bytes | None = None, text: bool =
     return subprocess.run(
         [sys.executable, "-m", "webhook_service", *arguments],
         cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
+        env={"WEBHOOK_SERVICE_ENV_FILE": os.devnull, **env, "PATH": "/usr/bin:/bin"},
         input=input,
         capture_output=True,
         text=text,

@@ -28,6 +28,13 @@ docs_bp = get_swaggerui_blueprint(
 )
 
 
+@bp.get("/docs")
+def docs_page():
+    """The Swagger UI page at /docs itself, as at /docs/ (its assets are linked by absolute
+    paths): no redirect, whose body would be an HTML page."""
+    return current_app.view_functions["docs.show"]()
+
+
 @bp.get("/openapi.json")
 def openapi_document():
     """The OpenAPI 3 document, built once per process."""

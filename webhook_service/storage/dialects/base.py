@@ -164,6 +164,10 @@ class Dialect(ABC):
     def close(self) -> None:
         """Release what this dialect holds for its database in this process."""
 
+    def remove_idle_files(self) -> None:
+        """At a clean stop of the server: remove helper files beside the database that no
+        process uses any more (never the database itself)."""
+
     # Values.
 
     def to_column(self, value: str) -> str:

@@ -79,6 +79,11 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     return (status.st_dev, status.st_ino)
 
 
+def _fd_identity(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return (status.st_dev, status.st_ino)
+
+
 class SQLiteDialect(Dialect):
     """A SQLite file in WAL mode, every commit fsynced."""
 
@@ -157,6 +162,14 @@ class SQLiteDialect(Dialect):
         with self._thread_writer_lock:
             fd = self._writer_lock_fd()
             fcntl.flock(fd, fcntl.LOCK_EX)
+            # A stopping server removes the file when no one holds it (remove_idle_files):
+            # the turn is taken on the file at the path, not on a removed one.
+            while _file_identity(self.writer_lock_path) != _fd_identity(fd):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                self._lock_fd = None
+                fd = self._writer_lock_fd()
+                fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
@@ -168,6 +181,22 @@ class SQLiteDialect(Dialect):
             self._lock_fd = os.open(self.writer_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             self._lock_fd_pid = pid
         return self._lock_fd
+
+    def remove_idle_files(self) -> None:
+        # Removed only while locked here: a writer that opened it meanwhile finds, once it
+        # holds the lock, that the path has no file or another one, and opens that instead.
+        try:
+            fd = os.open(self.writer_lock_path, os.O_RDWR)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _file_identity(self.writer_lock_path) == _fd_identity(fd):
+                self.writer_lock_path.unlink()
+        except OSError:
+            pass  # held by a running command line: it stays, as harmless as before
+        finally:
+            os.close(fd)
 
     def forwarder_lock(self, destination: str) -> ForwarderLock:
         # One host: one forwarder serves a destination, and at its start it may take over
