@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the image and check it for real: non-root, healthy, stores a signed post, keeps it
 # across a restart on the same volume, stops cleanly on SIGTERM; compose.yaml validates.
-# Takes minutes (not part of CI). Without a running Docker engine it starts the local
-# sandbox engine from ../shared/tools/docker-sandbox, which builds offline stand-in images.
+# Takes minutes (not part of CI). Needs a running Docker engine; DOCKER_SANDBOX may name a
+# script that starts one (it is run first, and DOCKER_HOST then defaults to its socket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,17 +10,18 @@ IMAGE=webhook-service:check
 NAME=webhook-check-$$
 VOLUME=webhook-check-data-$$
 SECRET=docker-check-secret
-SANDBOX=${DOCKER_SANDBOX:-../shared/tools/docker-sandbox}
+SANDBOX=${DOCKER_SANDBOX:-}
 
 step() { printf '\n== %s\n' "$*"; }
 fail() { printf 'FAILED: %s\n' "$*" >&2; docker logs "$NAME" 2>&1 | tail -20 >&2 || true; exit 1; }
 
-if [ -f "$SANDBOX" ]; then
+if [ -n "$SANDBOX" ]; then
+  [ -f "$SANDBOX" ] || { echo "DOCKER_SANDBOX=$SANDBOX: no such file" >&2; exit 1; }
   step "docker engine: $SANDBOX"
   bash "$SANDBOX" | tail -1
   export DOCKER_HOST=${DOCKER_HOST:-unix:///tmp/docker-sandbox/docker.sock}
 fi
-docker info >/dev/null 2>&1 || { echo "no Docker engine reachable" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "no Docker engine reachable (start one, or set DOCKER_SANDBOX)" >&2; exit 1; }
 
 cleanup() {
   docker rm -f "$NAME" >/dev/null 2>&1 || true

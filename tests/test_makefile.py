@@ -59,12 +59,14 @@ def test_make_backup_copies_the_database_into_backups(tmp_path):
     venv = ROOT / ".venv"
     if not (venv / ".runtime-installed").exists():
         pytest.skip("the checkout's .venv is not installed")
-    for requirements in ("requirements.txt", "requirements-dev.txt"):
+    for requirements in ("requirements.txt", "requirements-dev.txt", "setup.cfg", "pyproject.toml"):
         shutil.copy2(ROOT / requirements, tmp_path / requirements)  # older than the .venv's stamps
     env = {"DATABASE_URL": str(database), "PYTHONPATH": str(ROOT)}
-    result = make(tmp_path, "backup", f"VENV={venv}", env=env)
+    # The checkout's own package stays installed from the checkout, never from this copy.
+    keep = f"--old-file={venv}/.package-installed"
+    result = make(tmp_path, "backup", f"VENV={venv}", keep, env=env)
     assert result.returncode == 0, result.stderr
     [copy] = (tmp_path / "backups").iterdir()
     assert copy.name.startswith("messages-") and copy.suffix == ".db" and copy.stat().st_size > 0
-    again = make(tmp_path, "backup", f"VENV={venv}", f"BACKUP={copy}", env=env)
+    again = make(tmp_path, "backup", f"VENV={venv}", keep, f"BACKUP={copy}", env=env)
     assert again.returncode != 0 and "exists" in again.stderr
