@@ -18,7 +18,8 @@ from webhook_service.api.errors import RequestValidationError
 from webhook_service.storage.cursor import MalformedCursor, Position, decode_cursor
 from webhook_service.storage.feed import LATEST, MalformedPosition, decode_position
 from webhook_service.storage.messages import MessageFilter, NewMessage
-from webhook_service.timestamps import instant_key
+from webhook_service.storage.timeline import BUCKET_SECONDS, MAX_POINTS, BucketRange, TooManyPoints, bucket_range
+from webhook_service.timestamps import instant_key, utc_now_iso
 
 MAX_TEXT_CHARS = 4096
 MAX_MESSAGE_ID_CHARS = 256
@@ -58,6 +59,10 @@ NOT_A_CURSOR = "Value error, not a cursor: pass next_cursor from a previous page
 OFFSET_WITH_CURSOR = "Value error, offset must be 0 or absent when cursor is given"
 NOT_A_POSITION = "Value error, not a feed position: pass next from a previous answer as it was, or latest"
 FEED_LIMIT_TOO_LARGE = f"Input should be less than or equal to {MAX_FEED_LIMIT}"
+NOT_A_BUCKET = "Input should be 'hour' or 'day'"
+UNTIL_NOT_AFTER_SINCE = "Value error, until must be after since"
+SINCE_NOT_IN_THE_PAST = "Value error, since must be before now (until's default)"
+TOO_MANY_POINTS = f"Value error, at most {MAX_POINTS} buckets from since to until: narrow the range, or use bucket=day"
 WAIT_TOO_SMALL = OFFSET_TOO_SMALL
 WAIT_TOO_LARGE = f"Input should be less than or equal to {MAX_FEED_WAIT_SECONDS}"
 
@@ -74,6 +79,7 @@ ERROR_TYPES = {
     OFFSET_TOO_LARGE: "less_than_equal",
     FEED_LIMIT_TOO_LARGE: "less_than_equal",
     WAIT_TOO_LARGE: "less_than_equal",
+    NOT_A_BUCKET: "enum",
 }
 
 _STRING_ERRORS = {"required": FIELD_REQUIRED, "null": NOT_A_STRING, "invalid": NOT_A_STRING}
@@ -102,6 +108,11 @@ def _timestamp(value: str) -> None:
         instant_key(value)
     except ValueError:
         raise ValidationError(NOT_A_TIMESTAMP) from None
+
+
+def _bucket(value: str) -> None:
+    if value not in BUCKET_SECONDS:
+        raise ValidationError(NOT_A_BUCKET)
 
 
 def _max_chars(limit: int, message: str):
@@ -308,9 +319,54 @@ class FeedQuerySchema(Schema):
         return FeedQuery(after=data["after"], limit=data["limit"], wait_seconds=data["wait"])
 
 
+class TimelineQuerySchema(Schema):
+    """The query string of GET /stats/timeline. Unknown parameters are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    bucket = fields.String(
+        required=True,
+        validate=_bucket,
+        error_messages={"required": FIELD_REQUIRED},
+        metadata={"enum": sorted(BUCKET_SECONDS), "description": "Count by the hour or by the day (UTC)."},
+    )
+    since = fields.String(
+        required=True,
+        validate=_timestamp,
+        error_messages={"required": FIELD_REQUIRED},
+        metadata={
+            **TS_DOCUMENTED,
+            "description": "The bucket holding this instant is the first. " + TS_DOCUMENTED["description"],
+        },
+    )
+    until = fields.String(
+        load_default=None,
+        validate=_timestamp,
+        metadata={
+            **TS_DOCUMENTED,
+            "description": "Buckets that start before this instant (default: now). " + TS_DOCUMENTED["description"],
+        },
+    )
+
+    @post_load
+    def to_range(self, data: dict[str, Any], **kwargs) -> BucketRange:
+        since_key = instant_key(data["since"])
+        until_key = instant_key(data["until"] or utc_now_iso())
+        if until_key <= since_key:
+            if data["until"] is None:
+                raise ValidationError(SINCE_NOT_IN_THE_PAST, field_name="since")
+            raise ValidationError(UNTIL_NOT_AFTER_SINCE, field_name="until")
+        try:
+            return bucket_range(data["bucket"], since_key, until_key)
+        except TooManyPoints:
+            raise ValidationError(TOO_MANY_POINTS, field_name="since") from None
+
+
 webhook_message_schema = WebhookMessageSchema()
 messages_query_schema = MessagesQuerySchema()
 feed_query_schema = FeedQuerySchema()
+timeline_query_schema = TimelineQuerySchema()
 
 
 def _detail(location: str, schema: Schema, messages: dict[str, list[str]]) -> list[dict]:
@@ -415,3 +471,11 @@ def load_feed_query(args: Mapping[str, str]) -> FeedQuery:
         return feed_query_schema.load(args)
     except ValidationError as exc:
         raise RequestValidationError(_detail("query", feed_query_schema, exc.messages)) from None
+
+
+def load_timeline_query(args: Mapping[str, str]) -> BucketRange:
+    """Validate /stats/timeline query parameters; raises RequestValidationError listing every bad one."""
+    try:
+        return timeline_query_schema.load(args)
+    except ValidationError as exc:
+        raise RequestValidationError(_detail("query", timeline_query_schema, exc.messages)) from None

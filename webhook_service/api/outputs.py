@@ -83,6 +83,26 @@ class StatsSchema(Schema):
     )
 
 
+class TimelinePointSchema(Schema):
+    """Messages stored in one bucket."""
+
+    start = fields.String(
+        required=True, metadata={"description": "The bucket's first instant, UTC.", "example": "2025-01-15T10:00:00Z"}
+    )
+    count = fields.Integer(required=True, metadata={"minimum": 1})
+
+
+class TimelineSchema(Schema):
+    """GET /stats/timeline."""
+
+    bucket = fields.String(required=True, metadata={"enum": ["day", "hour"]})
+    points = fields.List(
+        fields.Nested(TimelinePointSchema),
+        required=True,
+        metadata={"description": "Oldest first; buckets without messages are left out; at most 1,000."},
+    )
+
+
 class StatusSchema(Schema):
     """A plain status answer."""
 
@@ -131,6 +151,7 @@ _message = MessageSchema()
 _page = MessagePageSchema()
 _feed_page = FeedPageSchema()
 _stats = StatsSchema()
+_timeline = TimelineSchema()
 _status = StatusSchema()
 _readiness = ReadinessSchema()
 _error = ErrorSchema()
@@ -157,6 +178,11 @@ def feed_document(page: FeedPage) -> dict:
 def stats_document(stats: MessageStats) -> dict:
     """The /stats document."""
     return _stats.dump(stats)
+
+
+def timeline_document(bucket: str, points: list[tuple[str, int]]) -> dict:
+    """The GET /stats/timeline document."""
+    return _timeline.dump({"bucket": bucket, "points": [{"start": start, "count": count} for start, count in points]})
 
 
 def status_document(status: str) -> dict:

@@ -1,12 +1,15 @@
-"""GET /stats: totals, top senders and the time range of stored messages."""
+"""GET /stats: totals, top senders and the time range of stored messages; GET /stats/timeline:
+messages per hour or day."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
-from webhook_service.api.outputs import stats_document
+from webhook_service.api.inputs import load_timeline_query
+from webhook_service.api.outputs import stats_document, timeline_document
 from webhook_service.api.reads import read_transaction
 from webhook_service.storage.messages import message_stats
+from webhook_service.storage.timeline import read_timeline
 
 bp = Blueprint("stats", __name__)
 
@@ -17,3 +20,12 @@ def get_stats():
     with read_transaction() as conn:
         stats = message_stats(conn)
     return jsonify(stats_document(stats))
+
+
+@bp.get("/stats/timeline")
+def get_timeline():
+    """Messages per hour or day they were stored, from maintained counts; 422 for bad parameters."""
+    buckets = load_timeline_query({key: request.args.getlist(key)[-1] for key in request.args})
+    with read_transaction() as conn:
+        points = read_timeline(conn, buckets)
+    return jsonify(timeline_document(buckets.bucket, points))

@@ -15,6 +15,7 @@ from webhook_service.storage.cursor import Position
 from webhook_service.storage.dialects import Dialect, dialect_of
 from webhook_service.storage.dialects.base import ADD_TO_TOTALS, SearchPlan
 from webhook_service.storage.tables import message_totals, messages, sender_counts
+from webhook_service.storage.timeline import add_to_timeline, remove_from_timeline
 from webhook_service.timestamps import instant_key, utc_now_iso
 
 TOP_SENDERS = 10
@@ -134,6 +135,7 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
         inserted.discard(row["message_id"])
     if added:
         dialect.add_to_counters(conn, added)
+        add_to_timeline(conn, created_at, sum(added.values()))
     return results
 
 
@@ -170,7 +172,9 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
     )
     # What this statement deleted, exactly: a concurrent purge may have taken some first.
     rows = conn.execute(
-        delete(messages).where(messages.c.id.in_(oldest.scalar_subquery())).returning(messages.c.from_msisdn)
+        delete(messages)
+        .where(messages.c.id.in_(oldest.scalar_subquery()))
+        .returning(messages.c.from_msisdn, messages.c.created_at)
     ).all()
     if not rows:
         return 0
@@ -182,6 +186,7 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
         .returning(sender_counts.c.from_msisdn)
     ).all()
     conn.execute(ADD_TO_TOTALS, {"messages_added": -len(rows), "senders_added": -len(gone)})
+    remove_from_timeline(conn, (row.created_at for row in rows))
     return len(rows)
 
 

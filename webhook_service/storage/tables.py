@@ -84,6 +84,21 @@ message_totals = Table(
     ),
 )
 
+# Messages per hour and per day they were stored in (created_at, UTC), kept with every
+# insert and purge like sender_counts: GET /stats/timeline reads at most 1,000 of these rows.
+timeline_counts = Table(
+    "timeline_counts",
+    metadata,
+    Column("bucket", OrderedText, primary_key=True, comment="hour or day."),
+    Column(
+        "start",
+        OrderedText,
+        primary_key=True,
+        comment="The bucket's first instant, YYYY-MM-DDTHH:00:00Z (hour) or YYYY-MM-DDT00:00:00Z (day).",
+    ),
+    Column("message_count", BigInteger, nullable=False, comment="Messages stored in it; rows at 0 are deleted."),
+)
+
 write_probe = Table(
     "write_probe",
     metadata,

@@ -1,0 +1,129 @@
+"""Messages counted by the hour and the day they were stored (created_at, UTC).
+
+The counts live in timeline_counts and change in the transaction of every insert and
+every purge, so a timeline reads one row per bucket, however many messages there are.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, bindparam, delete, select, update
+
+from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.tables import timeline_counts
+
+MAX_POINTS = 1000
+BUCKET_SECONDS = {"hour": 3600, "day": 86400}
+# created_at (and an instant key) is YYYY-MM-DDTHH:MM:SS...: this many characters name the bucket.
+_PREFIX_CHARS = {"hour": 13, "day": 10}
+_START_SUFFIX = {"hour": ":00:00Z", "day": "T00:00:00Z"}
+_START_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class TooManyPoints(ValueError):
+    """A range wider than MAX_POINTS buckets."""
+
+
+@dataclass(frozen=True)
+class BucketRange:
+    """Buckets whose start is at or after `first` and before `end` (both bucket starts)."""
+
+    bucket: str
+    first: str
+    end: str
+
+
+def bucket_start(bucket: str, instant: str) -> str:
+    """The start of the bucket holding `instant` (a created_at or an instant key)."""
+    return instant[: _PREFIX_CHARS[bucket]] + _START_SUFFIX[bucket]
+
+
+def bucket_range(bucket: str, since_key: str, until_key: str) -> BucketRange:
+    """The buckets that overlap [since, until), two instant keys with since before until.
+    Raises TooManyPoints past MAX_POINTS of them."""
+    first, until_start = bucket_start(bucket, since_key), bucket_start(bucket, until_key)
+    # A bucket that until falls inside is counted whole; one that starts at until is not.
+    whole = _at_bucket_start(bucket, until_key)
+    span = _parse_start(until_start) - _parse_start(first)
+    points = span // timedelta(seconds=BUCKET_SECONDS[bucket]) + (0 if whole else 1)
+    if points > MAX_POINTS:
+        raise TooManyPoints(f"at most {MAX_POINTS} {bucket} buckets")
+    # Past the bucket until falls in: its name followed by "~", which sorts after every
+    # character a start has there and before the next bucket's name (no date arithmetic,
+    # so the year 9999 needs no special case).
+    end = until_start if whole else until_start[: _PREFIX_CHARS[bucket]] + "~"
+    return BucketRange(bucket, first, end)
+
+
+def _parse_start(start: str) -> datetime:
+    return datetime.strptime(start, _START_FORMAT).replace(tzinfo=UTC)
+
+
+def _at_bucket_start(bucket: str, instant_key: str) -> bool:
+    rest = instant_key[_PREFIX_CHARS[bucket] :]
+    return all(character in "0:.TZ" for character in rest)
+
+
+def read_timeline(conn: Connection, buckets: BucketRange) -> list[tuple[str, int]]:
+    """(start, count) of every bucket in the range that holds messages, oldest first."""
+    rows = conn.execute(
+        select(timeline_counts.c.start, timeline_counts.c.message_count)
+        .where(
+            timeline_counts.c.bucket == buckets.bucket,
+            timeline_counts.c.start >= buckets.first,
+            timeline_counts.c.start < buckets.end,
+        )
+        .order_by(timeline_counts.c.start)
+    )
+    return [(row.start, row.message_count) for row in rows]
+
+
+@functools.cache
+def _upsert(insert):
+    statement = insert(timeline_counts).values(
+        bucket=bindparam("bucket"), start=bindparam("start"), message_count=bindparam("n")
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[timeline_counts.c.bucket, timeline_counts.c.start],
+        set_={"message_count": timeline_counts.c.message_count + statement.excluded.message_count},
+    )
+
+
+def add_to_timeline(conn: Connection, created_at: str, count: int) -> None:
+    """Count `count` messages stored at `created_at`, in the caller's write transaction."""
+    conn.execute(
+        _upsert(dialect_of(conn).insert),
+        [{"bucket": bucket, "start": bucket_start(bucket, created_at), "n": count} for bucket in BUCKET_SECONDS],
+    )
+
+
+_SUBTRACT = (
+    update(timeline_counts)
+    .where(timeline_counts.c.bucket == bindparam("b_bucket"), timeline_counts.c.start == bindparam("b_start"))
+    .values(message_count=timeline_counts.c.message_count - bindparam("n"))
+)
+
+
+_DELETE_EMPTY = delete(timeline_counts).where(
+    timeline_counts.c.bucket == bindparam("b_bucket"),
+    timeline_counts.c.start == bindparam("b_start"),
+    timeline_counts.c.message_count <= 0,
+)
+
+
+def remove_from_timeline(conn: Connection, created_ats: Iterable[str]) -> None:
+    """Uncount deleted messages (their created_at values), in the caller's write transaction."""
+    removed = Counter(
+        (bucket, bucket_start(bucket, created_at)) for created_at in created_ats for bucket in BUCKET_SECONDS
+    )
+    if not removed:
+        return
+    # In key order: two purges lock the rows in one order.
+    keys = [{"b_bucket": bucket, "b_start": start, "n": removed[bucket, start]} for bucket, start in sorted(removed)]
+    conn.execute(_SUBTRACT, keys)
+    conn.execute(_DELETE_EMPTY, keys)
