@@ -1,30 +1,20 @@
 """/docs in a real browser (headless Chromium) against real gunicorn: every operation of
 /openapi.json is rendered, with every host but the service unreachable (no CDN)."""
 
-import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
+from tests.support.browser import chromium_path
 from tests.support.servers import request
 
 pytestmark = pytest.mark.e2e
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if found := shutil.which(name):
-            return found
-    if os.environ.get("CI") or os.environ.get("REQUIRE_CHROMIUM"):
-        pytest.fail("Chromium is required here (CI) but not installed: apt-get install chromium")
-    pytest.skip("Chromium is not installed (apt-get install chromium)")
-
-
 @pytest.mark.sqlite_only
 def test_swagger_ui_renders_every_operation_of_the_document(gunicorn_server, tmp_path):
-    browser = chromium()
+    browser = chromium_path()
     document = request(gunicorn_server.port, "GET", "/openapi.json").json()
     expected = sorted((method.upper(), path) for path, operations in document["paths"].items() for method in operations)
     result = subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.database import stored_ids
 from tests.support.messages import E2E_SECRET, make_message
-from tests.support.servers import ROOT, Gunicorn, signed_post
+from tests.support.servers import ROOT, Gunicorn, request, signed_post
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +76,11 @@ def test_an_installed_wheel_migrates_and_serves(tmp_path):
     server.start()
     try:
         assert signed_post(server.port, make_message(message_id="from-the-wheel")).status == 200
+        # The console's template and files are in the wheel too.
+        page = request(server.port, "GET", "/console")
+        assert page.status == 200 and b"console.js" in page.body
+        for asset in ("console.js", "console.css", "favicon.svg"):
+            assert request(server.port, "GET", f"/console/static/{asset}").status == 200, asset
     finally:
         server.stop()
     assert stored_ids(url) == ["from-the-wheel"]

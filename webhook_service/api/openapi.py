@@ -20,6 +20,7 @@ from webhook_service.api.inputs import (
 from webhook_service.api.outputs import (
     ErrorSchema,
     FeedPageSchema,
+    ForwardingSchema,
     MessagePageSchema,
     ReadinessSchema,
     StatsSchema,
@@ -120,6 +121,7 @@ def build_openapi_document(version: str) -> dict:
         ("FeedPage", FeedPageSchema),
         ("Stats", StatsSchema),
         ("Timeline", TimelineSchema),
+        ("Forwarding", ForwardingSchema),
         ("Status", StatusSchema),
         ("Readiness", ReadinessSchema),
         ("Error", ErrorSchema),
@@ -212,6 +214,21 @@ def build_openapi_document(version: str) -> dict:
                 "security": reads_security,
                 "parameters": [{"in": "query", "schema": TimelineQuerySchema}],
                 "responses": {"200": _json("Timeline", "The buckets that hold messages."), **_errors(401, 422, 503)},
+            }
+        },
+    )
+    spec.path(
+        path="/stats/forwarding",
+        operations={
+            "get": {
+                "summary": "Forwarding destinations",
+                "description": (
+                    "Every destination a forwarder (`webhook-service forward`) has served on this database: its "
+                    "lag, the messages waiting for a retry and its dead letters, read from the forwarder's tables."
+                ),
+                "operationId": "forwarding",
+                "security": reads_security,
+                "responses": {"200": _json("Forwarding", "One entry per destination."), **_errors(401, 503)},
             }
         },
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from webhook_service.storage.feed import FeedPage, encode_position
+from webhook_service.storage.forwarding import DestinationSummary
 from webhook_service.storage.messages import MessagePage, MessageStats, StoredMessage
+from webhook_service.timestamps import epoch_from_iso
 
 
 class MessageSchema(Schema):
@@ -103,6 +105,31 @@ class TimelineSchema(Schema):
     )
 
 
+class DestinationSchema(Schema):
+    """Where one forwarding destination stands."""
+
+    name = fields.String(required=True, metadata={"example": "billing"})
+    position = fields.String(
+        required=True, metadata={"description": "Feed position up to which it has had or is owed every message."}
+    )
+    lag_seconds = fields.Float(
+        required=True,
+        metadata={"description": "Age of the oldest stored message it has not had, dead letters aside; 0 when none."},
+    )
+    pending = fields.Integer(required=True, metadata={"description": "Messages waiting for a retry or in flight."})
+    dead_letters = fields.Integer(required=True)
+
+
+class ForwardingSchema(Schema):
+    """GET /stats/forwarding."""
+
+    destinations = fields.List(
+        fields.Nested(DestinationSchema),
+        required=True,
+        metadata={"description": "Every destination a forwarder has served on this database, by name."},
+    )
+
+
 class StatusSchema(Schema):
     """A plain status answer."""
 
@@ -152,6 +179,7 @@ _page = MessagePageSchema()
 _feed_page = FeedPageSchema()
 _stats = StatsSchema()
 _timeline = TimelineSchema()
+_forwarding = ForwardingSchema()
 _status = StatusSchema()
 _readiness = ReadinessSchema()
 _error = ErrorSchema()
@@ -183,6 +211,26 @@ def stats_document(stats: MessageStats) -> dict:
 def timeline_document(bucket: str, points: list[tuple[str, int]]) -> dict:
     """The GET /stats/timeline document."""
     return _timeline.dump({"bucket": bucket, "points": [{"start": start, "count": count} for start, count in points]})
+
+
+def forwarding_document(summaries: list[DestinationSummary], now: float) -> dict:
+    """The GET /stats/forwarding document, lags measured at `now` (epoch seconds)."""
+    return _forwarding.dump(
+        {
+            "destinations": [
+                {
+                    "name": summary.name,
+                    "position": encode_position(summary.position),
+                    "lag_seconds": 0.0
+                    if summary.oldest_undelivered_at is None
+                    else max(0.0, round(now - epoch_from_iso(summary.oldest_undelivered_at), 3)),
+                    "pending": summary.pending,
+                    "dead_letters": summary.dead_letters,
+                }
+                for summary in summaries
+            ]
+        }
+    )
 
 
 def status_document(status: str) -> dict:

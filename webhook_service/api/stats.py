@@ -3,11 +3,14 @@ messages per hour or day."""
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, jsonify, request
 
 from webhook_service.api.inputs import load_timeline_query
-from webhook_service.api.outputs import stats_document, timeline_document
+from webhook_service.api.outputs import forwarding_document, stats_document, timeline_document
 from webhook_service.api.reads import read_transaction
+from webhook_service.storage.forwarding import destination_summaries
 from webhook_service.storage.messages import message_stats
 from webhook_service.storage.timeline import read_timeline
 
@@ -29,3 +32,11 @@ def get_timeline():
     with read_transaction() as conn:
         points = read_timeline(conn, buckets)
     return jsonify(timeline_document(buckets.bucket, points))
+
+
+@bp.get("/stats/forwarding")
+def get_forwarding():
+    """Each forwarding destination's lag, retries and dead letters, from the forwarder's tables."""
+    with read_transaction() as conn:
+        summaries = destination_summaries(conn)
+    return jsonify(forwarding_document(summaries, time.time()))

@@ -250,6 +250,42 @@ def oldest_undelivered_at(conn: Connection, name: str) -> str | None:
     return min(candidates, default=None)
 
 
+@dataclass(frozen=True)
+class DestinationSummary:
+    """Where one destination stands, as the console shows it."""
+
+    name: str
+    position: int
+    oldest_undelivered_at: str | None
+    pending: int
+    dead_letters: int
+
+
+def destination_summaries(conn: Connection) -> list[DestinationSummary]:
+    """Every destination a forwarder has served on this database, by name."""
+    counts = {
+        (row.destination, row.state): row.n
+        for row in conn.execute(
+            select(forward_deliveries.c.destination, forward_deliveries.c.state, func.count().label("n")).group_by(
+                forward_deliveries.c.destination, forward_deliveries.c.state
+            )
+        )
+    }
+    rows = conn.execute(
+        select(forward_destinations.c.name, forward_destinations.c.position).order_by(forward_destinations.c.name)
+    ).all()
+    return [
+        DestinationSummary(
+            name=row.name,
+            position=row.position,
+            oldest_undelivered_at=oldest_undelivered_at(conn, row.name),
+            pending=counts.get((row.name, PENDING), 0),
+            dead_letters=counts.get((row.name, DEAD), 0),
+        )
+        for row in rows
+    ]
+
+
 def list_deliveries(conn: Connection, name: str, dead_only: bool, limit: int | None = None) -> list[DeliveryState]:
     """The deliveries still owed (or the dead letters alone), oldest message first."""
     destination_position(conn, name)
