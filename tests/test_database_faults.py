@@ -5,6 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from tests.support.database import stored_ids
 from tests.support.messages import make_message
@@ -64,6 +65,54 @@ def test_a_database_replaced_underneath_gets_the_next_writes(client, signed_post
     assert client.get("/health/ready").status_code == 200
     assert [m["message_id"] for m in client.get("/messages").get_json()["data"]] == ["new-1"]
     assert stored_ids(path) == ["new-1"]
+
+
+def test_a_file_moved_in_beside_the_journal_of_the_one_before_is_not_opened_until_it_is_removed(
+    client, signed_post, settings, tmp_path
+):
+    path = database_file(settings)
+    assert signed_post(make_message(message_id="before-backup")).status_code == 200
+    backup = tmp_path / "backup.db"
+    source, target = sqlite3.connect(path), sqlite3.connect(backup)
+    source.backup(target)
+    source.close(), target.close()
+    assert signed_post(make_message(message_id="after-backup")).status_code == 200
+    assert Path(f"{path}-wal").exists()  # the service's journal of the file now at the path
+    backup.rename(path)  # the backup moved over the path, the old -wal and -shm still beside it
+
+    refused = signed_post(make_message(message_id="while-stale"))
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    ready = client.get("/health/ready").get_json()
+    assert ready["checks"]["database"] == "unavailable"
+    assert client.get("/messages").status_code == 503
+
+    for stale in sqlite_files(path)[1:]:
+        stale.unlink()
+    assert signed_post(make_message(message_id="after-restore")).status_code == 200
+    assert client.get("/health/ready").status_code == 200
+    assert stored_ids(path) == ["before-backup", "after-restore"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_the_reason_a_stale_journal_is_refused_names_the_files(settings, tmp_path):
+    path = database_file(settings)
+    database = Database(settings.database_url)
+    # Another program with the file open: closing the service's connections leaves the journal.
+    holder = sqlite3.connect(path)
+    try:
+        holder.execute("SELECT count(*) FROM messages").fetchall()
+        with database.write_transaction() as conn:
+            conn.exec_driver_sql("PRAGMA user_version=1")
+        shutil.copy(path, tmp_path / "copy.db")
+        database.dispose()
+        (tmp_path / "copy.db").rename(path)
+        with pytest.raises(OperationalError) as refused, database.read_transaction():
+            pass
+    finally:
+        database.dispose()
+        holder.close()
+    assert f"{path.name}-wal and {path.name}-shm of the file before it are still beside it" in str(refused.value)
 
 
 def test_nothing_is_acknowledged_into_a_file_replaced_during_the_commit(settings, tmp_path):

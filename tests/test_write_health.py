@@ -1,6 +1,7 @@
 """The latest write outcome, shared by the worker processes of one server."""
 
 import os
+import time
 
 import pytest
 
@@ -19,7 +20,7 @@ def test_a_failure_recorded_in_a_forked_worker_is_seen_by_the_others():
     failure = shared.last_failure(7)
     reason, age = failure.reason, failure.seconds_ago
     assert reason == "OperationalError: database or disk is full" and 0 <= age < 5
-    shared.record_success(7)
+    shared.record_success(7, began_at=time.monotonic())
     assert shared.last_failure(7) is None
 
 
@@ -27,8 +28,20 @@ def test_databases_are_kept_apart():
     shared = WriteHealth()
     shared.record_failure(1, "locked")
     assert shared.last_failure(2) is None
-    shared.record_success(2)
+    shared.record_success(2, began_at=time.monotonic())
     assert shared.last_failure(1).reason == "locked"
+
+
+def test_a_write_that_began_before_a_failure_does_not_clear_it():
+    # A readiness probe waits for the write lock behind a delivery that then fails; the
+    # probe's own commit must not make the service look writable.
+    shared = WriteHealth()
+    probe_began = time.monotonic()
+    shared.record_failure(3, "OperationalError: database or disk is full")
+    shared.record_success(3, began_at=probe_began)
+    assert shared.last_failure(3).reason == "OperationalError: database or disk is full"
+    shared.record_success(3, began_at=time.monotonic())  # a write that began after it
+    assert shared.last_failure(3) is None
 
 
 @pytest.fixture
@@ -36,7 +49,7 @@ def failed_delivery_write(settings):
     key = database_key(settings.database_url)
     WRITE_HEALTH.record_failure(key, "OperationalError: database or disk is full")
     yield
-    WRITE_HEALTH.record_success(key)
+    WRITE_HEALTH.record_success(key, began_at=time.monotonic())
 
 
 def test_readiness_stays_down_after_a_failed_delivery_until_a_write_commits(client, signed_post, failed_delivery_write):

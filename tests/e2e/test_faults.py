@@ -8,6 +8,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +89,64 @@ def test_full_disk_answers_503_and_keeps_every_acknowledged_message(tmp_path, sm
     finally:
         again.stop()
     assert sorted(listed) == sorted(acknowledged)
+
+
+def unique_text(seed: int) -> str:
+    """4,000 characters whose trigrams are all new: a large write to the text index."""
+    return "".join(chr(0x4E00 + (seed * 4000 + n) % 20000) for n in range(4000))
+
+
+def test_readiness_turns_503_at_the_first_failed_delivery_after_a_probe_succeeded(tmp_path, small_disk):
+    # Small probe rows (MAX_BODY_BYTES) and large deliveries: after room for a probe but not
+    # for a delivery is made, the probe commits while deliveries fail.
+    env = {
+        "WEBHOOK_SECRET": SECRET,
+        "DATABASE_URL": f"sqlite:///{small_disk / 'messages.db'}",
+        "MAX_BODY_BYTES": "32768",
+    }
+    server = Gunicorn(workdir=tmp_path, env=env, workers=2).start()
+    try:
+        for number in range(MAX_POSTS):
+            payload = make_message(message_id=f"fill-{number}", text=unique_text(number))
+            status = signed_post(server.port, payload, SECRET).status
+            assert status in (200, 503)
+            if status == 503:
+                break
+        else:
+            pytest.fail("the disk never filled up")
+        subprocess.run(["mount", "-o", "remount,size=1100k", str(small_disk)], check=True)
+        # No deliveries for longer than the hold: the probe's own small write fits, and says ready.
+        assert wait_until(lambda: request(server.port, "GET", "/health/ready").status == 200, timeout=30)
+        # Deliveries that do not fit, from several senders at once, while probes keep asking.
+        failures: list[float] = []
+
+        def deliver(sender: int) -> None:
+            for number in range(15):
+                payload = make_message(
+                    message_id=f"late-{sender}-{number}", text=unique_text(1000 + 20 * sender + number)
+                )
+                status = signed_post(server.port, payload, SECRET).status
+                assert status in (200, 503)
+                if status == 503:
+                    failures.append(time.monotonic())
+
+        senders = [threading.Thread(target=deliver, args=(number,)) for number in range(4)]
+        for sender in senders:
+            sender.start()
+        answers = []
+        while any(sender.is_alive() for sender in senders):
+            asked = time.monotonic()
+            answers.append((asked, request(server.port, "GET", "/health/ready").status))
+            time.sleep(0.02)
+        for sender in senders:
+            sender.join()
+        refused = len(failures)
+        # Once a delivery had failed, no probe said ready.
+        after_failure = [status for asked, status in answers if failures and asked > failures[0]]
+        assert after_failure and set(after_failure) == {503}, after_failure.count(200)
+        assert refused, "every late delivery fitted"
+    finally:
+        server.stop()
 
 
 def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp_path, server_env):

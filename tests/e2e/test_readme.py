@@ -157,16 +157,34 @@ def _answers(port: int) -> bool:
         return False
 
 
+# Where the checkout is not a git repository (an unpacked archive), what .gitignore leaves out.
+_NOT_SHIPPED = shutil.ignore_patterns(
+    ".git", ".venv", "data", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", ".env", "*.db*"
+)
+
+
+def _checkout_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=False
+    )
+    if listed.returncode == 0:
+        return [name for name in listed.stdout.decode().split("\0") if name]
+    files = []
+    for folder, subfolders, names in os.walk(ROOT):
+        ignored = _NOT_SHIPPED(folder, subfolders + names)
+        links = [name for name in subfolders if os.path.islink(os.path.join(folder, name))]
+        subfolders[:] = [name for name in subfolders if name not in ignored and name not in links]
+        files += [os.path.relpath(os.path.join(folder, name), ROOT) for name in names + links if name not in ignored]
+    return files
+
+
 @pytest.fixture
 def checkout_copy(tmp_path) -> Path:
     """The checkout's files (tracked and not ignored) in a new git repository, with this
     checkout's .venv, as after `git clone` and `make run`."""
     copy = tmp_path / "checkout"
     copy.mkdir()
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
+    for name in _checkout_files():
         source = ROOT / name
         if source.is_file() and not source.is_symlink():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,7 +28,9 @@ def stored_ids(url_or_path: str | Path) -> list[str]:
     migrated), so this is safe on a database the test has damaged or removed."""
     if isinstance(url_or_path, Path) or url_or_path.startswith("sqlite:///"):
         path = Path(str(url_or_path).removeprefix("sqlite:///"))
-        with sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True) as conn:
+        # Closed at once: a connection left open would hold the file (and, in WAL mode, its
+        # journal files under this name) for the rest of the test process.
+        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as conn:
             return [row[0] for row in conn.execute("SELECT message_id FROM messages ORDER BY id")]
     return [row[0] for row in run_sql(url_or_path, "SELECT message_id FROM messages ORDER BY id")]
 

@@ -206,6 +206,8 @@ class Load:
         self.secret = secret
         self.prefix = prefix
         self.acknowledged: list[str] = []
+        # When each was acknowledged (time.monotonic() at the answer).
+        self.acknowledged_at: dict[str, float] = {}
         self.statuses: list[int | str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
@@ -224,6 +226,7 @@ class Load:
                 continue
             self.statuses.append(status)
             if status == 200:
+                self.acknowledged_at[message_id] = time.monotonic()
                 self.acknowledged.append(message_id)
 
     def __enter__(self) -> Self:

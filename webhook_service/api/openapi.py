@@ -233,6 +233,23 @@ def build_openapi_document(version: str) -> dict:
         },
     )
     spec.path(
+        path="/console",
+        operations={
+            "get": {
+                "summary": "The console",
+                "description": (
+                    "A read-only page for people: messages, the live feed, stats and charts. It holds no data and "
+                    "needs no token; its script reads the endpoints of this document (with a token when reads need "
+                    "one). Its script, styles and icon are under /console/static/."
+                ),
+                "operationId": "console",
+                "responses": {
+                    "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+    )
+    spec.path(
         path="/health/live",
         operations={
             "get": {

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from webhook_service.storage.dialects import Dialect, dialect_for_url
 from webhook_service.storage.dialects.base import LOCK_WAIT_OPTION, WRITE_OPTION, statement_deadline
@@ -51,10 +52,11 @@ def create_database_engine(url: str, *, create: bool = True, pool_size: int = DE
 @contextmanager
 def _discarded_on_failure(conn: Connection) -> Iterator[None]:
     # A connection whose write failed is not reused: SQLite opens a write-protected file
-    # read-only and keeps it so even after the file is writable again.
+    # read-only and keeps it so even after the file is writable again, and one that read a
+    # malformed page may hold it in its cache.
     try:
         yield
-    except OperationalError:
+    except DBAPIError:
         conn.invalidate()
         raise
 
@@ -119,13 +121,14 @@ class Database:
 
     @contextmanager
     def _recording_write_health(self, failures: bool) -> Iterator[None]:
+        began_at = time.monotonic()
         try:
             yield
         except DATABASE_ERRORS as error:
             if failures:
                 WRITE_HEALTH.record_failure(self._key, describe_database_error(error))
             raise
-        WRITE_HEALTH.record_success(self._key)
+        WRITE_HEALTH.record_success(self._key, began_at)
 
     @contextmanager
     def read_transaction(self, budget_seconds: float | None = None) -> Iterator[Connection]:

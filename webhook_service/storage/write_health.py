@@ -44,11 +44,13 @@ class WriteHealth:
         """Remember that a write to database `key` failed just now, and why."""
         self._write(key, time.monotonic(), reason)
 
-    def record_success(self, key: int) -> None:
-        """Forget a failure of database `key`: a write has committed since."""
+    def record_success(self, key: int, began_at: float) -> None:
+        """Forget a failure of database `key` that happened before `began_at` (time.monotonic()
+        when the transaction that has now committed began). A failure while it ran stays: a
+        readiness probe that waited for the lock behind a failing delivery must not clear it."""
         _sequence, stored_key, failed_at, _length = _HEADER.unpack_from(self._memory, 0)
-        if stored_key == key and failed_at != _NO_FAILURE:
-            self._write(key, _NO_FAILURE, "", only_if_key=key)
+        if stored_key == key and _NO_FAILURE != failed_at < began_at:
+            self._write(key, _NO_FAILURE, "", only_if_key=key, only_if_before=began_at)
 
     def last_failure(self, key: int) -> WriteFailure | None:
         """The last failed write of database `key`, or None when the latest one committed."""
@@ -61,12 +63,21 @@ class WriteHealth:
                 return WriteFailure(reason.decode("utf-8", "replace"), time.monotonic() - failed_at)
         return None
 
-    def _write(self, key: int, failed_at: float, reason: str, only_if_key: int | None = None) -> None:
+    def _write(
+        self,
+        key: int,
+        failed_at: float,
+        reason: str,
+        only_if_key: int | None = None,
+        only_if_before: float | None = None,
+    ) -> None:
         encoded = reason.encode("utf-8", "replace")[:_MAX_REASON_BYTES]
         with exclusive():
-            sequence, stored_key, _failed_at, _length = _HEADER.unpack_from(self._memory, 0)
+            sequence, stored_key, stored_failed_at, _length = _HEADER.unpack_from(self._memory, 0)
             if only_if_key is not None and stored_key != only_if_key:
                 return
+            if only_if_before is not None and stored_failed_at >= only_if_before:
+                return  # a failure recorded meanwhile
             struct.pack_into("<Q", self._memory, 0, sequence + 1)
             self._memory[_HEADER.size : _HEADER.size + len(encoded)] = encoded
             _HEADER.pack_into(self._memory, 0, sequence + 1, key, failed_at, len(encoded))

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, create_engine, event, false, func, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.pool import QueuePool
 
 from webhook_service.storage.dialects.base import (
@@ -67,6 +67,15 @@ _ADD_TO_TOTALS = (
 )
 
 
+@contextmanager
+def _driver_errors(statement: str) -> Iterator[None]:
+    """The driver's errors on a raw connection, raised as SQLAlchemy raises them elsewhere."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
+
+
 class DatabaseFileChanged(OSError):
     """The SQLite file was removed or replaced since this connection opened it."""
 
@@ -94,6 +103,7 @@ class SQLiteDialect(Dialect):
         self._thread_writer_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._lock_fd_pid: int | None = None
+        self._journal_owner_noted: dict | None = None
 
     @property
     def writer_lock_path(self) -> Path:
@@ -109,6 +119,7 @@ class SQLiteDialect(Dialect):
         file_uri = f"file:{quote(str(self.path))}?mode={'rw' if serving else 'rwc'}"
 
         def connect() -> sqlite3.Connection:
+            self._refuse_journal_of_another_file()
             # No driver-side transaction handling: SQLAlchemy emits BEGIN for reads too, so a
             # page and its total come from one snapshot.
             return sqlite3.connect(
@@ -139,6 +150,60 @@ class SQLiteDialect(Dialect):
             cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT_BYTES:d}")
         finally:
             cursor.close()
+        self._remember_journal_owner()
+
+    # A WAL database is three files: the database, its -wal (recent commits) and its -shm
+    # (the index of the -wal, shared by every connection). SQLite pairs them by name only: a
+    # database file moved into place (a backup restored while the service runs) beside the
+    # -wal and -shm of the file it replaced is read through them, and the first checkpoint
+    # writes the old file's pages into it. So the service notes which -wal and -shm it saw
+    # beside which database file (a small record beside them, for every process), and opens
+    # no connection while the journal files at the path are those of another database file.
+
+    @property
+    def journal_owner_path(self) -> Path:
+        """The record of which database file the -wal and -shm beside it belong to."""
+        return self.path.with_name(self.path.name + "-journal-owner")
+
+    def _journal_files(self) -> dict[str, tuple[int, int] | None]:
+        return {
+            "database": _file_identity(self.path),
+            "wal": _file_identity(self.path.with_name(self.path.name + "-wal")),
+            "shm": _file_identity(self.path.with_name(self.path.name + "-shm")),
+        }
+
+    def _refuse_journal_of_another_file(self) -> None:
+        try:
+            recorded = json.loads(self.journal_owner_path.read_text())
+            owner = tuple(recorded["database"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no record (or a torn one): nothing is known against the files there
+        current = self._journal_files()
+        if current["database"] is None or current["database"] == owner:
+            return
+        stale = [
+            f"{self.path.name}-{kind}"
+            for kind in ("wal", "shm")
+            if current[kind] is not None and list(current[kind]) == recorded.get(kind)
+        ]
+        if stale:
+            raise sqlite3.OperationalError(
+                f"the database file was replaced while {' and '.join(stale)} of the file before it "
+                "are still beside it: remove them to use the new file"
+            )
+
+    def _remember_journal_owner(self) -> None:
+        current = self._journal_files()
+        if current["database"] is None or current == self._journal_owner_noted:
+            return
+        record = self.journal_owner_path.with_name(f".{self.journal_owner_path.name}.{os.getpid()}")
+        try:
+            record.write_text(json.dumps({kind: identity and list(identity) for kind, identity in current.items()}))
+            record.replace(self.journal_owner_path)
+        except OSError:
+            record.unlink(missing_ok=True)
+            return  # a full or read-only disk: the next connection tries again
+        self._journal_owner_noted = current
 
     def _check_same_file(self, info: dict) -> None:
         # A pooled connection to a file that was since deleted or replaced (a backup restored
@@ -192,6 +257,9 @@ class SQLiteDialect(Dialect):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _file_identity(self.writer_lock_path) == _fd_identity(fd):
+                # With no writer left, the journal files are gone too (the last connection
+                # checkpointed and removed them), and so is what the record says of them.
+                self.journal_owner_path.unlink(missing_ok=True)
                 self.writer_lock_path.unlink()
         except OSError:
             pass  # held by a running command line: it stays, as harmless as before
@@ -223,12 +291,15 @@ class SQLiteDialect(Dialect):
         position is never handed out twice, also after the newest messages are purged (a
         rowid alone would be: SQLite gives max(rowid) + 1)."""
         driver = conn.connection.driver_connection
-        return driver.execute(_RESERVE_POSITIONS, (count, count)).fetchone()[0]
+        with _driver_errors(_RESERVE_POSITIONS):
+            return driver.execute(_RESERVE_POSITIONS, (count, count)).fetchone()[0]
 
     def insert_if_new(self, conn: Connection, rows: list[dict]) -> InsertedRows:
         parameters = [row[column] for row in rows for column in MESSAGE_COLUMNS]
         driver = conn.connection.driver_connection
-        return {message_id for (message_id,) in driver.execute(self._insert_statement(len(rows)), parameters)}
+        statement = self._insert_statement(len(rows))
+        with _driver_errors(statement):
+            return {message_id for (message_id,) in driver.execute(statement, parameters)}
 
     def _insert_statement(self, rows: int) -> str:
         statement = self._insert_statements.get(rows)
@@ -240,9 +311,10 @@ class SQLiteDialect(Dialect):
     def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
         driver = conn.connection.driver_connection
         # A sender not known before this batch adds one to senders_count.
-        known = driver.execute(_KNOWN_SENDERS, (json.dumps(list(added)),)).fetchall()
-        driver.executemany(_ADD_TO_SENDER, list(added.items()))
-        driver.execute(_ADD_TO_TOTALS, (sum(added.values()), len(added) - len(known)))
+        with _driver_errors(_ADD_TO_SENDER):
+            known = driver.execute(_KNOWN_SENDERS, (json.dumps(list(added)),)).fetchall()
+            driver.executemany(_ADD_TO_SENDER, list(added.items()))
+            driver.execute(_ADD_TO_TOTALS, (sum(added.values()), len(added) - len(known)))
 
     def search_plan(self, conn: Connection, folded: str) -> SearchPlan:
         """instr compares literally; a needle of three or more characters is first narrowed
