@@ -16,7 +16,7 @@ os.environ.setdefault(
 )
 
 from webhook_service.config import ConfigError, ServerSettings, Settings
-from webhook_service.observability.gunicorn import answer_protocol_errors_as_json
+from webhook_service.observability.gunicorn import HeadFirstThreadWorker, answer_protocol_errors_as_json
 from webhook_service.observability.logging import logging_config
 
 # Memory every worker shares, mapped here in the master so that the forked workers inherit
@@ -34,8 +34,12 @@ except ConfigError as error:
 bind = [f"{_server.host}:{_server.port}"]
 workers = _server.workers or ((os.cpu_count() or 1) + 1)
 # Threads let one worker hold several keep-alive connections (nginx upstream keep-alive);
-# each thread takes its own pooled database connection.
-worker_class = "gthread"
+# each thread takes its own pooled database connection. A connection gets a thread only once
+# its request head has arrived, and a head still incomplete after BODY_READ_TIMEOUT_SECONDS is
+# answered 408: stalled clients hold no thread.
+worker_class = "webhook_service.observability.gunicorn.HeadFirstThreadWorker"
+if _settings is not None:
+    HeadFirstThreadWorker.head_timeout = float(_settings.body_read_timeout_seconds)
 threads = 16
 keepalive = 5
 timeout = 30

@@ -4,6 +4,7 @@ import json
 import socket
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,50 @@ def test_a_database_from_a_newer_release_stops_the_start_with_one_line(tmp_path,
     assert "0042" in error["event"] and "restore a backup" in error["event"]
     assert "Traceback" not in server.output()
     assert not Path(tempfile.gettempdir(), f"webhook-service-metrics-{server.process.pid}").exists()
+
+
+@pytest.mark.sqlite_only
+def test_stalled_request_heads_hold_no_thread_and_are_refused_after_the_timeout(tmp_path, server_env):
+    # gunicorn without nginx in front: 200 clients send part of a head and then nothing (or
+    # a byte now and then), while probes and deliveries go on.
+    server = Gunicorn(workdir=tmp_path, env={**server_env, "BODY_READ_TIMEOUT_SECONDS": "3"}, workers=2).start()
+    stalled = []
+    try:
+        for number in range(200):
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            client.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n" if number % 2 else b"GET /health/li")
+            stalled.append(client)
+        answered, started = 0, time.monotonic()
+        while time.monotonic() - started < 2.5:
+            for client in stalled[::50]:
+                client.send(b"X")  # trickling: a byte at a time keeps no thread either
+            assert request(server.port, "GET", "/health/live", timeout=2).status == 200
+            assert signed_post(server.port, make_message(message_id=f"meanwhile-{answered}"), SECRET).status == 200
+            answered += 1
+        assert answered >= 10
+        # Past the timeout every stalled head is answered 408 and closed: no socket stays open.
+        for client in stalled:
+            client.settimeout(5)
+            answer = client.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"detail": "Request Timeout"}
+            assert client.recv(4096) == b""
+    finally:
+        for client in stalled:
+            client.close()
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_a_head_sent_in_pieces_within_the_timeout_is_served(gunicorn_server):
+    with socket.create_connection(("127.0.0.1", gunicorn_server.port), timeout=10) as client:
+        for piece in (b"GET /health/li", b"ve HTTP/1.1\r\nHo", b"st: x\r\n", b"\r\n"):
+            client.sendall(piece)
+            time.sleep(0.2)
+        answer = client.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200") and b'{"status":"ok"}' in answer
+        # Kept alive: the next request on the connection, in pieces too.
+        for piece in (b"GET /health/live HTTP/1.1\r\n", b"Host: x\r\n\r\n"):
+            client.sendall(piece)
+            time.sleep(0.2)
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")

@@ -1,13 +1,22 @@
-"""How gunicorn itself speaks: no access lines of its own, and JSON for the errors it answers
-before the application sees a request (a malformed request line or headers)."""
+"""How gunicorn itself speaks and listens: no access lines of its own, JSON for the errors it
+answers before the application sees a request (a malformed request line or headers), and
+worker threads that are given a request only once its head has arrived."""
 
 from __future__ import annotations
 
 import json
+import socket
+import time
 from http import HTTPStatus
 
 from gunicorn import util
 from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import _DEFER, ThreadWorker
+
+# A request head whose end has not arrived this long after its first byte is refused (408).
+DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
+# A head this large is handed to gunicorn's parser as it is, which applies its own limits.
+_HEAD_BUFFER_LIMIT = 64 * 1024
 
 
 class ApplicationLogsRequests(Logger):
@@ -42,3 +51,82 @@ def answer_protocol_errors_as_json() -> None:
     """Make gunicorn answer the HTTP errors it raises itself as JSON (workers call it via
     `util.write_error`)."""
     util.write_error = write_json_error
+
+
+class HeadFirstThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, except that a connection gets a thread only once the head of
+    its next request (request line and headers, up to the blank line) has arrived.
+
+    gunicorn waits (without a thread) for a connection's first bytes, then parses the head in
+    a thread on a blocking socket: a client that sends half a head and stops held that thread
+    for good, and a few dozen such clients held every thread. Here each thread reads what has
+    arrived without waiting and gives the connection back to the worker's poller while the
+    head is incomplete, so a stalled or trickling head costs no thread. A head not complete
+    `head_timeout` seconds after its first byte is answered 408 and closed; one that stops
+    arriving is closed by gunicorn after its keep-alive time, like an idle connection.
+    """
+
+    head_timeout = DEFAULT_HEAD_TIMEOUT_SECONDS
+
+    def handle(self, conn):
+        if not _head_arrived(conn, self.head_timeout):
+            if getattr(conn, "head_expired", False):
+                _answer_request_timeout(conn.sock)
+                return False
+            return _DEFER
+        return super().handle(conn)
+
+    def murder_pending(self):
+        """gunicorn's: close connections that waited in the poller past their keep-alive time;
+        and also those whose head started arriving more than `head_timeout` ago, with a 408."""
+        now = time.monotonic()
+        for conn in list(self.pending_conns):
+            started = getattr(conn, "head_started", None)
+            head_late = started is not None and now - started > self.head_timeout
+            if conn.timeout > now and not head_late:
+                continue
+            self.pending_conns.remove(conn)
+            try:
+                self.poller.unregister(conn.sock)
+            except (OSError, KeyError, ValueError):
+                pass  # already unregistered
+            self.nr_conns -= 1
+            if started is not None:
+                _answer_request_timeout(conn.sock)
+            conn.close()
+
+
+def _head_arrived(conn, timeout: float) -> bool:
+    """Read what has arrived (never waiting); True once the head is complete, the client has
+    closed, or the head is too large to wait for, with the bytes handed to gunicorn's parser."""
+    if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+        return True  # bytes gunicorn read ahead: its parser takes it from there
+    buffered = getattr(conn, "head_bytes", b"")
+    try:
+        data = conn.sock.recv(_HEAD_BUFFER_LIMIT, socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        data = None
+    except OSError:
+        return True  # a reset or closed socket: gunicorn's own handling says so
+    if data is not None:
+        buffered += data
+    if data == b"" or b"\r\n\r\n" in buffered or b"\n\n" in buffered or len(buffered) >= _HEAD_BUFFER_LIMIT:
+        conn.head_bytes, conn.head_started = b"", None
+        if buffered:
+            conn.init()
+            conn.parser.unreader.unread(buffered)
+            conn.data_ready = True
+        return True
+    now = time.monotonic()
+    if buffered and getattr(conn, "head_started", None) is None:
+        conn.head_started = now
+    conn.head_bytes = buffered
+    conn.head_expired = buffered != b"" and now - conn.head_started > timeout
+    return False
+
+
+def _answer_request_timeout(sock) -> None:
+    try:
+        write_json_error(sock, 408, "Request Timeout", "")
+    except OSError:
+        pass
