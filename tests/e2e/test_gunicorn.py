@@ -159,6 +159,25 @@ def test_requests_gunicorn_cannot_parse_get_json_errors(gunicorn_server, raw):
     assert "detail" in json.loads(body)
 
 
+def test_requests_gunicorn_cannot_parse_log_no_query_string_and_no_header_value(gunicorn_server):
+    for raw in (
+        b"GET /messages?q=searched-words&from=+1555 HTTP/1.1 trailing\r\nHost: x\r\n\r\n",
+        b"GET /messages?q=searched-words\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization Bearer token-that-must-not-leak\r\n\r\n",
+        b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Secret Value: hidden-value\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", gunicorn_server.port), timeout=10) as sock:
+            sock.sendall(raw)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+    assert wait_until(lambda: sum("Invalid request from ip=" in line for line in gunicorn_server.log_lines()) == 4)
+    warnings = [json.loads(line) for line in gunicorn_server.log_lines() if "Invalid request from ip=" in line]
+    logged = "\n".join(warning["event"] for warning in warnings)
+    for secret in ("searched-words", "+1555", "token-that-must-not-leak", "hidden-value", "Bearer"):
+        assert secret not in logged, secret
+    assert "/messages?…" in logged and "Authorization…" in logged, logged
+    assert all(warning["level"] == "WARNING" for warning in warnings)
+
+
 def test_host_port_and_web_concurrency_alone_configure_the_server(tmp_path, server_env):
     port = free_port()
     env = dict(server_env, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2")

@@ -5,6 +5,7 @@ worker threads that are given a request only once its head has arrived."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from http import HTTPStatus
@@ -19,12 +20,30 @@ DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
 _HEAD_BUFFER_LIMIT = 64 * 1024
 
 
+_INVALID_REQUEST = "Invalid request from ip="
+_QUERY = re.compile(r"\?[^\s'\"]*")
+# What gunicorn quotes of a malformed header: kept up to the end of a plausible header name.
+_QUOTED_HEADER = re.compile(r"([Hh]eader(?: name)?: ')([!#-'*+.0-9A-Z^-z|~-]{0,64})[^']*(')")
+
+
 class ApplicationLogsRequests(Logger):
     """gunicorn.glogging.Logger without access lines: the application writes a richer JSON
-    line per request, and gunicorn would otherwise format one per request for nothing."""
+    line per request, and gunicorn would otherwise format one per request for nothing. Its
+    warning about a request it cannot parse keeps the path and the header name, never a query
+    string or a header's value (search terms and tokens stay out of the log)."""
 
     def access(self, resp, req, environ, request_time) -> None:
         return None
+
+    def warning(self, msg, *args, **kwargs) -> None:
+        if isinstance(msg, str) and msg.startswith(_INVALID_REQUEST):
+            msg = redact_invalid_request(msg)
+        super().warning(msg, *args, **kwargs)
+
+
+def redact_invalid_request(message: str) -> str:
+    """gunicorn's invalid-request warning without query strings or header values."""
+    return _QUOTED_HEADER.sub(r"\1\2…\3", _QUERY.sub("?…", message))
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
