@@ -219,6 +219,18 @@ def test_nul_and_text_after_it_are_searchable(client, signed_post):
     assert ids(client.get("/messages?q=%00")) == ["nul"]
 
 
+def test_a_nul_and_the_symbol_for_nul_are_different_characters(client, signed_post):
+    signed_post(make_message(message_id="nul", text="a\x00b"))
+    signed_post(make_message(message_id="symbol", text="a\u2400b"))
+    signed_post(make_message(message_id="circled", text="a\u24b6b \u24d0"))
+    assert ids(client.get("/messages", query_string={"q": "\x00"})) == ["nul"]
+    assert ids(client.get("/messages", query_string={"q": "a\x00b"})) == ["nul"]
+    assert ids(client.get("/messages", query_string={"q": "\u2400"})) == ["symbol"]
+    # U+24B6 folds to U+24D0 like any capital: it finds itself in either case, never a NUL.
+    assert ids(client.get("/messages", query_string={"q": "\u24b6"})) == ["circled"]
+    assert ids(client.get("/messages", query_string={"q": "a\u24d0b"})) == ["circled"]
+
+
 SEARCH_TEXTS = ["Your OTP is 1234", "otp again", "Grüße", "100% sure_thing", "back\\slash", 'a"quote"', None, "xyz"]
 
 

@@ -67,3 +67,38 @@ def test_another_applications_database_is_left_alone(tmp_path):
         migrate(f"sqlite:///{path}")
     with sqlite3.connect(path) as conn:
         assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["invoices"]
+
+
+def test_texts_folded_before_0008_tell_a_nul_from_the_symbol_for_nul_after_it(empty_database_url, monkeypatch):
+    from webhook_service.storage import messages as message_storage
+    from webhook_service.storage.engine import Database
+    from webhook_service.storage.messages import MessageFilter, NewMessage, insert_messages_if_new, list_messages
+
+    upgrade_to_head(empty_database_url, revision="0007")
+    database = Database(empty_database_url)
+    try:
+        monkeypatch.setattr(message_storage, "FOLDED_NUL", "\u2400")  # how 0003 to 0007 folded a NUL
+        with database.write_transaction() as conn:
+            insert_messages_if_new(
+                conn,
+                [
+                    NewMessage("nul", "+1", "+2", "2025-01-01T00:00:00Z", "A\x00B"),
+                    NewMessage("symbol", "+1", "+2", "2025-01-01T00:00:01Z", "A\u2400B"),
+                    NewMessage("plain", "+1", "+2", "2025-01-01T00:00:02Z", "AB"),
+                ],
+            )
+        monkeypatch.undo()
+        database.dispose()
+        upgrade_to_head(empty_database_url)
+
+        def found(needle: str) -> list[str]:
+            with database.read_transaction() as conn:
+                page = list_messages(conn, MessageFilter(text_contains=needle), 10)
+            return [message.message_id for message in page.items]
+
+        assert found("a\x00b") == ["nul"]
+        assert found("\x00") == ["nul"]
+        assert found("a\u2400b") == ["symbol"]
+        assert found("ab") == ["plain"]
+    finally:
+        database.dispose()

@@ -19,9 +19,11 @@ from webhook_service.storage.timeline import add_to_timeline, remove_from_timeli
 from webhook_service.timestamps import instant_key, utc_now_iso
 
 TOP_SENDERS = 10
-# The trigram tokenizer ends a text at a NUL; folded text holds U+2400 (the symbol for
-# NUL) in its place, and so does a folded needle, so both still match each other.
-FOLDED_NUL = "\u2400"
+# The trigram tokenizer ends a text at a NUL, and PostgreSQL text cannot hold one: folded
+# text (and a folded needle) holds U+24B6 CIRCLED LATIN CAPITAL LETTER A in its place, a
+# character that case folding never leaves in a text (it folds to U+24D0), so a NUL matches
+# a NUL only, and every character a client can send still matches only itself.
+FOLDED_NUL = "\u24b6"
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class MessageStats:
 
 
 def fold_text(text: str | None) -> str | None:
-    """The form of a text that substring search compares: Unicode case-folded, NUL as U+2400."""
+    """The form of a text that substring search compares: Unicode case-folded, NUL as U+24B6."""
     return None if text is None else text.casefold().replace("\x00", FOLDED_NUL)
 
 
