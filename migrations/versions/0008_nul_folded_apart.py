@@ -33,6 +33,23 @@ def _unescaped(stored: str) -> str:
     return "".join(out)
 
 
+def _replace_folded(bind, sqlite: bool, position: int, old: str, new: str) -> None:
+    # The SQLite text index is contentless: an entry is removed by giving its old value.
+    if sqlite:
+        bind.execute(
+            sa.text(
+                "INSERT INTO messages_text_fts (messages_text_fts, rowid, text_folded) VALUES ('delete', :id, :old)"
+            ),
+            {"id": position, "old": old},
+        )
+    bind.execute(sa.text("UPDATE messages SET text_folded = :new WHERE id = :id"), {"id": position, "new": new})
+    if sqlite:
+        bind.execute(
+            sa.text("INSERT INTO messages_text_fts (rowid, text_folded) VALUES (:id, :new)"),
+            {"id": position, "new": new},
+        )
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     sqlite = bind.dialect.name == "sqlite"
@@ -43,24 +60,8 @@ def upgrade() -> None:
     for position, stored, old_folded in rows:
         text = stored if sqlite else _unescaped(stored)
         folded = text.casefold().replace("\x00", FOLDED_NUL)
-        if folded == old_folded:
-            continue
-        if sqlite:
-            bind.execute(
-                sa.text(
-                    "INSERT INTO messages_text_fts (messages_text_fts, rowid, text_folded) "
-                    "VALUES ('delete', :id, :folded)"
-                ),
-                {"id": position, "folded": old_folded},
-            )
-        bind.execute(
-            sa.text("UPDATE messages SET text_folded = :folded WHERE id = :id"), {"id": position, "folded": folded}
-        )
-        if sqlite:
-            bind.execute(
-                sa.text("INSERT INTO messages_text_fts (rowid, text_folded) VALUES (:id, :folded)"),
-                {"id": position, "folded": folded},
-            )
+        if folded != old_folded:
+            _replace_folded(bind, sqlite, position, old_folded, folded)
 
 
 def downgrade() -> None:
@@ -70,20 +71,4 @@ def downgrade() -> None:
         sa.text("SELECT id, text_folded FROM messages WHERE text_folded LIKE :pattern"), {"pattern": f"%{FOLDED_NUL}%"}
     ).all()
     for position, folded in rows:
-        old_folded = folded.replace(FOLDED_NUL, OLD_FOLDED_NUL)
-        if sqlite:
-            bind.execute(
-                sa.text(
-                    "INSERT INTO messages_text_fts (messages_text_fts, rowid, text_folded) "
-                    "VALUES ('delete', :id, :folded)"
-                ),
-                {"id": position, "folded": folded},
-            )
-        bind.execute(
-            sa.text("UPDATE messages SET text_folded = :folded WHERE id = :id"), {"id": position, "folded": old_folded}
-        )
-        if sqlite:
-            bind.execute(
-                sa.text("INSERT INTO messages_text_fts (rowid, text_folded) VALUES (:id, :folded)"),
-                {"id": position, "folded": old_folded},
-            )
+        _replace_folded(bind, sqlite, position, folded, folded.replace(FOLDED_NUL, OLD_FOLDED_NUL))
