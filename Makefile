@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal install install-dev clean
+.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,10 @@ bench-feed: install
 # Forwarded against ingested per second, and the delay from store to arrival (POSTGRES_URL: also there).
 bench-forward: install
 	$(BIN)/python bench/forward.py $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
+
+# Worker memory under 50 concurrent expensive searches on 200,000 messages, and after them.
+bench-memory: install
+	$(BIN)/python bench/search_memory.py
 
 # WAL size under ingestion while a long read holds an old snapshot, and after it ends.
 bench-wal: install

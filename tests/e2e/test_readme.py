@@ -185,6 +185,8 @@ def checkout_copy(tmp_path) -> Path:
     copy = tmp_path / "checkout"
     copy.mkdir()
     for name in _checkout_files():
+        if name == ".venv":
+            continue  # a link to a virtualenv (git does not take it for the ignored folder)
         source = ROOT / name
         if source.is_file() and not source.is_symlink():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
