@@ -28,6 +28,22 @@ def test_a_statement_past_its_budget_is_stopped(database_url):
         database.dispose()
 
 
+@pytest.mark.postgresql_only
+def test_the_budget_is_the_requests_not_each_statements(database_url):
+    # Two statements of 0.6 s each, under a budget of 1 s: each alone fits, together they do
+    # not. (On SQLite the deadline is checked as statements run, whichever statement it is.)
+    slow = text("SELECT pg_sleep(0.6)")
+    database = Database(database_url)
+    try:
+        with database.read_transaction(budget_seconds=1.0) as conn:
+            conn.execute(slow)
+        with pytest.raises(QueryBudgetExceeded), database.read_transaction(budget_seconds=1.0) as conn:
+            conn.execute(slow)
+            conn.execute(slow)  # stopped when the request's second run out, 0.4 s in
+    finally:
+        database.dispose()
+
+
 @pytest.mark.sqlite_only
 def test_a_read_past_its_budget_answers_422_naming_the_budget(make_app, database_url, monkeypatch, log_lines):
     # Every few instructions the deadline is checked, and the deadline has already passed.

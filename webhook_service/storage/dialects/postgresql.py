@@ -109,6 +109,7 @@ class PostgresDialect(Dialect):
             connect_args=options,
         )
         event.listen(engine, "begin", _begin_transaction)
+        event.listen(engine, "before_cursor_execute", _statement_within_budget)
         return self.attach(engine)
 
     def budget_exceeded(self, error: OperationalError) -> bool:
@@ -157,11 +158,16 @@ class PostgresDialect(Dialect):
         return SearchPlan([messages.c.text_folded.contains(folded, autoescape=True)])
 
 
-def _begin_transaction(connection) -> None:
-    # A read under a time budget: the server cancels its statements once the budget is spent.
+def _statement_within_budget(connection, cursor, statement, parameters, context, executemany) -> None:
+    # A read under a time budget: the budget is the request's, not each statement's. Before
+    # every statement the server is told what is left of it (for this transaction only), so a
+    # request of several statements stops when the budget is spent, as on SQLite.
     remaining = remaining_budget_ms()
     if remaining is not None:
-        connection.exec_driver_sql("SELECT set_config('statement_timeout', %(ms)s, true)", {"ms": str(remaining)})
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", (str(remaining),))
+
+
+def _begin_transaction(connection) -> None:
     lock_wait_ms = connection.get_execution_options().get(LOCK_WAIT_OPTION)
     if lock_wait_ms is not None:
         connection.exec_driver_sql("SELECT set_config('lock_timeout', %(ms)s, true)", {"ms": str(int(lock_wait_ms))})
