@@ -74,10 +74,12 @@ bench: install
 profile: install-dev
 	$(BIN)/python bench/profile.py
 
-# Every read at scale: ROWS messages built through the storage layer, then timed through gunicorn.
+# Every read at scale: ROWS messages built through the storage layer, then timed through gunicorn
+# (CORPUS=sms: a small vocabulary, every trigram common; POSTGRES_URL=...: on that empty database).
 ROWS ?= 1000000
+CORPUS ?= otp
 bench-queries: install
-	$(BIN)/python bench/queries.py --rows $(ROWS)
+	$(BIN)/python bench/queries.py --rows $(ROWS) --corpus $(CORPUS) $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
 
 # Feed pages at the start, middle and end of ROWS messages, long-poll wake-up latency, idle waiters' cost.
 bench-feed: install

@@ -1,14 +1,23 @@
 """Read benchmark: every query of GET /messages and GET /stats on a large database.
 
 Builds a database of ROWS realistic messages (about 10,000 senders with a skewed share,
-short texts, one year of ts) through the storage layer at the first release's schema
-(revision 0001), times the upgrade to the newest revision (which backfills the counters),
-starts gunicorn on it, and prints the median and p90 of each query, one request at a time.
+one year of ts) through the storage layer at the first release's schema (revision 0001),
+times the upgrade to the newest revision (which backfills the counters), starts gunicorn on
+it, and prints the median and p90 of each query, one request at a time.
 
-    python bench/queries.py [--rows 1000000] [--runs 21] [--database PATH]
+Two corpora of texts: `otp` (the default: templates with rare needles, such as one-time
+codes and a rare word) and `sms` (a small Zipf vocabulary of a few hundred words, some of
+them not ASCII, so that every word and trigram is in a large share of the texts, as in real
+SMS traffic; its needles are phrases of common words, a common three-letter word and
+two-character needles in no text).
 
-A database built once is reused when --database names an existing file (then no upgrade is
-timed). Everything listens on 127.0.0.1 and stops by itself.
+    python bench/queries.py [--rows 1000000] [--runs 21] [--corpus otp|sms] [--database PATH]
+                            [--postgres-url postgresql://user:pw@host:5432/empty_db]
+
+A SQLite database built once is reused when --database names an existing file (then no
+upgrade is timed). With --postgres-url the rows are loaded into that (empty) PostgreSQL
+database instead, upgraded the same way, then VACUUM ANALYZEd. Everything listens on
+127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -84,17 +93,53 @@ TEMPLATES = (
 YEAR_START = 1_704_067_200  # 2024-01-01T00:00:00Z
 
 
+# The sms corpus: a vocabulary ranked by frequency (rank r drawn about 1/r as often).
+_SMS_WORDS = (
+    "the you to and i a is for your it of in on me we my be at this that are have order will "
+    "ok can with so get now not just do from call what up when no go thanks today all how if "
+    "shipped out tomorrow time see am our by pls been here was out delivered payment know love "
+    "good day back one please has its an come there yes hi send need there new home got more "
+    "week like make still please then take only want meeting about sorry night free text only "
+    "min reply stop code account number done soon later dinner lunch pick train bus car late "
+    "confirm confirmed received due invoice ready bank card otp pin balance amount rs inr usd "
+    "track package arriving arrived store pickup driver ride cab office school class exam test "
+    "mom dad bro sis happy birthday congrats welcome offer sale discount coupon valid till "
+    "expires link click update app login verify password reset alert blocked unusual activity "
+    "grüße danke bitte schön früh später straße café déjà vu niño mañana señor très bientôt "
+    "merci voilà naïve résumé garçon crème brûlée smörgåsbord jalapeño über müde fünf"
+)
+SMS_VOCABULARY = tuple(dict.fromkeys(_SMS_WORDS.split()))
+# Needles made of common words: phrases in about 1% of the texts, a three-letter word in many.
+SMS_PHRASE = "order shipped"
+SMS_COMMON_3 = "you"
+SMS_TEMPLATES = ("{p}", "{a} {p} {b}", "{a} {b} {c} {d}", "{a} {b}, {c} {d} {e} {f}", "{a} {b} {c}")
+
+
+def sms_word(rng: random.Random) -> str:
+    rank = min(int(len(SMS_VOCABULARY) ** rng.random()), len(SMS_VOCABULARY) - 1)
+    return SMS_VOCABULARY[rank]
+
+
+def sms_text(rng: random.Random) -> str:
+    words = {slot: sms_word(rng) for slot in "abcdef"}
+    phrase = SMS_PHRASE if rng.random() < 0.0175 else f"{sms_word(rng)} {sms_word(rng)}"
+    return rng.choice(SMS_TEMPLATES).format(p=phrase, **words)
+
+
 def sender_for(rng: random.Random) -> str:
     # A few senders send most messages: rank r is picked about 1/r as often.
     rank = min(int(SENDERS ** rng.random()), SENDERS - 1)
     return f"+9198{rank:08d}"
 
 
-def make_messages(count: int, seed: int = 1):
+def make_messages(count: int, seed: int = 1, corpus: str = "otp"):
     rng = random.Random(seed)
     for number in range(count):
-        words = {f"w{slot}": rng.choice(WORDS) for slot in range(1, 6)}
-        text = rng.choice(TEMPLATES).format(n=rng.randint(100_000, 999_999), h=rng.randint(1, 12), **words)
+        if corpus == "sms":
+            text = sms_text(rng)
+        else:
+            words = {f"w{slot}": rng.choice(WORDS) for slot in range(1, 6)}
+            text = rng.choice(TEMPLATES).format(n=rng.randint(100_000, 999_999), h=rng.randint(1, 12), **words)
         if number % 50_000 == 7:
             text += f" {RARE_WORD}"
         if number % 10_000 == 3:
@@ -105,8 +150,9 @@ def make_messages(count: int, seed: int = 1):
         yield NewMessage(f"msg-{number:08d}", sender_for(rng), "+14155550100", ts, text)
 
 
-def build(path: Path, rows: int) -> None:
-    url = f"sqlite:///{path}"
+def build(path: Path | str, rows: int, corpus: str = "otp") -> None:
+    """ROWS messages at revision 0001, into a SQLite file (a path) or a database URL."""
+    url = path if isinstance(path, str) else f"sqlite:///{path}"
     upgrade_to_head(url, "0001")
     engine = create_database_engine(url)
     started = time.perf_counter()
@@ -114,7 +160,7 @@ def build(path: Path, rows: int) -> None:
         batch: list[dict] = []
         with engine.connect() as conn:
             dialect = dialect_of(conn)
-            for position, message in enumerate(make_messages(rows), 1):
+            for position, message in enumerate(make_messages(rows, corpus=corpus), 1):
                 batch.append(message_row(dialect, message, position, "2025-01-01T00:00:00.000000Z"))
                 if len(batch) == 20_000:
                     with conn.begin():
@@ -128,8 +174,8 @@ def build(path: Path, rows: int) -> None:
     print(f"built {rows} messages at revision 0001 in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def cursor_at(path: Path, fraction: float, rows: int) -> str:
-    engine = create_database_engine(f"sqlite:///{path}")
+def cursor_at(url: str, fraction: float, rows: int) -> str:
+    engine = create_database_engine(url)
     try:
         with engine.connect() as conn:
             row = conn.execute(
@@ -165,40 +211,60 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=21)
-    parser.add_argument("--database", type=Path, default=None, help="reuse (or build once into) this file")
+    parser.add_argument("--corpus", choices=("otp", "sms"), default="otp")
+    parser.add_argument("--database", type=Path, default=None, help="reuse (or build once into) this SQLite file")
+    parser.add_argument("--postgres-url", default=None, help="an empty PostgreSQL database to load and measure")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="queries-bench-"))
     path = args.database or workdir / "messages.db"
-    if not path.exists():
-        build(path, args.rows)
+    url = args.postgres_url or f"sqlite:///{path}"
+    if args.postgres_url or not path.exists():
+        build(url if args.postgres_url else path, args.rows, args.corpus)
         started = time.perf_counter()
-        upgrade_to_head(f"sqlite:///{path}")
+        upgrade_to_head(url)
         print(f"upgrade from 0001 to the newest revision: {time.perf_counter() - started:.1f} s", flush=True)
-    deep_cursor = cursor_at(path, 0.9, args.rows)
+        if args.postgres_url:
+            engine = create_database_engine(url)
+            try:
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.exec_driver_sql("VACUUM ANALYZE")
+            finally:
+                engine.dispose()
+    deep_cursor = cursor_at(url, 0.9, args.rows)
     busiest = "+919800000001"  # rank 1: about one message in thirteen
     since = "2024-12-01T00:00:00Z"
+    quoted = urllib.parse.quote
+    common = COMMON_WORD if args.corpus == "otp" else SMS_COMMON_3
     queries = [
         ("/stats", "/stats"),
         ("first page", "/messages"),
         ("cursor page at 90% depth", f"/messages?cursor={deep_cursor}"),
         ("offset page at 90% depth", f"/messages?offset={int(args.rows * 0.9)}"),
-        ("from", f"/messages?from={urllib.parse.quote(busiest)}"),
+        ("from", f"/messages?from={quoted(busiest)}"),
         ("since", f"/messages?since={since}"),
         ("q rare", f"/messages?q={RARE_WORD}"),
         ("q absent", "/messages?q=qqqzzzx"),
-        (f"q common 3-letter ({COMMON_WORD})", f"/messages?q={COMMON_WORD}"),
-        ("from + q + since", f"/messages?from={urllib.parse.quote(busiest)}&q=otp&since={since}"),
-        ("q 2 characters", "/messages?q=ks"),
+        (f"q common 3-letter ({common})", f"/messages?q={common}"),
+        ("from + q + since", f"/messages?from={quoted(busiest)}&q={common}&since={since}"),
+        ("q 2 characters", "/messages?q=ks" if args.corpus == "otp" else "/messages?q=qx"),
         ("q 4096 repeated letters", "/messages?q=" + "a" * 4096),
     ]
-    env = {"WEBHOOK_SECRET": "bench", "DATABASE_URL": f"sqlite:///{path}", "LOG_LEVEL": "WARNING"}
+    if args.corpus == "sms":
+        queries += [
+            (f"q phrase of common words ({SMS_PHRASE})", f"/messages?q={quoted(SMS_PHRASE)}"),
+            ("from + phrase + since", f"/messages?from={quoted(busiest)}&q={quoted(SMS_PHRASE)}&since={since}"),
+            ("cursor page under since", f"/messages?since={since}&cursor={deep_cursor}"),
+            ("q 2 characters, in no text", "/messages?q=zq"),
+        ]
+    env = {"WEBHOOK_SECRET": "bench", "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
     with Server(env, workdir / "gunicorn.log") as server:
-        print(f"{args.runs} runs each, one request at a time, {path.stat().st_size / 1e6:.0f} MB database")
-        print(f"{'query':34} {'median ms':>10} {'p90 ms':>8} {'status':>7}")
-        for name, url in queries:
-            median, p90, status, _size = time_query(server.port, url, args.runs)
-            print(f"{name:34} {median:10.1f} {p90:8.1f} {status:7d}", flush=True)
+        where = "PostgreSQL" if args.postgres_url else f"{path.stat().st_size / 1e6:.0f} MB SQLite database"
+        print(f"{args.runs} runs each, one request at a time, {args.corpus} corpus, {where}")
+        print(f"{'query':42} {'median ms':>10} {'p90 ms':>8} {'status':>7}")
+        for name, query_url in queries:
+            median, p90, status, _size = time_query(server.port, query_url, args.runs)
+            print(f"{name:42} {median:10.1f} {p90:8.1f} {status:7d}", flush=True)
     return 0
 
 
