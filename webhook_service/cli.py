@@ -198,14 +198,20 @@ def send(url: str, source: str, scheme: str, key: str | None, message_id: str | 
         sys.exit(1)
 
 
+def _check_new_file(path: Path, if_it_exists: str | None) -> None:
+    """A file a command is about to write: its folder must exist, and the file too unless
+    `if_it_exists` is None (then it is replaced); else one line saying what to do."""
+    if if_it_exists is not None and path.exists():
+        raise click.ClickException(f"{path} exists; {if_it_exists}")
+    if not path.absolute().parent.is_dir():
+        raise click.ClickException(f"no folder {path.absolute().parent}: create it first")
+
+
 @main.command()
 @click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
 def backup(destination: Path) -> None:
     """Copy the database, consistently, to DESTINATION while the service writes on."""
-    if destination.exists():
-        raise click.ClickException(f"{destination} exists; choose a new file")
-    if not destination.absolute().parent.is_dir():
-        raise click.ClickException(f"no folder {destination.absolute().parent}: create it first")
+    _check_new_file(destination, "choose a new file")
     database = Database(_settings().database_url)
     bar = None
 
@@ -271,10 +277,7 @@ def export(
     settings = _settings()
     message_filter = MessageFilter(sender=sender or None, since=since or None, text_contains=text or None)
     if output is not None:
-        if output.exists() and not force:
-            raise click.ClickException(f"{output} exists; choose a new file or add --force to replace it")
-        if not output.absolute().parent.is_dir():
-            raise click.ClickException(f"no folder {output.absolute().parent}: create it first")
+        _check_new_file(output, None if force else "choose a new file or add --force to replace it")
     # Written beside the file and renamed at the end: a failed export leaves no half file.
     partial = output.with_name(f".{output.name}.partial") if output else None
     try:

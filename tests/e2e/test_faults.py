@@ -18,6 +18,7 @@ from tests.support.database import stored_ids
 from tests.support.messages import E2E_SECRET as SECRET
 from tests.support.messages import make_message
 from tests.support.servers import Gunicorn, Load, request, signed_post, wait_until
+from webhook_service.timestamps import epoch_from_iso
 
 pytestmark = pytest.mark.e2e
 
@@ -313,13 +314,7 @@ def test_immutable_files_under_load_answer_503_and_recover_at_once(tmp_path, ser
     # cleanly, so no worker dies later, and nothing acknowledged is lost.
     logged = [json.loads(line) for line in server.log_lines()]
     deaths = [entry for entry in logged if "was sent SIG" in entry["event"] or "exited with code" in entry["event"]]
-    late = [entry for entry in deaths if _epoch(entry["ts"]) > flagged_at + 1.0]
+    late = [entry for entry in deaths if epoch_from_iso(entry["ts"]) > flagged_at + 1.0]
     assert late == [], late
     assert not [entry for entry in logged if "exception" in entry]
     assert set(load.acknowledged) <= set(stored_ids(path))
-
-
-def _epoch(timestamp: str) -> float:
-    from webhook_service.timestamps import epoch_from_iso
-
-    return epoch_from_iso(timestamp)

@@ -75,15 +75,7 @@ def test_every_message_arrives_signed_with_a_stable_id_and_the_messages_document
     assert same.webhook_id == first.webhook_id
     # The consumer counts a delivery before it answers; the forwarder, once the answer is in.
     assert wait_until(
-        lambda: (
-            value(
-                parse_metrics(process.metrics()),
-                "webhook_forward_attempts_total",
-                destination="billing",
-                outcome="delivered",
-            )
-            == 50
-        ),
+        lambda: process.attempts("billing", "delivered") == 50,
         timeout=10,
     )
     assert wait_until(
@@ -284,15 +276,7 @@ def test_two_forwarders_of_one_destination_share_it_never_sending_one_message_at
     assert len(destination.received) == len(ids), "a message was sent twice"
 
     def shares() -> list[float]:
-        return [
-            value(
-                parse_metrics(process.metrics()),
-                "webhook_forward_attempts_total",
-                destination="billing",
-                outcome="delivered",
-            )
-            for process in (first, second)
-        ]
+        return [process.attempts("billing", "delivered") for process in (first, second)]
 
     # The consumer counts a delivery before it answers; the forwarders, once the answer is in.
     assert wait_until(lambda: sum(shares()) == 150, timeout=10), shares()
@@ -340,15 +324,7 @@ def test_an_https_consumer_is_verified_against_the_configured_ca_file(tmp_path, 
     assert wait_until(lambda: trusted.delivered_ids() == set(ids), timeout=30)
     # Without the CA the certificate is refused: nothing arrives, the attempts fail and are retried.
     assert wait_until(
-        lambda: (
-            value(
-                parse_metrics(process.metrics()),
-                "webhook_forward_attempts_total",
-                destination="system-cas",
-                outcome="connection_error",
-            )
-            >= 1
-        ),
+        lambda: process.attempts("system-cas", "connection_error") >= 1,
         timeout=30,
     )
     assert untrusted.received == []

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.metrics import parse_metrics, value
 from tests.support.servers import ROOT, free_port, request, stop_process, wait_until
 
 FORWARD_SECRET = "whsec_" + "Zm9yd2FyZGVyLXRlc3Qtc2VjcmV0LTMyYnl0ZXM="
@@ -20,8 +21,8 @@ def destination_toml(name: str, url: str, **fields) -> str:
     """One [destinations.NAME] table; fields as TOML values (str, int, float)."""
     values = {"url": url, "secret": FORWARD_SECRET, "start": "beginning", **fields}
     lines = [f"[destinations.{name}]"]
-    for key, value in values.items():
-        lines.append(f"{key} = {json.dumps(value)}")
+    for key, setting in values.items():
+        lines.append(f"{key} = {json.dumps(setting)}")
     return "\n".join(lines) + "\n"
 
 
@@ -73,6 +74,12 @@ class Forwarder:
 
     def metrics(self) -> str:
         return request(self.metrics_port, "GET", "/metrics").body.decode()
+
+    def attempts(self, destination: str, outcome: str) -> float:
+        """webhook_forward_attempts_total of one destination and outcome, as scraped now."""
+        return value(
+            parse_metrics(self.metrics()), "webhook_forward_attempts_total", destination=destination, outcome=outcome
+        )
 
     def stop(self, timeout: float = 30) -> int | None:
         return stop_process(self.process, timeout)

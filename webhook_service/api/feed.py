@@ -19,7 +19,7 @@ bp = Blueprint("feed", __name__)
 def get_feed():
     """Messages stored after `after`; with `wait`, held until one is stored (or `wait` ends).
     422 for bad parameters."""
-    query = load_feed_query({key: request.args.getlist(key)[-1] for key in request.args})
+    query = load_feed_query(request.args)
     deadline = time.monotonic() + query.wait_seconds
     waiters = current_feed_waiters()
     after = BEGINNING if query.after is None else query.after

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
+from werkzeug.datastructures import MultiDict
 
 from webhook_service.api.errors import RequestValidationError
 from webhook_service.storage.cursor import MalformedCursor, Position, decode_cursor
@@ -454,28 +455,27 @@ def load_webhook_message(document: Mapping[str, Any]) -> NewMessage:
         raise RequestValidationError(_detail("body", webhook_message_schema, exc.messages)) from None
 
 
-def load_messages_query(args: Mapping[str, str]) -> MessagesQuery:
+def _load_query(schema: Schema, args: MultiDict[str, str]):
+    # A repeated parameter counts by its last value.
+    try:
+        return schema.load({key: args.getlist(key)[-1] for key in args})
+    except ValidationError as exc:
+        raise RequestValidationError(_detail("query", schema, exc.messages)) from None
+
+
+def load_messages_query(args: MultiDict[str, str]) -> MessagesQuery:
     """Validate /messages query parameters into limit, offset and a MessageFilter.
 
     Raises RequestValidationError listing every bad parameter.
     """
-    try:
-        return messages_query_schema.load(args)
-    except ValidationError as exc:
-        raise RequestValidationError(_detail("query", messages_query_schema, exc.messages)) from None
+    return _load_query(messages_query_schema, args)
 
 
-def load_feed_query(args: Mapping[str, str]) -> FeedQuery:
+def load_feed_query(args: MultiDict[str, str]) -> FeedQuery:
     """Validate /feed query parameters; raises RequestValidationError listing every bad one."""
-    try:
-        return feed_query_schema.load(args)
-    except ValidationError as exc:
-        raise RequestValidationError(_detail("query", feed_query_schema, exc.messages)) from None
+    return _load_query(feed_query_schema, args)
 
 
-def load_timeline_query(args: Mapping[str, str]) -> BucketRange:
+def load_timeline_query(args: MultiDict[str, str]) -> BucketRange:
     """Validate /stats/timeline query parameters; raises RequestValidationError listing every bad one."""
-    try:
-        return timeline_query_schema.load(args)
-    except ValidationError as exc:
-        raise RequestValidationError(_detail("query", timeline_query_schema, exc.messages)) from None
+    return _load_query(timeline_query_schema, args)

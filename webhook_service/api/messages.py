@@ -18,7 +18,7 @@ def get_messages():
     """One page of messages, the total matching the filters and the cursor of the next page;
     422 for bad parameters."""
     # A repeated parameter counts by its last value, as FastAPI reads it.
-    query = load_messages_query({key: request.args.getlist(key)[-1] for key in request.args})
+    query = load_messages_query(request.args)
     with read_transaction() as conn:
         page = list_messages(conn, query.message_filter, query.limit, query.offset, after=query.cursor)
     next_cursor = encode_cursor(page.next_position) if page.next_position is not None else None

@@ -28,7 +28,7 @@ def get_stats():
 @bp.get("/stats/timeline")
 def get_timeline():
     """Messages per hour or day they were stored, from maintained counts; 422 for bad parameters."""
-    buckets = load_timeline_query({key: request.args.getlist(key)[-1] for key in request.args})
+    buckets = load_timeline_query(request.args)
     with read_transaction() as conn:
         points = read_timeline(conn, buckets)
     return jsonify(timeline_document(buckets.bucket, points))
