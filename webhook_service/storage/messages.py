@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, false, func, select, tuple_, update
 
 from webhook_service.storage.cursor import Position
+from webhook_service.storage.day_counts import add_instants, count_since, remove_instants
 from webhook_service.storage.dialects import Dialect, dialect_of
 from webhook_service.storage.dialects.base import ADD_TO_TOTALS, SearchPlan
+from webhook_service.storage.grams import LONGEST_GRAM, add_texts, remove_texts, texts_holding
 from webhook_service.storage.tables import message_totals, messages, sender_counts
 from webhook_service.storage.timeline import add_to_timeline, remove_from_timeline
 from webhook_service.timestamps import instant_key, utc_now_iso
@@ -129,15 +131,20 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     inserted = dialect.insert_if_new(conn, sorted(rows, key=_by_message_id))
     results = []
     added: Counter[str] = Counter()
+    stored_texts, stored_instants = [], []
     for message, row in zip(batch, rows, strict=True):
         stored = row["message_id"] in inserted
         results.append(stored)
         if stored:
             added[message.sender] += 1
+            stored_texts.append(row["text_folded"])
+            stored_instants.append(row["ts_instant"])
         inserted.discard(row["message_id"])
     if added:
         dialect.add_to_counters(conn, added)
         add_to_timeline(conn, created_at, sum(added.values()))
+        add_texts(conn, stored_texts)
+        add_instants(conn, stored_instants)
     return results
 
 
@@ -176,7 +183,7 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
     rows = conn.execute(
         delete(messages)
         .where(messages.c.id.in_(oldest.scalar_subquery()))
-        .returning(messages.c.from_msisdn, messages.c.created_at)
+        .returning(messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant)
     ).all()
     if not rows:
         return 0
@@ -189,6 +196,8 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
     ).all()
     conn.execute(ADD_TO_TOTALS, {"messages_added": -len(rows), "senders_added": -len(gone)})
     remove_from_timeline(conn, (row.created_at for row in rows))
+    remove_texts(conn, (row.text_folded for row in rows))
+    remove_instants(conn, (row.ts_instant for row in rows))
     return len(rows)
 
 
@@ -205,11 +214,22 @@ def _filter_conditions(
     return conditions
 
 
+def _search_plan(conn: Connection, dialect: Dialect, needle: str) -> SearchPlan:
+    """How this request finds texts holding `needle`: a needle of up to three characters is
+    looked up in the gram counts first (absent there: no text holds it)."""
+    if len(needle) > LONGEST_GRAM:
+        return dialect.search_plan(conn, needle, None)
+    texts = texts_holding(conn, needle)
+    if texts == 0:
+        return SearchPlan([false()], known_count=0)
+    return dialect.search_plan(conn, needle, texts)
+
+
 def _count_matching(
     conn: Connection, dialect: Dialect, message_filter: MessageFilter, conditions: list, search: SearchPlan | None
 ) -> int:
-    # Without filters, or with `from` alone, the counters kept with the writes answer; with
-    # `q` alone, the text index may know.
+    # Without filters, or with `from` alone or `since` alone, the counters kept with the
+    # writes answer; with `q` alone, the gram counts or the text index know.
     only_sender = message_filter.since is None and search is None
     if only_sender and message_filter.sender is None:
         return conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
@@ -223,6 +243,8 @@ def _count_matching(
     only_text = message_filter.sender is None and message_filter.since is None
     if only_text and search.known_count is not None:
         return search.known_count
+    if message_filter.sender is None and search is None:
+        return count_since(conn, instant_key(message_filter.since))
     return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
 
 
@@ -268,8 +290,7 @@ def list_messages(
     """
     dialect = dialect_of(conn)
     needle = fold_text(message_filter.text_contains)
-    # Planned once per request: at millions of texts, reading a common trigram's count takes a while.
-    search = None if needle is None else dialect.search_plan(conn, needle)
+    search = None if needle is None else _search_plan(conn, dialect, needle)
     conditions = _filter_conditions(dialect, message_filter, search)
     total = _count_matching(conn, dialect, message_filter, conditions, search) if with_total else -1
     page_conditions = list(conditions)
@@ -278,12 +299,16 @@ def list_messages(
             tuple_(messages.c.ts_instant, messages.c.message_id)
             > tuple_(after.instant, dialect.to_column(after.message_id))
         )
+    order = (messages.c.ts_instant, messages.c.message_id)
+    if offset:
+        # The rows skipped are found in the order's index alone (an index-only scan where the
+        # database has one); only the page's own rows are read whole.
+        page_keys = (
+            select(messages.c.message_id).where(*page_conditions).order_by(*order).limit(limit + 1).offset(offset)
+        )
+        page_conditions = [messages.c.message_id.in_(page_keys.scalar_subquery())]
     rows = conn.execute(
-        select(*page_columns(), messages.c.ts_instant)
-        .where(*page_conditions)
-        .order_by(messages.c.ts_instant, messages.c.message_id)
-        .limit(limit + 1)
-        .offset(offset)
+        select(*page_columns(), messages.c.ts_instant).where(*page_conditions).order_by(*order).limit(limit + 1)
     ).all()
     items = [stored_message(dialect, row) for row in rows[:limit]]
     next_position = Position(rows[limit - 1].ts_instant, items[limit - 1].message_id) if len(rows) > limit else None

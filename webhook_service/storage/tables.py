@@ -41,7 +41,7 @@ messages = Table(
     Column("created_at", Text, nullable=False, comment="Ingestion time, UTC ISO-8601 with microseconds."),
     UniqueConstraint("message_id", name="uq_messages_message_id"),
     Index("ix_messages_ts_instant", "ts_instant", "message_id"),
-    Index("ix_messages_from_ts_instant", "from_msisdn", "ts_instant", "message_id"),
+    # ix_messages_from_ts_instant (SENDER_INDEX_NAME, below) is made by the migrations only.
 )
 
 # The messages columns an insert writes, in one fixed order.
@@ -99,6 +99,27 @@ timeline_counts = Table(
     Column("message_count", BigInteger, nullable=False, comment="Messages stored in it; rows at 0 are deleted."),
 )
 
+# For every substring of one to three characters of a stored folded text, how many texts
+# hold it, kept with every insert and purge (storage/grams.py): the count of a short needle
+# is one row, and a needle in no text is known absent without reading one.
+text_grams = Table(
+    "text_grams",
+    metadata,
+    Column("gram", OrderedText, primary_key=True, comment="One to three characters of folded text."),
+    Column("texts", BigInteger, nullable=False, comment="Stored texts holding it; rows at 0 are deleted."),
+)
+
+# Messages per UTC day of their ts instant, kept with every insert and purge
+# (storage/day_counts.py): a count under `since` reads one row per later day.
+instant_day_counts = Table(
+    "instant_day_counts",
+    metadata,
+    Column("day", OrderedText, primary_key=True, comment="YYYY-MM-DD, the first ten characters of ts_instant."),
+    Column(
+        "message_count", BigInteger, nullable=False, comment="Messages whose ts falls on it; rows at 0 are deleted."
+    ),
+)
+
 write_probe = Table(
     "write_probe",
     metadata,
@@ -115,6 +136,12 @@ write_probe = Table(
 # On PostgreSQL a pg_trgm GIN index over text_folded serves q; made by the migrations only,
 # like the SQLite index below.
 TEXT_TRIGRAM_INDEX_NAME = "ix_messages_text_folded_trgm"
+
+# The sender index orders each sender's messages: (from_msisdn, ts_instant, message_id) on
+# PostgreSQL; on SQLite text_folded follows, so that counting a sender's messages that hold a
+# needle reads no table row (PostgreSQL cannot hold long texts in a btree entry). It differs
+# by database, so `metadata` leaves it to the migrations.
+SENDER_INDEX_NAME = "ix_messages_from_ts_instant"
 
 # The SQLite full-text index over text_folded lives beside the tables above but is created
 # by the migrations only; it has no place in `metadata`, so schema comparison skips it.
@@ -139,9 +166,9 @@ messages_text_vocabulary = Table(
 
 def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
     """True for the text indexes (SQLite's, with its shadow tables, and PostgreSQL's
-    trigram index), which `metadata` does not describe."""
+    trigram index) and the sender index, which `metadata` does not describe."""
     if type_ == "index":
-        return name == TEXT_TRIGRAM_INDEX_NAME
+        return name in (TEXT_TRIGRAM_INDEX_NAME, SENDER_INDEX_NAME)
     return type_ == "table" and bool(name) and name.startswith(TEXT_INDEX_NAME)
 
 

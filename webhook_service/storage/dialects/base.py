@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, Engine, Insert, Table, bindparam, update
+from sqlalchemy import ColumnElement, Connection, Engine, Executable, Insert, Table, bindparam, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
@@ -99,6 +99,12 @@ class ForwarderLock:
 
 class BackupFailed(Exception):
     """The copy could not be made; the message says why, in one line."""
+
+
+# A needle held by more texts than this is found faster by reading messages in page order
+# and testing each text (51 matches are a few thousand rows away) than by collecting every
+# text that holds it first and sorting them.
+COMMON_NEEDLE_TEXTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -202,9 +208,15 @@ class Dialect(ABC):
     def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
         """Add the messages just inserted, by sender, to the sender counts and totals."""
 
+    def execute_many(self, conn: Connection, statement: Executable, rows: list[dict]) -> None:
+        """Run `statement` once for each row of parameters, in the caller's transaction."""
+        conn.execute(statement, rows)
+
     @abstractmethod
-    def search_plan(self, conn: Connection, folded: str) -> SearchPlan:
-        """How to find the texts whose folded form holds `folded`, made cheap."""
+    def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
+        """How to find the texts whose folded form holds `folded`, made cheap. `texts`: how
+        many stored texts hold it, when the gram counts know (needles of up to three
+        characters; never 0), else None."""
 
     def backup(self, destination: Path, progress: Callable[[int, int], None] | None = None) -> None:
         """Copy the database consistently to a new file while it is written.

@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from webhook_service.storage.dialects.base import (
     ADD_TO_TOTALS,
+    COMMON_NEEDLE_TEXTS,
     LOCK_WAIT_MS,
     LOCK_WAIT_OPTION,
     POOL_TIMEOUT_SECONDS,
@@ -43,6 +44,8 @@ QUERY_CANCELED = "57014"
 # The advisory lock every migrator of a database takes first (a fixed number that names
 # this service's migrations), so that hosts starting together take turns.
 MIGRATION_LOCK_KEY = 0x77656268_6F6F6B01
+# pg_trgm narrows a LIKE by the trigrams of its pattern: a needle needs three characters.
+TRIGRAM_CHARS = 3
 
 # PostgreSQL text cannot hold NUL, which a JSON string may: in message_id and text it is
 # stored escaped, NUL as U+0001 U+0001 and U+0001 as U+0001 U+0002. The escape keeps
@@ -153,9 +156,15 @@ class PostgresDialect(Dialect):
     def backup(self, destination, progress=None) -> None:
         raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
 
-    def search_plan(self, conn: Connection, folded: str) -> SearchPlan:
-        """A LIKE with % _ and \\ escaped (so they stay literal), which the pg_trgm GIN index serves."""
-        return SearchPlan([messages.c.text_folded.contains(folded, autoescape=True)])
+    def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
+        """A LIKE with % _ and \\ escaped (so they stay literal), which the pg_trgm GIN index
+        serves, for needles of three or more characters that few texts hold. The trigram index
+        cannot narrow a shorter needle, and for a common one it would gather most rows before
+        the first page: strpos, which it does not serve, makes the server read in page order
+        (or scan, for a rare short needle)."""
+        if texts is None or (len(folded) >= TRIGRAM_CHARS and texts <= COMMON_NEEDLE_TEXTS):
+            return SearchPlan([messages.c.text_folded.contains(folded, autoescape=True)], known_count=texts)
+        return SearchPlan([func.strpos(messages.c.text_folded, folded) > 0], known_count=texts)
 
 
 def _statement_within_budget(connection, cursor, statement, parameters, context, executemany) -> None:

@@ -13,13 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine, event, false, func, select
+from sqlalchemy import Connection, Engine, Executable, create_engine, event, false, func, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.pool import QueuePool
 
 from webhook_service.storage.dialects.base import (
+    COMMON_NEEDLE_TEXTS,
     LOCK_WAIT_MS,
     LOCK_WAIT_OPTION,
     WRITE_OPTION,
@@ -30,7 +31,7 @@ from webhook_service.storage.dialects.base import (
     SearchPlan,
     past_deadline,
 )
-from webhook_service.storage.tables import MESSAGE_COLUMNS, messages, messages_text_index, messages_text_vocabulary
+from webhook_service.storage.tables import MESSAGE_COLUMNS, message_totals, messages, messages_text_index
 
 # After a checkpoint the WAL file is cut back to this size; a long read can make it grow far
 # beyond (no checkpoint can pass a reader), and without a limit it would stay that large.
@@ -45,9 +46,11 @@ CACHE_KIB_PER_CONNECTION = 512
 PROGRESS_INSTRUCTIONS = 20_000
 # The trigram index answers substrings of at least three characters; shorter ones scan.
 TEXT_INDEX_MIN_CHARS = 3
-# A needle whose rarest trigram is in more texts than this is found faster by reading
-# messages in page order and testing each text than by collecting every candidate first.
-COMMON_TRIGRAM_TEXTS = 20_000
+# A needle of up to this many characters is one phrase to the text index (the cost of a
+# phrase grows with its length: 4,094 trigrams took 118 ms at 1,000,000 texts).
+PHRASE_MAX_CHARS = 64
+# Page found by walking the order's index when texts² > this × messages (see search_plan).
+WALK_OVER_SORT = 5
 BACKUP_PAGES_PER_STEP = 1024
 
 _FILE_IDENTITY = "webhook_service_file_identity"
@@ -106,6 +109,7 @@ class SQLiteDialect(Dialect):
         super().__init__(url)
         self.path = Path(url.database).absolute()
         self._insert_statements: dict[int, str] = {}
+        self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict]] = {}
         self._thread_writer_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._lock_fd_pid: int | None = None
@@ -315,6 +319,18 @@ class SQLiteDialect(Dialect):
             self._insert_statements[rows] = statement
         return statement
 
+    def execute_many(self, conn: Connection, statement: Executable, rows: list[dict]) -> None:
+        # On the driver's connection, like the batch insert: for the hundreds of gram counts
+        # a batch changes, SQLAlchemy's per-row work took longer than SQLite's (1.4 vs 0.6 ms).
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            done = statement.compile(dialect=conn.dialect)
+            compiled = self._compiled[statement] = (done.string, tuple(done.positiontup), done.params)
+        sql, names, constants = compiled
+        parameters = [tuple(row[name] if name in row else constants[name] for name in names) for row in rows]
+        with _driver_errors(sql):
+            conn.connection.driver_connection.executemany(sql, parameters)
+
     def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
         driver = conn.connection.driver_connection
         # A sender not known before this batch adds one to senders_count.
@@ -323,24 +339,52 @@ class SQLiteDialect(Dialect):
             driver.executemany(_ADD_TO_SENDER, list(added.items()))
             driver.execute(_ADD_TO_TOTALS, (sum(added.values()), len(added) - len(known)))
 
-    def search_plan(self, conn: Connection, folded: str) -> SearchPlan:
-        """instr compares literally; a needle of three or more characters is first narrowed
-        to the texts holding its two rarest trigrams, when they are rare enough for that to
-        pay off. A three-character needle is one trigram: the index knows its count."""
+    def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
+        """The text index finds a needle of three or more characters as a phrase of its
+        trigrams at consecutive positions: exactly the texts holding it, and it counts them.
+
+        When many texts hold the needle, messages are read in page order and their texts
+        tested (51 matches are a few thousand rows away). When fewer do, their rowids are
+        collected first and the page is found by walking the order's index, testing each
+        entry's rowid against them (no table row is read until it is on the page), or, when
+        very few do, by reading just those rows and sorting them. A needle shorter than a
+        trigram that few texts hold is found in one pass over the texts."""
         contains = func.instr(messages.c.text_folded, folded) > 0
         if len(folded) < TEXT_INDEX_MIN_CHARS:
-            return SearchPlan([contains])
-        trigram_texts = _trigram_text_counts(conn, folded)
-        if trigram_texts is None:
+            if texts > COMMON_NEEDLE_TEXTS:
+                return SearchPlan([contains], known_count=texts)
+            return SearchPlan([messages.c.id.in_(select(messages.c.id).where(contains))], known_count=texts)
+        exact = len(folded) <= PHRASE_MAX_CHARS
+        # Quoted FTS strings: operators and punctuation in the input stay literal. A longer
+        # needle is narrowed by its first and last PHRASE_MAX_CHARS characters, then tested.
+        pieces = [folded] if exact else [folded[:PHRASE_MAX_CHARS], folded[-PHRASE_MAX_CHARS:]]
+        query = " AND ".join('"' + piece.replace('"', '""') + '"' for piece in pieces)
+        matched = messages_text_index.c.text_folded.match(query)
+        if texts is None or texts <= COMMON_NEEDLE_TEXTS:
+            # The rowids of up to COMMON_NEEDLE_TEXTS texts, read once for the whole request.
+            rowids = (
+                conn.execute(select(messages_text_index.c.rowid).where(matched).limit(COMMON_NEEDLE_TEXTS + 1))
+                .scalars()
+                .all()
+            )
+            if len(rowids) <= COMMON_NEEDLE_TEXTS:
+                return self._found_among(conn, rowids, contains, exact)
+        if texts is None and exact:
+            texts = conn.execute(select(func.count()).select_from(messages_text_index).where(matched)).scalar_one()
+        return SearchPlan([contains], known_count=texts if exact else None)
+
+    def _found_among(self, conn: Connection, rowids: list[int], contains, exact: bool) -> SearchPlan:
+        if not rowids:
             return SearchPlan([false()], known_count=0)
-        known_count = trigram_texts[folded] if len(folded) == TEXT_INDEX_MIN_CHARS else None
-        rarest = sorted(trigram_texts, key=trigram_texts.get)[:2]
-        if trigram_texts[rarest[0]] > COMMON_TRIGRAM_TEXTS:
-            return SearchPlan([contains], known_count)
-        # Each trigram a quoted FTS phrase: operators and punctuation in the input stay literal.
-        query = " AND ".join('"' + trigram.replace('"', '""') + '"' for trigram in rarest)
-        candidates = select(messages_text_index.c.rowid).where(messages_text_index.c.text_folded.match(query))
-        return SearchPlan([messages.c.id.in_(candidates), contains], known_count)
+        candidates = select(func.json_each(json.dumps(rowids)).table_valued("value").c.value)
+        total = conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
+        # Walking the index reads about PAGE * total / texts entries; sorting reads `texts`
+        # rows, each about ten times the cost of an entry (bench/queries.py).
+        texts = len(rowids)
+        rowid = messages.c.id + 0 if texts * texts > WALK_OVER_SORT * total else messages.c.id
+        if exact:
+            return SearchPlan([rowid.in_(candidates)], known_count=texts)
+        return SearchPlan([rowid.in_(candidates), contains])
 
     def backup(self, destination: Path, progress: Callable[[int, int], None] | None = None) -> None:
         if not self.path.exists():
@@ -397,14 +441,5 @@ def _begin_transaction(connection) -> None:
         driver.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS:d}")
 
 
-def _trigram_text_counts(conn: Connection, folded: str) -> dict[str, int] | None:
-    """How many texts hold each trigram of `folded`; None when one is in no text at all."""
-    trigrams = {folded[start : start + 3] for start in range(len(folded) - 2)}
-    counts = dict(
-        conn.execute(
-            select(messages_text_vocabulary.c.term, messages_text_vocabulary.c.doc).where(
-                messages_text_vocabulary.c.term.in_(trigrams)
-            )
-        ).all()
-    )
-    return counts if len(counts) == len(trigrams) else None
+def _matches(phrase: str):
+    return messages_text_index.c.text_folded.match(phrase)

@@ -1,0 +1,144 @@
+"""The counts kept with the writes for reads at scale (texts per gram, messages per day of ts)
+stay equal to counting the rows, and every search plan finds exactly what Python's `in` finds."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from tests.support.database import run_sql
+from webhook_service.storage.dialects import postgresql as postgresql_dialect
+from webhook_service.storage.dialects import sqlite as sqlite_dialect
+from webhook_service.storage.engine import Database
+from webhook_service.storage.messages import (
+    MessageFilter,
+    NewMessage,
+    delete_messages_before,
+    fold_text,
+    insert_messages_if_new,
+    list_messages,
+)
+from webhook_service.storage.migrations import upgrade_to_head
+
+# Few characters, so that grams repeat and short needles are common; quotes, LIKE's
+# wildcards, a backslash, NUL and its stand-in, letters that fold to two, an emoji.
+ALPHABET = ["a", "b", "A", " ", '"', "%", "_", "\\", "\x00", "\u24b6", "ß", "é", "É", "😀", "x"]
+
+
+def random_text(rng: random.Random) -> str | None:
+    if rng.random() < 0.1:
+        return None
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12)))
+
+
+def counted_grams(url: str) -> dict[str, int]:
+    """What reading every text says, in text_grams' shape."""
+    counts: Counter = Counter()
+    for (text,) in run_sql(url, "SELECT text FROM messages"):
+        if text:
+            folded = fold_text(postgresql_dialect.unescape_nul(text))
+            counts.update({folded[i : i + n] for n in (1, 2, 3) for i in range(len(folded) - n + 1)})
+    return dict(counts)
+
+
+def counted_days(url: str) -> dict[str, int]:
+    return dict(Counter(instant[:10] for (instant,) in run_sql(url, "SELECT ts_instant FROM messages")))
+
+
+def test_counts_match_counting_after_random_inserts_duplicates_and_purges(database_url):
+    rng = random.Random(11)
+    database = Database(database_url)
+    try:
+        for round_number in range(25):
+            batch = [
+                NewMessage(
+                    f"m{rng.randint(0, 150)}",
+                    "+1555",
+                    "+2",
+                    f"2024-02-{rng.randint(1, 9):02d}T{rng.randint(0, 23):02d}:00:00Z",
+                    random_text(rng),
+                )
+                for _ in range(rng.randint(1, 30))
+            ]
+            with database.write_transaction() as conn:
+                insert_messages_if_new(conn, batch)
+            if round_number % 3 == 2:
+                with database.write_transaction() as conn:
+                    delete_messages_before(conn, f"2024-02-{rng.randint(2, 9):02d}T00:00:00Z", rng.randint(1, 20))
+            grams = {gram: texts for gram, texts in run_sql(database_url, "SELECT gram, texts FROM text_grams")}
+            assert grams == counted_grams(database_url), f"after round {round_number}"
+            days = dict(run_sql(database_url, "SELECT day, message_count FROM instant_day_counts"))
+            assert days == counted_days(database_url), f"after round {round_number}"
+        with database.write_transaction() as conn:
+            while delete_messages_before(conn, "2100-01-01T00:00:00Z", 100):
+                pass
+        assert run_sql(database_url, "SELECT * FROM text_grams") == []
+        assert run_sql(database_url, "SELECT * FROM instant_day_counts") == []
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("common", [0, 3, 20_000], ids=["read-in-order", "some-common", "collected"])
+@pytest.mark.parametrize("walk", [0, 10**9], ids=["walk-index", "sort-rows"])
+def test_every_plan_finds_what_python_finds(database_url, monkeypatch, common, walk):
+    rng = random.Random(5)
+    for module in (sqlite_dialect, postgresql_dialect):
+        monkeypatch.setattr(module, "COMMON_NEEDLE_TEXTS", common)
+    monkeypatch.setattr(sqlite_dialect, "WALK_OVER_SORT", walk)
+    monkeypatch.setattr(sqlite_dialect, "PHRASE_MAX_CHARS", 5)  # longer needles narrowed by two pieces
+    # Both ends of the long needle in a text that does not hold it, and one that does.
+    texts = [random_text(rng) for _ in range(120)] + ["aaaaa bbbbb", "xaaaaa_bbbbbx"]
+    messages = [
+        NewMessage(f"t{number:03d}", f"+1{number % 3}", "+2", f"2024-03-{1 + number % 28:02d}T00:00:00Z", text)
+        for number, text in enumerate(texts)
+    ]
+    database = Database(database_url)
+    try:
+        with database.write_transaction() as conn:
+            insert_messages_if_new(conn, messages)
+        needles = {rng.choice(texts) or "a" for _ in range(10)} | {"AAAAA_BBBBB"}
+        for _ in range(60):
+            source = rng.choice([t for t in texts if t]) if rng.random() < 0.7 else random_text(rng) or "b"
+            start = rng.randrange(len(source))
+            needles.add(source[start : start + rng.randint(1, 8)])
+        for needle in sorted(needles):
+            for sender, since in ((None, None), ("+11", None), (None, "2024-03-15T00:00:00Z")):
+                expected = [
+                    m.message_id
+                    for m in sorted(messages, key=lambda m: (m.ts, m.message_id))
+                    if m.text is not None
+                    and fold_text(needle) in fold_text(m.text)
+                    and (sender is None or m.sender == sender)
+                    and (since is None or m.ts >= since)
+                ]
+                with database.read_transaction() as conn:
+                    page = list_messages(conn, MessageFilter(sender=sender, since=since, text_contains=needle), 500)
+                found = [item.message_id for item in page.items]
+                assert (found, page.total) == (expected, len(expected)), (needle, sender, since)
+    finally:
+        database.dispose()
+
+
+def test_the_migration_counts_what_was_stored_before_it(tmp_path, monkeypatch):
+    from webhook_service.storage import messages as message_storage
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade_to_head(url, "0008")
+    monkeypatch.setattr(message_storage, "add_texts", lambda conn, texts: None)
+    monkeypatch.setattr(message_storage, "add_instants", lambda conn, instants: None)
+    database = Database(url)
+    try:
+        with database.write_transaction() as conn:
+            insert_messages_if_new(
+                conn,
+                [
+                    NewMessage(f"old{number}", "+1", "+2", f"2024-01-0{1 + number % 2}T00:00:00Z", text)
+                    for number, text in enumerate(["Hallo", "hall", None, ""])
+                ],
+            )
+    finally:
+        database.dispose()
+    upgrade_to_head(url)
+    assert dict(run_sql(url, "SELECT gram, texts FROM text_grams")) == counted_grams(url)
+    assert dict(run_sql(url, "SELECT gram, texts FROM text_grams"))["hal"] == 2
+    assert dict(run_sql(url, "SELECT day, message_count FROM instant_day_counts")) == {"2024-01-01": 2, "2024-01-02": 2}
