@@ -12,13 +12,15 @@ SMS traffic; its needles are phrases of common words, a common three-letter word
 two-character needles in no text).
 
     python bench/queries.py [--rows 1000000] [--runs 21] [--corpus otp|sms] [--database PATH]
-                            [--postgres-url postgresql://user:pw@host:5432/empty_db]
+                            [--postgres-url postgresql://user:pw@host:5432/empty_db] [--peer PATH]
 
 A SQLite database built once is reused when --database names an existing file (upgraded
-to the newest revision first, timed when there was anything to do). With --postgres-url the rows are loaded into that PostgreSQL database
-instead, upgraded the same way, then VACUUM ANALYZEd; a database that holds messages
-already is measured as it is. Everything listens on
-127.0.0.1 and stops by itself.
+to the newest revision first, timed when there was anything to do). With --postgres-url
+the rows are loaded into that PostgreSQL database instead, upgraded the same way, then
+VACUUM ANALYZEd; a database that holds messages already is measured as it is. With --peer,
+each query is also timed on the naive design (bench/peer_like.py: one table, a plain LIKE
+scan) built from the same corpus into PATH once, in the same run: the last column is how
+many times longer the peer took. Everything listens on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, inspect, select
 
+from bench import peer_like
 from bench.harness import Server
 from webhook_service.storage.cursor import Position, encode_cursor
 from webhook_service.storage.dialects import dialect_of
@@ -238,6 +242,12 @@ def main() -> int:
     parser.add_argument("--corpus", choices=("otp", "sms"), default="otp")
     parser.add_argument("--database", type=Path, default=None, help="reuse (or build once into) this SQLite file")
     parser.add_argument("--postgres-url", default=None, help="an empty PostgreSQL database to load and measure")
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        default=None,
+        help="also time a plain LIKE design (bench/peer_like.py) in this SQLite file (built once)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="queries-bench-"))
@@ -284,14 +294,30 @@ def main() -> int:
             ("cursor page under since", f"/messages?since={since}&cursor={deep_cursor}"),
             ("q 2 characters, in no text", "/messages?q=zq"),
         ]
+    peer = None
+    if args.peer:
+        if not args.peer.exists():
+            started = time.perf_counter()
+            peer_like.build(args.peer, make_messages(args.rows, corpus=args.corpus))
+            print(f"built the plain LIKE peer's database in {time.perf_counter() - started:.1f} s", flush=True)
+        peer = sqlite3.connect(args.peer)
     env = {"WEBHOOK_SECRET": "bench", "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
-    with Server(env, workdir / "gunicorn.log") as server:
-        where = "PostgreSQL" if args.postgres_url else f"{path.stat().st_size / 1e6:.0f} MB SQLite database"
-        print(f"{args.runs} runs each, one request at a time, {args.corpus} corpus, {where}")
-        print(f"{'query':42} {'median ms':>10} {'p90 ms':>8} {'status':>7}")
-        for name, query_url in queries:
-            median, p90, status, _size = time_query(server.port, query_url, args.runs)
-            print(f"{name:42} {median:10.1f} {p90:8.1f} {status:7d}", flush=True)
+    try:
+        with Server(env, workdir / "gunicorn.log") as server:
+            where = "PostgreSQL" if args.postgres_url else f"{path.stat().st_size / 1e6:.0f} MB SQLite database"
+            print(f"{args.runs} runs each, one request at a time, {args.corpus} corpus, {where}")
+            heading = f"{'query':42} {'median ms':>10} {'p90 ms':>8} {'status':>7}"
+            print(heading + (f" {'peer LIKE ms':>12} {'peer/ours':>9}" if peer else ""))
+            for name, query_url in queries:
+                median, p90, status, _size = time_query(server.port, query_url, args.runs)
+                line = f"{name:42} {median:10.1f} {p90:8.1f} {status:7d}"
+                if peer:
+                    peer_median, _peer_p90 = peer_like.time_request(peer, query_url, args.runs)
+                    line += f" {peer_median:12.1f} {peer_median / median:9.1f}"
+                print(line, flush=True)
+    finally:
+        if peer:
+            peer.close()
     return 0
 
 

@@ -2,11 +2,11 @@
 
 Builds ROWS messages with bench/queries.py's corpus (or reuses --database), serves them with
 gunicorn (--workers, 3 by default), and sends ROUNDS rounds of CONCURRENCY simultaneous
-searches that read many rows (two-character needles in no text, common three-letter words,
-combined filters). Prints each worker's resident memory before, at its highest during the
+searches, each one of the ten slowest reads of bench/queries.py (deep offsets, phrases of
+common words, combined filters, short and long needles). Prints each worker's resident memory before, at its highest during the
 rounds, and after them: growth that stays is memory the workers do not give back.
 
-    python bench/search_memory.py [--rows 200000] [--concurrency 50] [--rounds 2]
+    python bench/search_memory.py [--rows 200000] [--corpus otp|sms] [--concurrency 50] [--rounds 2]
 
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -28,16 +28,22 @@ from bench.harness import Server
 from bench.queries import build
 from webhook_service.storage.migrations import upgrade_to_head
 
-EXPENSIVE = [
-    "/messages?q=qz",
-    "/messages?q=xq",
-    "/messages?q=otp&limit=100",
-    "/messages?q=order%20shipped&limit=100",
-    "/messages?q=you&since=2024-03-01T00:00:00Z&limit=100",
-    "/messages?offset=150000&limit=100",
-    "/messages?q=e%20s&limit=100",
-    "/stats",
-]
+
+def expensive(rows: int) -> list[str]:
+    """The ten slowest reads of bench/queries.py on either corpus, with 100 a page."""
+    since, sender = "2024-12-01T00:00:00Z", "%2B919800000001"
+    return [
+        f"/messages?offset={int(rows * 0.9)}&limit=100",
+        "/messages?q=order%20shipped&limit=100",
+        f"/messages?from={sender}&q=order%20shipped&since={since}&limit=100",
+        f"/messages?from={sender}&q=you&since={since}&limit=100",
+        f"/messages?since={since}&offset={int(rows * 0.05)}&limit=100",
+        "/messages?q=" + "a" * 4096,
+        "/messages?q=ks&limit=100",
+        "/messages?q=e%20s&limit=100",
+        "/messages?q=you&limit=100",
+        f"/messages?since={since}&limit=100",
+    ]
 
 
 def rss_kib(pid: int) -> int:
@@ -64,14 +70,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--corpus", choices=("otp", "sms"), default="sms")
     parser.add_argument("--database", type=Path, default=None, help="reuse (or build once into) this file")
     arguments = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-search-memory-") as scratch:
         path = arguments.database or Path(scratch) / "messages.db"
         if not path.exists():
-            build(path, arguments.rows)
-            upgrade_to_head(f"sqlite:///{path}")
+            build(path, arguments.rows, arguments.corpus)
+        upgrade_to_head(f"sqlite:///{path}")
         env = {"DATABASE_URL": f"sqlite:///{path}", "WEBHOOK_SECRET": "bench", "LOG_LEVEL": "WARNING"}
         with Server(env, Path(scratch) / "gunicorn.log", workers=arguments.workers) as server:
             time.sleep(1)
@@ -93,11 +100,10 @@ def main() -> int:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             after_rounds = []
+            queries = expensive(arguments.rows)
             for round_number in range(arguments.rounds):
                 threads = [
-                    threading.Thread(
-                        target=lambda n=n: statuses.append(get(server.port, EXPENSIVE[n % len(EXPENSIVE)]))
-                    )
+                    threading.Thread(target=lambda n=n: statuses.append(get(server.port, queries[n % len(queries)])))
                     for n in range(arguments.concurrency)
                 ]
                 started = time.monotonic()

@@ -3,6 +3,8 @@ transactions, and what a database failure is."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 import time
@@ -22,6 +24,20 @@ DATABASE_ERRORS = (SQLAlchemyError, OSError)
 DEFAULT_POOL_SIZE = 16
 # A readiness probe waits this long for the write lock before calling the database stuck.
 PROBE_LOCK_WAIT_MS = 1000
+
+
+# After a read this long (one that gathered many rows), freed memory is handed back to the
+# system: glibc keeps what concurrent expensive reads freed in its arenas, and fifty at once
+# left a worker 25 MB larger for good; handing it back (about 0.1 ms) halved that.
+LONG_READ_SECONDS = 0.05
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+_MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)
+
+
+def return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system, where the C library can (glibc)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class QueryBudgetExceeded(Exception):
@@ -141,6 +157,7 @@ class Database:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
             return
+        started = time.monotonic()
         try:
             with statement_deadline(budget_seconds), self.engine.connect() as conn, conn.begin():
                 yield conn
@@ -148,6 +165,9 @@ class Database:
             if self.dialect.budget_exceeded(error):
                 raise QueryBudgetExceeded(f"stopped after {budget_seconds:g} s") from None
             raise
+        finally:
+            if time.monotonic() - started >= LONG_READ_SECONDS:
+                return_freed_memory()
 
     def dispose(self) -> None:
         """Close every pooled connection of this process, and what its dialect holds."""
