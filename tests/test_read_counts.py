@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from tests.support.database import run_sql
+from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.dialects import postgresql as postgresql_dialect
 from webhook_service.storage.dialects import sqlite as sqlite_dialect
 from webhook_service.storage.engine import Database
@@ -142,3 +143,27 @@ def test_the_migration_counts_what_was_stored_before_it(tmp_path, monkeypatch):
     assert dict(run_sql(url, "SELECT gram, texts FROM text_grams")) == counted_grams(url)
     assert dict(run_sql(url, "SELECT gram, texts FROM text_grams"))["hal"] == 2
     assert dict(run_sql(url, "SELECT day, message_count FROM instant_day_counts")) == {"2024-01-01": 2, "2024-01-02": 2}
+
+
+@pytest.mark.sqlite_only
+def test_a_rare_short_needle_is_found_through_the_trigrams_that_hold_it_and_the_short_texts(database_url):
+    texts = ["xab", "ab", "zzz", "b", "a b", "abab", "AB!"]
+    database = Database(database_url)
+    try:
+        with database.write_transaction() as conn:
+            insert_messages_if_new(
+                conn, [NewMessage(f"r{n}", "+1", "+2", "2024-01-01T00:00:00Z", text) for n, text in enumerate(texts)]
+            )
+        with database.read_transaction() as conn:
+            dialect = dialect_of(conn)
+            rowid_of = dict(conn.exec_driver_sql("SELECT text, id FROM messages").all())
+            for needle, holding in (
+                ("ab", ["xab", "ab", "abab", "AB!"]),
+                ("b", ["xab", "ab", "b", "a b", "abab", "AB!"]),
+            ):
+                found = dialect._short_needle_rowids(conn, needle, len(holding))
+                assert found == sorted(rowid_of[text] for text in holding), needle
+            # Counts that disagree with the index (never the case) fall back to reading every text.
+            assert dialect._short_needle_rowids(conn, "ab", 5) is None
+    finally:
+        database.dispose()

@@ -142,6 +142,8 @@ TEXT_TRIGRAM_INDEX_NAME = "ix_messages_text_folded_trgm"
 # needle reads no table row (PostgreSQL cannot hold long texts in a btree entry). It differs
 # by database, so `metadata` leaves it to the migrations.
 SENDER_INDEX_NAME = "ix_messages_from_ts_instant"
+# SQLite only: the texts of fewer than three characters, which the text index cannot find.
+SHORT_TEXT_INDEX_NAME = "ix_messages_short_text"
 
 # The SQLite full-text index over text_folded lives beside the tables above but is created
 # by the migrations only; it has no place in `metadata`, so schema comparison skips it.
@@ -166,9 +168,10 @@ messages_text_vocabulary = Table(
 
 def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
     """True for the text indexes (SQLite's, with its shadow tables, and PostgreSQL's
-    trigram index) and the sender index, which `metadata` does not describe."""
+    trigram index), the sender index and SQLite's short-text index, which `metadata` does
+    not describe."""
     if type_ == "index":
-        return name in (TEXT_TRIGRAM_INDEX_NAME, SENDER_INDEX_NAME)
+        return name in (TEXT_TRIGRAM_INDEX_NAME, SENDER_INDEX_NAME, SHORT_TEXT_INDEX_NAME)
     return type_ == "table" and bool(name) and name.startswith(TEXT_INDEX_NAME)
 
 

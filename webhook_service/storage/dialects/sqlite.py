@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, Executable, create_engine, event, false, func, select
+from sqlalchemy import Connection, Engine, Executable, create_engine, event, false, func, literal_column, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
@@ -31,7 +31,7 @@ from webhook_service.storage.dialects.base import (
     SearchPlan,
     past_deadline,
 )
-from webhook_service.storage.tables import MESSAGE_COLUMNS, message_totals, messages, messages_text_index
+from webhook_service.storage.tables import MESSAGE_COLUMNS, message_totals, messages, messages_text_index, text_grams
 
 # After a checkpoint the WAL file is cut back to this size; a long read can make it grow far
 # beyond (no checkpoint can pass a reader), and without a limit it would stay that large.
@@ -49,6 +49,9 @@ TEXT_INDEX_MIN_CHARS = 3
 # A needle of up to this many characters is one phrase to the text index (the cost of a
 # phrase grows with its length: 4,094 trigrams took 118 ms at 1,000,000 texts).
 PHRASE_MAX_CHARS = 64
+# A needle shorter than a trigram is looked up through at most this many trigrams that hold
+# it (an FTS query of that many phrases); held by more, its texts are found in one pass.
+MAX_TRIGRAMS_OF_SHORT_NEEDLE = 64
 # Page found by walking the order's index when texts² > this × messages (see search_plan).
 WALK_OVER_SORT = 5
 BACKUP_PAGES_PER_STEP = 1024
@@ -353,6 +356,9 @@ class SQLiteDialect(Dialect):
         if len(folded) < TEXT_INDEX_MIN_CHARS:
             if texts > COMMON_NEEDLE_TEXTS:
                 return SearchPlan([contains], known_count=texts)
+            rowids = self._short_needle_rowids(conn, folded, texts)
+            if rowids is not None:
+                return self._found_among(conn, rowids, contains, exact=True)
             return SearchPlan([messages.c.id.in_(select(messages.c.id).where(contains))], known_count=texts)
         exact = len(folded) <= PHRASE_MAX_CHARS
         # Quoted FTS strings: operators and punctuation in the input stay literal. A longer
@@ -372,6 +378,46 @@ class SQLiteDialect(Dialect):
         if texts is None and exact:
             texts = conn.execute(select(func.count()).select_from(messages_text_index).where(matched)).scalar_one()
         return SearchPlan([contains], known_count=texts if exact else None)
+
+    def _short_needle_rowids(self, conn: Connection, folded: str, texts: int) -> list[int] | None:
+        """The rowids of the `texts` texts holding a needle shorter than a trigram, from the
+        index: a text of three or more characters holds it exactly when it holds one of the
+        stored trigrams that contain it (the gram counts list them), and shorter texts are in
+        their own small index. None when too many trigrams hold it to ask for them at once."""
+        windows = (
+            conn.execute(
+                select(text_grams.c.gram)
+                .where(
+                    func.length(text_grams.c.gram) == TEXT_INDEX_MIN_CHARS, func.instr(text_grams.c.gram, folded) > 0
+                )
+                .limit(MAX_TRIGRAMS_OF_SHORT_NEEDLE + 1)
+            )
+            .scalars()
+            .all()
+        )
+        if len(windows) > MAX_TRIGRAMS_OF_SHORT_NEEDLE:
+            return None
+        found = set()
+        if windows:
+            query = " OR ".join('"' + window.replace('"', '""') + '"' for window in windows)
+            found.update(
+                conn.execute(select(messages_text_index.c.rowid).where(messages_text_index.c.text_folded.match(query)))
+                .scalars()
+                .all()
+            )
+        found.update(
+            conn.execute(
+                select(messages.c.id).where(
+                    # A literal, not a parameter: SQLite matches it to the partial index's condition.
+                    func.length(messages.c.text_folded) < literal_column(str(TEXT_INDEX_MIN_CHARS)),
+                    func.instr(messages.c.text_folded, folded) > 0,
+                )
+            )
+            .scalars()
+            .all()
+        )
+        # Both ways together find every text the gram counts say holds the needle.
+        return sorted(found) if len(found) == texts else None
 
     def _found_among(self, conn: Connection, rowids: list[int], contains, exact: bool) -> SearchPlan:
         if not rowids:
