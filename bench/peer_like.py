@@ -1,20 +1,22 @@
-"""The naive design, for comparison: one SQLite table and a plain LIKE scan.
+"""The naive design, for comparison: one SQLite table and a plain LIKE scan, served by Flask.
 
 What a small receiver (say FastAPI + SQLite) does for the same API: a table of the messages
 with an index on ts and one on (sender, ts), `text LIKE '%q%'` for q, `count(*)` for the
 total and ORDER BY ts LIMIT/OFFSET for the page (a cursor becomes a keyset condition, which
-is generous), and /stats as GROUP BY over the table. bench/queries.py --peer builds it from
-the same corpus and times each of its queries here, in process (no HTTP, no JSON), which
-flatters the peer.
+is generous), and /stats as GROUP BY over the table; no signature checks, metrics, logs or
+read budget. bench/queries.py --peer builds it from the same corpus and serves `app` with
+the same gunicorn settings (PEER_DATABASE names the file), so both answer over HTTP.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-import statistics
-import time
+import threading
 import urllib.parse
 from pathlib import Path
+
+from flask import Flask, jsonify, request
 
 from webhook_service.storage.cursor import decode_cursor
 
@@ -101,14 +103,32 @@ def statements(path_and_query: str) -> list[tuple[str, tuple]]:
     return [count, page]
 
 
-def time_request(conn: sqlite3.Connection, path_and_query: str, runs: int) -> tuple[float, float]:
-    """Median and p90 milliseconds of running the request's statements, `runs` times."""
-    work = statements(path_and_query)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        for sql, parameters in work:
-            conn.execute(sql, parameters).fetchall()
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(len(times) * 0.9) - 1]
+app = Flask(__name__)
+_connections = threading.local()
+
+
+def _connection() -> sqlite3.Connection:
+    conn = getattr(_connections, "conn", None)
+    if conn is None:
+        conn = _connections.conn = sqlite3.connect(os.environ["PEER_DATABASE"], check_same_thread=False)
+    return conn
+
+
+@app.get("/messages")
+@app.get("/stats")
+def answer():
+    conn = _connection()
+    results = [conn.execute(sql, parameters).fetchall() for sql, parameters in statements(request.full_path)]
+    if request.path == "/stats":
+        (total, senders, first, last), top = results[0][0], results[1]
+        return jsonify(
+            {
+                "total_messages": total,
+                "senders_count": senders,
+                "top_senders": [{"from": sender, "count": n} for sender, n in top],
+                "first_message_ts": first,
+                "last_message_ts": last,
+            }
+        )
+    columns = ("message_id", "from", "to", "ts", "text", "created_at")
+    return jsonify({"data": [dict(zip(columns, row, strict=True)) for row in results[1]], "total": results[0][0][0]})

@@ -19,16 +19,16 @@ to the newest revision first, timed when there was anything to do). With --postg
 the rows are loaded into that PostgreSQL database instead, upgraded the same way, then
 VACUUM ANALYZEd; a database that holds messages already is measured as it is. With --peer,
 each query is also timed on the naive design (bench/peer_like.py: one table, a plain LIKE
-scan) built from the same corpus into PATH once, in the same run: the last column is how
-many times longer the peer took. Everything listens on 127.0.0.1 and stops by itself.
+scan, served by Flask on the same gunicorn settings) built from the same corpus into PATH
+once, in the same run: the last column is how many times longer the peer took. Everything listens on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -294,30 +294,30 @@ def main() -> int:
             ("cursor page under since", f"/messages?since={since}&cursor={deep_cursor}"),
             ("q 2 characters, in no text", "/messages?q=zq"),
         ]
-    peer = None
-    if args.peer:
-        if not args.peer.exists():
-            started = time.perf_counter()
-            peer_like.build(args.peer, make_messages(args.rows, corpus=args.corpus))
-            print(f"built the plain LIKE peer's database in {time.perf_counter() - started:.1f} s", flush=True)
-        peer = sqlite3.connect(args.peer)
+    if args.peer and not args.peer.exists():
+        started = time.perf_counter()
+        peer_like.build(args.peer, make_messages(args.rows, corpus=args.corpus))
+        print(f"built the plain LIKE peer's database in {time.perf_counter() - started:.1f} s", flush=True)
     env = {"WEBHOOK_SECRET": "bench", "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
-    try:
-        with Server(env, workdir / "gunicorn.log") as server:
-            where = "PostgreSQL" if args.postgres_url else f"{path.stat().st_size / 1e6:.0f} MB SQLite database"
-            print(f"{args.runs} runs each, one request at a time, {args.corpus} corpus, {where}")
-            heading = f"{'query':42} {'median ms':>10} {'p90 ms':>8} {'status':>7}"
-            print(heading + (f" {'peer LIKE ms':>12} {'peer/ours':>9}" if peer else ""))
-            for name, query_url in queries:
-                median, p90, status, _size = time_query(server.port, query_url, args.runs)
-                line = f"{name:42} {median:10.1f} {p90:8.1f} {status:7d}"
-                if peer:
-                    peer_median, _peer_p90 = peer_like.time_request(peer, query_url, args.runs)
-                    line += f" {peer_median:12.1f} {peer_median / median:9.1f}"
-                print(line, flush=True)
-    finally:
-        if peer:
-            peer.close()
+    peer_env = {**env, "DATABASE_URL": f"sqlite:///{workdir / 'unused.db'}", "PEER_DATABASE": str(args.peer)}
+    with contextlib.ExitStack() as servers:
+        server = servers.enter_context(Server(env, workdir / "gunicorn.log"))
+        peer = (
+            servers.enter_context(Server(peer_env, workdir / "peer.log", app="bench.peer_like:app"))
+            if args.peer
+            else None
+        )
+        where = "PostgreSQL" if args.postgres_url else f"{path.stat().st_size / 1e6:.0f} MB SQLite database"
+        print(f"{args.runs} runs each, one request at a time, {args.corpus} corpus, {where}")
+        heading = f"{'query':42} {'median ms':>10} {'p90 ms':>8} {'status':>7}"
+        print(heading + (f" {'peer LIKE ms':>12} {'peer/ours':>9}" if peer else ""))
+        for name, query_url in queries:
+            median, p90, status, _size = time_query(server.port, query_url, args.runs)
+            line = f"{name:42} {median:10.1f} {p90:8.1f} {status:7d}"
+            if peer:
+                peer_median, _peer_p90, _status, _size = time_query(peer.port, query_url, args.runs)
+                line += f" {peer_median:12.1f} {peer_median / median:9.1f}"
+            print(line, flush=True)
     return 0
 
 
