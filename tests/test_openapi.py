@@ -118,3 +118,38 @@ def test_the_document_and_docs_need_no_token(make_app, settings):
     ).test_client()
     assert guarded.get("/openapi.json").status_code == 200
     assert guarded.get("/docs/").status_code == 200
+
+
+def test_message_documents_are_what_the_documented_schemas_dump():
+    import random
+
+    from webhook_service.api import outputs
+    from webhook_service.storage.feed import FeedPage
+    from webhook_service.storage.messages import MessagePage, StoredMessage
+
+    rng = random.Random(3)
+    pieces = ["a", "É", "\x00", '"', "😀", " ", "\\", "<b>"]
+    items = [
+        StoredMessage(
+            message_id="".join(rng.choices(pieces, k=rng.randint(1, 6))),
+            sender=f"+1{rng.randint(0, 999)}",
+            recipient="+2",
+            ts="2025-01-01T00:00:00.5Z",
+            text=None if rng.random() < 0.2 else "".join(rng.choices(pieces, k=rng.randint(0, 9))),
+            created_at="2025-01-01T00:00:01.000001Z",
+        )
+        for _ in range(60)
+    ]
+    page = MessagePage(items=items, total=7, next_position=None)
+    expected = outputs.MessagePageSchema().dump(
+        {"items": items, "total": 7, "limit": 60, "offset": 3, "next_cursor": "abc"}
+    )
+    assert outputs.page_document(page, 60, 3, "abc") == expected
+    assert outputs.page_document(MessagePage(items=[], total=0, next_position=None), 5, 0, None) == (
+        outputs.MessagePageSchema().dump({"items": [], "total": 0, "limit": 5, "offset": 0, "next_cursor": None})
+    )
+    feed = FeedPage(items=items, next_position=12)
+    assert outputs.feed_document(feed) == outputs.FeedPageSchema().dump(
+        {"items": items, "next": outputs.encode_position(12)}
+    )
+    assert [outputs.message_document(item) for item in items] == outputs.MessageSchema(many=True).dump(items)

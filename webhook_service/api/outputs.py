@@ -174,9 +174,6 @@ class ValidationErrorSchema(Schema):
     detail = fields.List(fields.Nested(ValidationErrorItemSchema), required=True)
 
 
-_message = MessageSchema()
-_page = MessagePageSchema()
-_feed_page = FeedPageSchema()
 _stats = StatsSchema()
 _timeline = TimelineSchema()
 _forwarding = ForwardingSchema()
@@ -187,20 +184,32 @@ _validation_error = ValidationErrorSchema()
 
 
 def message_document(message: StoredMessage) -> dict:
-    """A stored message in the API's field names."""
-    return _message.dump(message)
+    """A stored message in the API's field names: what MessageSchema dumps, built directly
+    (a page of 50 took 1.7 ms through marshmallow; a test holds the two to one output)."""
+    return {
+        "message_id": message.message_id,
+        "from": message.sender,
+        "to": message.recipient,
+        "ts": message.ts,
+        "text": message.text,
+        "created_at": message.created_at,
+    }
 
 
 def page_document(page: MessagePage, limit: int, offset: int, next_cursor: str | None) -> dict:
-    """The GET /messages document."""
-    return _page.dump(
-        {"items": page.items, "total": page.total, "limit": limit, "offset": offset, "next_cursor": next_cursor}
-    )
+    """The GET /messages document (MessagePageSchema's)."""
+    return {
+        "data": [message_document(message) for message in page.items],
+        "total": page.total,
+        "limit": limit,
+        "offset": offset,
+        "next_cursor": next_cursor,
+    }
 
 
 def feed_document(page: FeedPage) -> dict:
-    """The GET /feed document."""
-    return _feed_page.dump({"items": page.items, "next": encode_position(page.next_position)})
+    """The GET /feed document (FeedPageSchema's)."""
+    return {"data": [message_document(message) for message in page.items], "next": encode_position(page.next_position)}
 
 
 def stats_document(stats: MessageStats) -> dict:
