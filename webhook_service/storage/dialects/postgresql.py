@@ -6,23 +6,26 @@ import re
 from collections import Counter
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Connection,
     Engine,
+    any_,
     bindparam,
     create_engine,
     event,
+    false,
     func,
     literal_column,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import OperationalError
 
 from webhook_service.storage.dialects.base import (
     ADD_TO_TOTALS,
-    COMMON_NEEDLE_TEXTS,
     LOCK_WAIT_MS,
     LOCK_WAIT_OPTION,
     POOL_TIMEOUT_SECONDS,
@@ -30,7 +33,9 @@ from webhook_service.storage.dialects.base import (
     Dialect,
     InsertedRows,
     SearchPlan,
+    most_collected,
     remaining_budget_ms,
+    total_messages,
 )
 from webhook_service.storage.tables import message_totals, messages, sender_counts
 
@@ -157,14 +162,24 @@ class PostgresDialect(Dialect):
         raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
 
     def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
-        """A LIKE with % _ and \\ escaped (so they stay literal), which the pg_trgm GIN index
-        serves, for needles of three or more characters that few texts hold. The trigram index
-        cannot narrow a shorter needle, and for a common one it would gather most rows before
-        the first page: strpos, which it does not serve, makes the server read in page order
-        (or scan, for a rare short needle)."""
-        if texts is None or (len(folded) >= TRIGRAM_CHARS and texts <= COMMON_NEEDLE_TEXTS):
-            return SearchPlan([messages.c.text_folded.contains(folded, autoescape=True)], known_count=texts)
-        return SearchPlan([func.strpos(messages.c.text_folded, folded) > 0], known_count=texts)
+        """When few texts hold the needle, their ids are collected first (a LIKE with % _ and \\
+        escaped, which the pg_trgm GIN index serves, for three characters or more; one scan
+        for a shorter needle, which it cannot narrow), counted, and the page is read by id:
+        the server never walks the order's index through rows that do not match. When many
+        do, the texts are tested with strpos, which the trigram index does not serve, so the
+        server reads in page order (a page is a few thousand rows away) instead of gathering
+        every match before the first."""
+        found = func.strpos(messages.c.text_folded, folded) > 0
+        most = most_collected(total_messages(conn))
+        if texts is not None and texts > most:
+            return SearchPlan([found], known_count=texts)
+        narrowed = messages.c.text_folded.contains(folded, autoescape=True) if len(folded) >= TRIGRAM_CHARS else found
+        ids = conn.execute(select(messages.c.id).where(narrowed).limit(most + 1)).scalars().all()
+        if len(ids) > most:
+            return SearchPlan([found], known_count=texts)
+        if not ids:
+            return SearchPlan([false()], known_count=0)
+        return SearchPlan([messages.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))], known_count=len(ids))
 
 
 def _statement_within_budget(connection, cursor, statement, parameters, context, executemany) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -21,7 +20,6 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.pool import QueuePool
 
 from webhook_service.storage.dialects.base import (
-    COMMON_NEEDLE_TEXTS,
     LOCK_WAIT_MS,
     LOCK_WAIT_OPTION,
     WRITE_OPTION,
@@ -30,9 +28,11 @@ from webhook_service.storage.dialects.base import (
     ForwarderLock,
     InsertedRows,
     SearchPlan,
+    most_collected,
     past_deadline,
+    total_messages,
 )
-from webhook_service.storage.tables import MESSAGE_COLUMNS, message_totals, messages, messages_text_index, text_grams
+from webhook_service.storage.tables import MESSAGE_COLUMNS, messages, messages_text_index, text_grams
 
 # After a checkpoint the WAL file is cut back to this size; a long read can make it grow far
 # beyond (no checkpoint can pass a reader), and without a limit it would stay that large.
@@ -53,8 +53,6 @@ PHRASE_MAX_CHARS = 64
 # A needle shorter than a trigram is looked up through at most this many trigrams that hold
 # it (an FTS query of that many phrases); held by more, its texts are found in one pass.
 MAX_TRIGRAMS_OF_SHORT_NEEDLE = 64
-# Texts found in page order rather than collected first above sqrt(this × messages) (search_plan).
-ORDER_OVER_COLLECTING = 150
 # Page found by walking the order's index when texts² > this × messages (see search_plan).
 WALK_OVER_SORT = 5
 BACKUP_PAGES_PER_STEP = 1024
@@ -356,12 +354,10 @@ class SQLiteDialect(Dialect):
         very few do, by reading just those rows and sorting them. A needle shorter than a
         trigram that few texts hold is found through the trigrams that contain it."""
         contains = func.instr(messages.c.text_folded, folded) > 0
-        total = conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
-        # Read in page order, a page is about 51 * total / texts rows away, each row about three
-        # times the cost of collecting a rowid: collecting wins below sqrt(150 * total) texts.
-        most_collected = min(COMMON_NEEDLE_TEXTS, math.isqrt(ORDER_OVER_COLLECTING * total))
+        total = total_messages(conn)
+        most = most_collected(total)
         if len(folded) < TEXT_INDEX_MIN_CHARS:
-            if texts > most_collected:
+            if texts > most:
                 return SearchPlan([contains], known_count=texts)
             rowids = self._short_needle_rowids(conn, folded, texts)
             if rowids is not None:
@@ -373,14 +369,10 @@ class SQLiteDialect(Dialect):
         pieces = [folded] if exact else [folded[:PHRASE_MAX_CHARS], folded[-PHRASE_MAX_CHARS:]]
         query = " AND ".join('"' + piece.replace('"', '""') + '"' for piece in pieces)
         matched = messages_text_index.c.text_folded.match(query)
-        if texts is None or texts <= most_collected:
+        if texts is None or texts <= most:
             # The rowids, read once for the whole request, unless there are more than that.
-            rowids = (
-                conn.execute(select(messages_text_index.c.rowid).where(matched).limit(most_collected + 1))
-                .scalars()
-                .all()
-            )
-            if len(rowids) <= most_collected:
+            rowids = conn.execute(select(messages_text_index.c.rowid).where(matched).limit(most + 1)).scalars().all()
+            if len(rowids) <= most:
                 return self._found_among(rowids, total, contains, exact)
         if texts is None and exact:
             texts = conn.execute(select(func.count()).select_from(messages_text_index).where(matched)).scalar_one()
