@@ -12,7 +12,7 @@ SMS traffic; its needles are phrases of common words, a common three-letter word
 two-character needles in no text).
 
     python bench/queries.py [--rows 1000000] [--runs 21] [--corpus otp|sms] [--database PATH]
-                            [--postgres-url postgresql://user:pw@host:5432/empty_db] [--peer PATH]
+                            [--postgres-url postgresql://user:pw@host:5432/empty_db] [--peer PATH] [--sweep]
 
 A SQLite database built once is reused when --database names an existing file (upgraded
 to the newest revision first, timed when there was anything to do). With --postgres-url
@@ -20,7 +20,9 @@ the rows are loaded into that PostgreSQL database instead, upgraded the same way
 VACUUM ANALYZEd; a database that holds messages already is measured as it is. With --peer,
 each query is also timed on the naive design (bench/peer_like.py: one table, a plain LIKE
 scan, served by Flask on the same gunicorn settings) built from the same corpus into PATH
-once, in the same run: the last column is how many times longer the peer took. Everything listens on 127.0.0.1 and stops by itself.
+once, in the same run: the last column is how many times longer the peer took. --sweep then times plain q needles of 1 to 64 characters
+(pieces of stored texts, the rarest and commonest grams, absent ones) and prints the
+slowest. Everything listens on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import func, insert, inspect, select
 
 from bench import peer_like
 from bench.harness import Server
@@ -49,7 +51,7 @@ from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.engine import create_database_engine
 from webhook_service.storage.messages import NewMessage, message_row
 from webhook_service.storage.migrations import head_revision, upgrade_to_head
-from webhook_service.storage.tables import messages
+from webhook_service.storage.tables import messages, text_grams
 
 SENDERS = 10_000
 RARE_WORD = "zebrafish"
@@ -235,6 +237,51 @@ def time_query(port: int, path: str, runs: int) -> tuple[float, float, int, int]
     return statistics.median(times), times[int(len(times) * 0.9) - 1], status, size
 
 
+def sweep_needles(url: str, seed: int = 9) -> list[str]:
+    """Plain q needles of 1 to 64 characters: pieces of stored texts (so present), the rarest
+    and the commonest stored grams of one to three characters, absent ones, repetitions."""
+    rng = random.Random(seed)
+    engine = create_database_engine(url)
+    try:
+        with engine.connect() as conn:
+            last = conn.execute(select(messages.c.id).order_by(messages.c.id.desc()).limit(1)).scalar_one()
+            texts = [
+                text
+                for text in conn.execute(
+                    select(messages.c.text_folded).where(messages.c.id.in_([rng.randint(1, last) for _ in range(400)]))
+                ).scalars()
+                if text
+            ]
+            needles = []
+            for length in (1, 2, 3):
+                grams = select(text_grams.c.gram).where(func.length(text_grams.c.gram) == length)
+                needles += conn.execute(grams.order_by(text_grams.c.texts).limit(2)).scalars().all()
+                needles += conn.execute(grams.order_by(text_grams.c.texts.desc()).limit(2)).scalars().all()
+    finally:
+        engine.dispose()
+    needles += ["q", "zq", "qzx"]  # in no text of either corpus
+    for length in (4, 6, 8, 12, 16, 24, 32, 48, 64):
+        longer = [text for text in texts if len(text) >= length]
+        for text in rng.sample(longer, min(3, len(longer))):
+            start = rng.randrange(len(text) - length + 1)
+            needles.append(text[start : start + length])
+    needles += ["a" * 64, ("you " * 16)[:64], ("the " * 16)[:64]]
+    return list(dict.fromkeys(needles))
+
+
+def sweep(port: int, url: str, runs: int) -> None:
+    """Time each sweep needle as a plain q; print the slowest and every answer but 200."""
+    results = []
+    for needle in sweep_needles(url):
+        median, _p90, status, _size = time_query(port, f"/messages?q={urllib.parse.quote(needle)}", runs)
+        results.append((median, status, needle))
+    results.sort(reverse=True)
+    refused = [needle for _median, status, needle in results if status != 200]
+    print(f"plain q sweep: {len(results)} needles of 1 to 64 characters, {len(refused)} not answered 200")
+    for median, status, needle in results[:8]:
+        print(f"  {median:8.1f} ms {status} {needle!r}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -247,6 +294,9 @@ def main() -> int:
         type=Path,
         default=None,
         help="also time a plain LIKE design (bench/peer_like.py) in this SQLite file (built once)",
+    )
+    parser.add_argument(
+        "--sweep", action="store_true", help="also time plain q needles of 1 to 64 characters, common, rare and absent"
     )
     args = parser.parse_args()
 
@@ -318,6 +368,8 @@ def main() -> int:
                 peer_median, _peer_p90, _status, _size = time_query(peer.port, query_url, args.runs)
                 line += f" {peer_median:12.1f} {peer_median / median:9.1f}"
             print(line, flush=True)
+        if args.sweep:
+            sweep(server.port, url, args.runs)
     return 0
 
 
