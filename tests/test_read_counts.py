@@ -20,6 +20,7 @@ from webhook_service.storage.messages import (
     list_messages,
 )
 from webhook_service.storage.migrations import upgrade_to_head
+from webhook_service.timestamps import instant_key
 
 # Few characters, so that grams repeat and short needles are common; quotes, LIKE's
 # wildcards, a backslash, NUL and its stand-in, letters that fold to two, an emoji.
@@ -164,5 +165,36 @@ def test_a_rare_short_needle_is_found_through_the_trigrams_that_hold_it_and_the_
                 assert found == sorted(rowid_of[text] for text in holding), needle
             # Counts that disagree with the index (never the case) fall back to reading every text.
             assert dialect._short_needle_rowids(conn, "ab", 5) is None
+    finally:
+        database.dispose()
+
+
+def test_deep_offset_pages_skipped_by_the_day_counts_are_the_pages_offset_gives(database_url, monkeypatch):
+    from webhook_service.storage import messages as message_storage
+
+    monkeypatch.setattr(message_storage, "SKIP_BY_DAYS_FROM_OFFSET", 1)
+    rng = random.Random(13)
+    stored = [
+        NewMessage(
+            f"d{number:03d}",
+            "+1",
+            "+2",
+            f"2024-05-{rng.randint(1, 6):02d}T{rng.choice(['00:00:00', '12:30:00.5', '23:59:59.999'])}Z",
+            "x",
+        )
+        for number in range(150)
+    ]
+    database = Database(database_url)
+    try:
+        with database.write_transaction() as conn:
+            insert_messages_if_new(conn, stored)
+        order = sorted(stored, key=lambda m: (instant_key(m.ts), m.message_id))
+        for since in (None, "2024-05-03T12:30:00.5Z", "2024-05-03T00:00:00Z", "2024-04-01T00:00:00Z"):
+            expected = [m.message_id for m in order if since is None or instant_key(m.ts) >= instant_key(since)]
+            for offset in (1, 7, 24, 25, 26, 60, len(expected) - 1, len(expected), len(expected) + 5, 10**6):
+                with database.read_transaction() as conn:
+                    page = list_messages(conn, MessageFilter(since=since), 10, offset=offset)
+                assert [m.message_id for m in page.items] == expected[offset : offset + 10], (since, offset)
+                assert page.total == len(expected)
     finally:
         database.dispose()

@@ -21,6 +21,8 @@ from webhook_service.storage.tables import instant_day_counts, messages
 # and every key of a day sorts before the day followed by "U" (the eleventh is always "T").
 _DAY_CHARS = 10
 _PAST_DAY = "U"
+# Sorts after every instant key (they start with a digit): a lower bound no message meets.
+PAST_EVERY_INSTANT = "~"
 
 
 def day_of(instant: str) -> str:
@@ -44,12 +46,41 @@ def remove_instants(conn: Connection, instants: Iterable[str]) -> None:
 def count_since(conn: Connection, since_key: str) -> int:
     """How many messages have an instant at or after `since_key` (an instant key)."""
     day = day_of(since_key)
-    later_days = conn.execute(
-        select(func.coalesce(func.sum(instant_day_counts.c.message_count), 0)).where(instant_day_counts.c.day > day)
-    ).scalar_one()
-    same_day = conn.execute(
+    later_days = (
+        select(func.coalesce(func.sum(instant_day_counts.c.message_count), 0))
+        .where(instant_day_counts.c.day > day)
+        .scalar_subquery()
+    )
+    same_day = (
         select(func.count())
         .select_from(messages)
         .where(messages.c.ts_instant >= since_key, messages.c.ts_instant < day + _PAST_DAY)
-    ).scalar_one()
-    return int(later_days) + same_day
+        .scalar_subquery()
+    )
+    # One statement: one round trip to a database server.
+    return int(conn.execute(select(later_days + same_day)).scalar_one())
+
+
+def skip_to_day(conn: Connection, since_key: str | None, offset: int) -> tuple[str, int]:
+    """Where the message `offset` places after `since_key` (or the first message) is: a
+    lower bound for ts_instant (its day, or `since_key` when it is on since's day) and how
+    many messages from that bound on remain to be skipped. The page query then skips at
+    most one day's messages instead of `offset`. Past the last message: PAST_EVERY_INSTANT."""
+    first_day = None if since_key is None else day_of(since_key)
+    skipped = 0  # messages before the day being looked at
+    if since_key is not None:
+        skipped = conn.execute(
+            select(func.count())
+            .select_from(messages)
+            .where(messages.c.ts_instant >= since_key, messages.c.ts_instant < first_day + _PAST_DAY)
+        ).scalar_one()
+        if offset < skipped:
+            return since_key, offset
+    days = select(instant_day_counts.c.day, instant_day_counts.c.message_count).order_by(instant_day_counts.c.day)
+    if first_day is not None:
+        days = days.where(instant_day_counts.c.day > first_day)
+    for day, count in conn.execute(days):
+        if offset < skipped + count:
+            return day, offset - skipped
+        skipped += count
+    return PAST_EVERY_INSTANT, 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Connection, bindparam, delete, false, func, select, tuple_, update
 
 from webhook_service.storage.cursor import Position
-from webhook_service.storage.day_counts import add_instants, count_since, remove_instants
+from webhook_service.storage.day_counts import add_instants, count_since, remove_instants, skip_to_day
 from webhook_service.storage.dialects import Dialect, dialect_of
 from webhook_service.storage.dialects.base import ADD_TO_TOTALS, SearchPlan
 from webhook_service.storage.grams import LONGEST_GRAM, add_texts, remove_texts, texts_holding
@@ -21,6 +21,9 @@ from webhook_service.storage.timeline import add_to_timeline, remove_from_timeli
 from webhook_service.timestamps import instant_key, utc_now_iso
 
 TOP_SENDERS = 10
+# From this deep on, an offset page without `from`, `q` or a cursor first skips whole days
+# by the day counts, then at most one day's messages.
+SKIP_BY_DAYS_FROM_OFFSET = 10_000
 # The trigram tokenizer ends a text at a NUL, and PostgreSQL text cannot hold one: folded
 # text (and a folded needle) holds U+24B6 CIRCLED LATIN CAPITAL LETTER A in its place, a
 # character that case folding never leaves in a text (it folds to U+24D0), so a NUL matches
@@ -300,6 +303,10 @@ def list_messages(
             > tuple_(after.instant, dialect.to_column(after.message_id))
         )
     order = (messages.c.ts_instant, messages.c.message_id)
+    if offset >= SKIP_BY_DAYS_FROM_OFFSET and message_filter.sender is None and search is None and after is None:
+        since_key = None if message_filter.since is None else instant_key(message_filter.since)
+        start, offset = skip_to_day(conn, since_key, offset)
+        page_conditions.append(messages.c.ts_instant >= start)
     if offset:
         # The rows skipped are found in the order's index alone (an index-only scan where the
         # database has one); only the page's own rows are read whole.

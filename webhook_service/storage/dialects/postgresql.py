@@ -14,7 +14,6 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
-    false,
     func,
     literal_column,
     select,
@@ -162,24 +161,27 @@ class PostgresDialect(Dialect):
         raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
 
     def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
-        """When few texts hold the needle, their ids are collected first (a LIKE with % _ and \\
-        escaped, which the pg_trgm GIN index serves, for three characters or more; one scan
-        for a shorter needle, which it cannot narrow), counted, and the page is read by id:
-        the server never walks the order's index through rows that do not match. When many
-        do, the texts are tested with strpos, which the trigram index does not serve, so the
-        server reads in page order (a page is a few thousand rows away) instead of gathering
-        every match before the first."""
+        """A needle of three or more characters that is not known to be common is a LIKE with
+        % _ and \\ escaped, which the pg_trgm GIN index serves. A needle many texts hold is
+        tested with strpos, which the trigram index does not serve, so the server reads in
+        page order (a page is a few thousand rows away) instead of gathering every match
+        before the first. The trigram index cannot narrow a needle of one or two characters:
+        when few texts hold one, their ids are collected in one scan, counted, and the page
+        is read by id, so the server never walks the order's index through rows that do not
+        match (1.5 s for a needle in 20 of 1,000,000 texts; 250 ms this way)."""
+        like = messages.c.text_folded.contains(folded, autoescape=True)
+        if texts is None:
+            return SearchPlan([like])
         found = func.strpos(messages.c.text_folded, folded) > 0
         most = most_collected(total_messages(conn))
-        if texts is not None and texts > most:
+        if texts > most:
             return SearchPlan([found], known_count=texts)
-        narrowed = messages.c.text_folded.contains(folded, autoescape=True) if len(folded) >= TRIGRAM_CHARS else found
-        ids = conn.execute(select(messages.c.id).where(narrowed).limit(most + 1)).scalars().all()
-        if len(ids) > most:
+        if len(folded) >= TRIGRAM_CHARS:
+            return SearchPlan([like], known_count=texts)
+        ids = conn.execute(select(messages.c.id).where(found).limit(most + 1)).scalars().all()
+        if len(ids) != texts:  # the gram counts and the texts always agree; if not, test every text
             return SearchPlan([found], known_count=texts)
-        if not ids:
-            return SearchPlan([false()], known_count=0)
-        return SearchPlan([messages.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))], known_count=len(ids))
+        return SearchPlan([messages.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))], known_count=texts)
 
 
 def _statement_within_budget(connection, cursor, statement, parameters, context, executemany) -> None:

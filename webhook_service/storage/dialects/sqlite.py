@@ -371,7 +371,7 @@ class SQLiteDialect(Dialect):
         matched = messages_text_index.c.text_folded.match(query)
         if texts is None or texts <= most:
             # The rowids, read once for the whole request, unless there are more than that.
-            rowids = conn.execute(select(messages_text_index.c.rowid).where(matched).limit(most + 1)).scalars().all()
+            rowids = _index_rowids(conn, query, most + 1)
             if len(rowids) <= most:
                 return self._found_among(rowids, total, contains, exact)
         if texts is None and exact:
@@ -399,11 +399,7 @@ class SQLiteDialect(Dialect):
         found = set()
         if windows:
             query = " OR ".join('"' + window.replace('"', '""') + '"' for window in windows)
-            found.update(
-                conn.execute(select(messages_text_index.c.rowid).where(messages_text_index.c.text_folded.match(query)))
-                .scalars()
-                .all()
-            )
+            found.update(_index_rowids(conn, query, texts + 1))
         found.update(
             conn.execute(
                 select(messages.c.id).where(
@@ -465,6 +461,16 @@ class SQLiteDialect(Dialect):
         finally:
             source.close()
         target.close()
+
+
+# On the driver's connection: for thousands of rowids SQLAlchemy's per-row work cost more than the query.
+_INDEX_ROWIDS = "SELECT rowid FROM messages_text_fts WHERE messages_text_fts MATCH ? LIMIT ?"
+
+
+def _index_rowids(conn: Connection, query: str, limit: int) -> list[int]:
+    """The rowids of up to `limit` texts the text index finds for an FTS5 `query`."""
+    with _driver_errors(_INDEX_ROWIDS):
+        return [rowid for (rowid,) in conn.connection.driver_connection.execute(_INDEX_ROWIDS, (query, limit))]
 
 
 def _begin_transaction(connection) -> None:
