@@ -65,3 +65,20 @@ def test_without_deliveries_an_old_failure_is_settled_by_the_probe(client, monke
     assert client.get("/health/ready").status_code == 200
     monkeypatch.setattr(health, "WRITE_FAILURE_HOLD_SECONDS", 10.0)
     assert client.get("/health/ready").status_code == 200
+
+
+def test_a_probe_clears_only_what_failed_before_it_read_the_state(database_url):
+    from webhook_service.storage.engine import Database
+
+    database = Database(database_url)
+    try:
+        decided_at = time.monotonic()  # readiness reads: no failure
+        WRITE_HEALTH.record_failure(database_key(database_url), "a delivery failed meanwhile")
+        with database.write_transaction(probe=True, decided_at=decided_at):
+            pass  # the probe's own write commits
+        assert database.last_write_failure() is not None
+        with database.write_transaction(probe=True, decided_at=time.monotonic()):
+            pass
+        assert database.last_write_failure() is None
+    finally:
+        database.dispose()

@@ -119,33 +119,45 @@ def test_readiness_turns_503_at_the_first_failed_delivery_after_a_probe_succeede
         # No deliveries for longer than the hold: the probe's own small write fits, and says ready.
         assert wait_until(lambda: request(server.port, "GET", "/health/ready").status == 200, timeout=30)
         # Deliveries that do not fit, from several senders at once, while probes keep asking.
-        outcomes: list[tuple[float, int]] = []
+        outcomes: list[tuple[float, float, int]] = []  # (sent, answered, status)
 
         def deliver(sender: int) -> None:
             for number in range(15):
                 payload = make_message(
                     message_id=f"late-{sender}-{number}", text=unique_text(1000 + 20 * sender + number)
                 )
+                sent = time.monotonic()
                 status = signed_post(server.port, payload, SECRET).status
                 assert status in (200, 503)
-                outcomes.append((time.monotonic(), status))
+                outcomes.append((sent, time.monotonic(), status))
 
         senders = [threading.Thread(target=deliver, args=(number,)) for number in range(4)]
         for sender in senders:
             sender.start()
-        answers = []
+        answers = []  # (asked, answered, status)
         while any(sender.is_alive() for sender in senders):
             asked = time.monotonic()
-            answers.append((asked, request(server.port, "GET", "/health/ready").status))
+            status = request(server.port, "GET", "/health/ready").status
+            answers.append((asked, time.monotonic(), status))
             time.sleep(0.02)
         for sender in senders:
             sender.join()
-        refused = sum(status == 503 for _at, status in outcomes)
-        # A probe asked after a delivery failed, and before any delivery committed since, says not ready.
+        refused = sum(status == 503 for _sent, _answered, status in outcomes)
+        # A probe asked after a delivery failed, and before any delivery committed since, says
+        # not ready. Senders run at once, so the client sees only bounds: the failure happened
+        # after its request was sent, and a delivery that clears it committed after that and
+        # before the probe was answered, so it was sent before then and answered after that.
         wrong = []
-        for asked, status in answers:
-            latest = [outcome for at, outcome in sorted(outcomes) if at < asked]
-            if latest and latest[-1] == 503 and status == 200:
+        for asked, probe_answered, status in answers:
+            failed = [(answered, sent) for sent, answered, outcome in outcomes if outcome == 503 and answered < asked]
+            if status != 200 or not failed:
+                continue
+            _answered, failure_sent = max(failed)
+            cleared = any(
+                outcome == 200 and answered > failure_sent and sent < probe_answered
+                for sent, answered, outcome in outcomes
+            )
+            if not cleared:
                 wrong.append(asked)
         assert wrong == [], f"{len(wrong)} of {len(answers)} probes said ready right after a failed delivery"
         assert refused, "every late delivery fitted"

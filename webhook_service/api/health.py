@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, jsonify
 
 from webhook_service.api.context import current_database, current_settings, current_verifier, expected_schema_revision
@@ -43,13 +45,19 @@ def ready():
 
 
 def _writes_check(database) -> str:
+    # A delivery may fail between this read and the probe's write: the probe's commit then
+    # clears only what failed before this read.
+    decided_at = time.monotonic()
     failure = database.last_write_failure()
     if failure is not None and failure.seconds_ago < WRITE_FAILURE_HOLD_SECONDS:
         return f"failing: {failure.reason}"
     # No failure, or one old enough that a probe may say whether writes commit again (with
     # no deliveries arriving, nothing else would).
     try:
-        with database_failures("readiness", warning=True), database.write_transaction(probe=True) as conn:
+        with (
+            database_failures("readiness", warning=True),
+            database.write_transaction(probe=True, decided_at=decided_at) as conn,
+        ):
             rewrite_probe_row(conn, current_settings().max_body_bytes)
     except ServiceUnavailable as unavailable:
         return f"failing: {unavailable.reason}"

@@ -107,7 +107,7 @@ class Database:
         return self._engine
 
     @contextmanager
-    def write_transaction(self, *, probe: bool = False) -> Iterator[Connection]:
+    def write_transaction(self, *, probe: bool = False, decided_at: float | None = None) -> Iterator[Connection]:
         """A transaction that holds the write lock from its start; commits on success.
 
         Raises (an OSError) when, after the commit, the database written is no longer the
@@ -115,14 +115,15 @@ class Database:
         remembered for readiness (shared by all workers) and a commit clears it. A `probe`
         (readiness's own write) waits at most about a second for the lock, where deliveries
         wait five, and its failure is not remembered: it speaks for itself and is tried
-        again next time.
+        again next time. `decided_at` (time.monotonic()) is when the caller read the failure
+        state it acted on: the commit clears only a failure recorded before then.
         """
         options = {WRITE_OPTION: True}
         if probe:
             options[LOCK_WAIT_OPTION] = PROBE_LOCK_WAIT_MS
         with (
             self.dialect.writer_turn(),
-            self._recording_write_health(failures=not probe),
+            self._recording_write_health(failures=not probe, began_at=decided_at),
             self.engine.connect() as conn,
         ):
             conn.execution_options(**options)
@@ -136,8 +137,8 @@ class Database:
         return WRITE_HEALTH.last_failure(self._key)
 
     @contextmanager
-    def _recording_write_health(self, failures: bool) -> Iterator[None]:
-        began_at = time.monotonic()
+    def _recording_write_health(self, failures: bool, began_at: float | None = None) -> Iterator[None]:
+        began_at = time.monotonic() if began_at is None else began_at
         try:
             yield
         except DATABASE_ERRORS as error:
