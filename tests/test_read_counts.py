@@ -87,6 +87,7 @@ def test_every_plan_finds_what_python_finds(database_url, monkeypatch, common, w
     monkeypatch.setattr(base, "COMMON_NEEDLE_TEXTS", common)
     monkeypatch.setattr(sqlite_dialect, "WALK_OVER_SORT", walk)
     monkeypatch.setattr(sqlite_dialect, "PHRASE_MAX_CHARS", 5)  # longer needles narrowed by two pieces
+    monkeypatch.setattr(sqlite_dialect, "COUNTED_PHRASE_MAX_CHARS", 8)  # and longer ones counted row by row
     # Both ends of the long needle in a text that does not hold it, and one that does.
     texts = [random_text(rng) for _ in range(120)] + ["aaaaa bbbbb", "xaaaaa_bbbbbx"]
     messages = [
