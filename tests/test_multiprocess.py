@@ -28,6 +28,17 @@ def test_dead_workers_add_up_in_one_archive_and_their_files_go(tmp_path):
     assert sorted(path.name for path in tmp_path.glob("*.db")) == ["counter_103.db", "counter_archive.db"]
 
 
+def test_a_worker_killed_before_its_file_was_sized_is_folded_as_nothing(tmp_path):
+    # SIGKILL right after a worker starts can leave its file empty: the master's child_exit
+    # hook must not fail on it (it would stop gunicorn from starting a new worker).
+    write(tmp_path / "counter_101.db", 3.0)
+    fold_dead_worker(str(tmp_path), 101)
+    (tmp_path / "counter_102.db").touch()
+    fold_dead_worker(str(tmp_path), 102)
+    assert read(tmp_path / "counter_archive.db") == 3.0
+    assert sorted(path.name for path in tmp_path.glob("*.db")) == ["counter_archive.db"]
+
+
 def test_a_scrape_passes_over_a_file_a_starting_worker_has_not_sized_yet(make_app, settings, tmp_path, monkeypatch):
     # prometheus_client creates a worker's file empty and sizes it a moment later; a scrape
     # that lands in between must still answer, with every other worker's values.

@@ -30,12 +30,21 @@ def folder_lock(directory: str, exclusive: bool) -> Iterator[None]:
         os.close(fd)
 
 
+# A values file starts with the 4-byte count of bytes used and 4 bytes of padding.
+_HEADER_BYTES = 8
+
+
 def fold_dead_worker(directory: str, pid: int) -> None:
     """Add the dead worker `pid`'s counter and histogram values to the archives and remove its files."""
     with folder_lock(directory, exclusive=True):
         for kind in FOLDED_TYPES:
             dead_path = os.path.join(directory, f"{kind}_{pid}.db")
             if not os.path.exists(dead_path):
+                continue
+            if os.path.getsize(dead_path) < _HEADER_BYTES:
+                # Killed while creating it (prometheus_client makes the file, then sizes it):
+                # it holds nothing, and reading it would fail the master's child_exit hook.
+                os.remove(dead_path)
                 continue
             values = list(MmapedDict.read_all_values_from_file(dead_path))
             archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
