@@ -35,7 +35,7 @@ class KeptCounts:
         """Add `counts` to the stored ones, in the caller's write transaction."""
         if counts:
             dialect = dialect_of(conn)
-            dialect.execute_many(conn, self._upsert(dialect.insert), _rows(counts))
+            dialect.add_counts(conn, self._upsert(dialect.insert), self.key, self.count, counts)
 
     def remove(self, conn: Connection, counts: Counter[str]) -> None:
         """Subtract `counts` from the stored ones, in the caller's write transaction."""

@@ -229,6 +229,11 @@ class Dialect(ABC):
         """Run `statement` once for each row of parameters, in the caller's transaction."""
         conn.execute(statement, rows)
 
+    def add_counts(self, conn: Connection, upsert: Executable, key, count, counts: Counter[str]) -> None:
+        """Add `counts` (by `key`) to the `count` column of their table with `upsert` (one row
+        of parameters k, n per key, in key order), in the caller's transaction."""
+        self.execute_many(conn, upsert, [{"k": name, "n": counts[name]} for name in sorted(counts)])
+
     @abstractmethod
     def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
         """How to find the texts whose folded form holds `folded`, made cheap. `texts`: how

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Engine,
+    Text,
     any_,
     bindparam,
     create_engine,
@@ -156,6 +157,21 @@ class PostgresDialect(Dialect):
         new_rows = conn.execute(_ADD_TO_SENDER, [{"sender": sender, "n": added[sender]} for sender in sorted(added)])
         senders_added = sum(1 for inserted in new_rows.scalars() if inserted)
         conn.execute(ADD_TO_TOTALS, {"messages_added": sum(added.values()), "senders_added": senders_added})
+
+    def add_counts(self, conn: Connection, upsert, key, count, counts: Counter[str]) -> None:
+        # One statement over two arrays: run row by row, the hundreds of gram counts of a
+        # batch doubled the time of an insert transaction (3.5 -> 6.3 ms for one message).
+        names = sorted(counts)
+        rows = select(
+            func.unnest(bindparam("keys", names, type_=ARRAY(Text))).label("k"),
+            func.unnest(bindparam("counts", [counts[name] for name in names], type_=ARRAY(BigInteger))).label("n"),
+        )
+        statement = postgresql.insert(key.table).from_select([key.name, count.name], rows)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[key], set_={count.name: count + statement.excluded[count.name]}
+            )
+        )
 
     def backup(self, destination, progress=None) -> None:
         raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
