@@ -179,7 +179,9 @@ def test_sigkill_of_workers_and_of_the_whole_server_under_load_loses_nothing(tmp
             server.process.wait(timeout=10)
     finally:
         server.stop()
-    assert len(load.acknowledged) > 100, load.statuses[-20:]
+    # Enough load that kills land mid-delivery (PostgreSQL under the whole suite acknowledged
+    # 55 to 100 in these 3 s once every insert also kept the gram and day counts).
+    assert len(load.acknowledged) > 40, load.statuses[-20:]
     cut_off = {
         "ConnectionResetError",
         "ConnectionRefusedError",
