@@ -53,6 +53,29 @@ def test_nul_in_ids_and_texts_is_stored_and_returned_exactly(client, signed_post
     assert client.get("/messages", query_string={"from": "+1\x00"}).get_json()["total"] == 0
 
 
+def test_a_page_and_its_total_come_from_one_snapshot_while_others_write(database_url):
+    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+
+    def deliver(message_id: str) -> None:
+        with database.write_transaction() as conn:
+            assert insert_messages_if_new(conn, [NewMessage(message_id, "+1", "+2", "2025-01-15T10:00:00Z", "hi")])
+
+    database = Database(database_url)
+    try:
+        deliver("a")
+        with database.read_transaction() as conn:
+            first = list_messages(conn, MessageFilter(since="2025-01-01T00:00:00Z"), 10)
+            # Committed by another connection between the reads of one request.
+            deliver("b")
+            second = list_messages(conn, MessageFilter(since="2025-01-01T00:00:00Z"), 10)
+        assert (first.total, [m.message_id for m in first.items]) == (1, ["a"])
+        assert (second.total, [m.message_id for m in second.items]) == (1, ["a"])
+        with database.read_transaction() as conn:
+            assert list_messages(conn, MessageFilter(since="2025-01-01T00:00:00Z"), 10).total == 2
+    finally:
+        database.dispose()
+
+
 def test_migrations_build_exactly_the_tables_in_code(empty_database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext

@@ -155,12 +155,12 @@ class Database:
         QueryBudgetExceeded is raised.
         """
         if budget_seconds is None:
-            with self.engine.connect() as conn, conn.begin():
+            with self._read_connection() as conn, conn.begin():
                 yield conn
             return
         started = time.monotonic()
         try:
-            with statement_deadline(budget_seconds), self.engine.connect() as conn, conn.begin():
+            with statement_deadline(budget_seconds), self._read_connection() as conn, conn.begin():
                 yield conn
         except OperationalError as error:
             if self.dialect.budget_exceeded(error):
@@ -169,6 +169,13 @@ class Database:
         finally:
             if time.monotonic() - started >= LONG_READ_SECONDS:
                 return_freed_memory()
+
+    @contextmanager
+    def _read_connection(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            if self.dialect.read_options:
+                conn.execution_options(**self.dialect.read_options)
+            yield conn
 
     def dispose(self) -> None:
         """Close every pooled connection of this process, and what its dialect holds."""

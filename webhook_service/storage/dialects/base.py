@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, Executable, Insert, Table, bindparam, select, update
 from sqlalchemy.engine import URL
@@ -143,6 +144,9 @@ class Dialect(ABC):
     # Whether app hosts other than this one may write to the database (their commits reach
     # no memory of this host, so a waiting feed reader must ask the database).
     shared_by_hosts = False
+    # Execution options of a read transaction's connection, so that its statements share
+    # one snapshot (SQLite's read transactions always do).
+    read_options: ClassVar[dict[str, object]] = {}
 
     def __init__(self, url: URL) -> None:
         self.url = url

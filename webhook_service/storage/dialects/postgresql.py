@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -98,6 +99,10 @@ class PostgresDialect(Dialect):
     """A PostgreSQL database that several app hosts share."""
 
     shared_by_hosts = True
+    # Under READ COMMITTED every statement takes a new snapshot: a total and its page could
+    # disagree about a message committed between them. A read-only REPEATABLE READ transaction
+    # takes one snapshot at its first statement and is never refused for serialization.
+    read_options: ClassVar[dict[str, object]] = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
 
     def create_engine(self, *, serving: bool, pool_size: int) -> Engine:
         """Serving connections carry statement and lock timeouts (migrations do not: building
