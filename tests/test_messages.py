@@ -179,6 +179,17 @@ def test_cursor_pages_walk_the_same_order_as_one_big_page(client, seeded, query)
     assert walk_with_cursors(client, query) == everything
 
 
+def test_a_cursor_before_since_starts_at_since_and_one_after_it_continues_after_itself(client, seeded):
+    # Order: e (2023), d (00:00:00), a and b (00:00:00.5), c (00:00:01).
+    after_e = client.get("/messages?limit=1").get_json()["next_cursor"]
+    after_a = client.get("/messages?limit=3").get_json()["next_cursor"]
+    assert ids(client.get(f"/messages?since=2024-01-01T00:00:00.5Z&cursor={after_e}")) == ["a", "b", "c"]
+    assert ids(client.get(f"/messages?since=2024-01-01T00:00:00Z&cursor={after_e}")) == ["d", "a", "b", "c"]
+    assert ids(client.get(f"/messages?since=2024-01-01T00:00:00Z&cursor={after_a}")) == ["b", "c"]
+    assert ids(client.get(f"/messages?since=2024-01-01T00:00:00.5Z&cursor={after_a}")) == ["b", "c"]
+    assert ids(client.get(f"/messages?since=2024-01-01T00:00:01Z&cursor={after_a}&from=%2B111")) == ["c"]
+
+
 def test_next_cursor_is_null_on_the_last_page_only(client, seeded):
     assert client.get("/messages?limit=5").get_json()["next_cursor"] is None
     assert client.get("/messages?limit=4").get_json()["next_cursor"] is not None

@@ -7,7 +7,7 @@ ask of the connection's dialect (storage/dialects/).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import ColumnElement, Connection, bindparam, delete, false, func, select, tuple_, update
 
@@ -297,14 +297,19 @@ def list_messages(
     conditions = _filter_conditions(dialect, message_filter, search)
     total = _count_matching(conn, dialect, message_filter, conditions, search) if with_total else -1
     page_conditions = list(conditions)
-    if after is not None:
+    since_key = None if message_filter.since is None else instant_key(message_filter.since)
+    if after is not None and (since_key is None or after.instant >= since_key):
+        # One lower bound on the order, not two: an index scan starts at one of them and
+        # reads every entry up to the other (PostgreSQL: a week of entries for a cursor a week
+        # before `since`). A cursor at or after `since` implies it; one before it is implied.
+        if since_key is not None:
+            page_conditions = _filter_conditions(dialect, replace(message_filter, since=None), search)
         page_conditions.append(
             tuple_(messages.c.ts_instant, messages.c.message_id)
             > tuple_(after.instant, dialect.to_column(after.message_id))
         )
     order = (messages.c.ts_instant, messages.c.message_id)
     if offset >= SKIP_BY_DAYS_FROM_OFFSET and message_filter.sender is None and search is None and after is None:
-        since_key = None if message_filter.since is None else instant_key(message_filter.since)
         start, offset = skip_to_day(conn, since_key, offset)
         page_conditions.append(messages.c.ts_instant >= start)
     if offset:
