@@ -94,11 +94,16 @@ def test_every_plan_finds_what_python_finds(database_url, monkeypatch, common, w
         NewMessage(f"t{number:03d}", f"+1{number % 3}", "+2", f"2024-03-{1 + number % 28:02d}T00:00:00Z", text)
         for number, text in enumerate(texts)
     ]
+    # Longer texts than PostgreSQL's held-text sender index holds (2,000 bytes), and one at it.
+    long_texts = ["😀" * 1000 + " aaaaa bbbbb", "é" * 997 + "aaaaaa", "é" * 997 + "aaaaaaa"]
+    messages += [
+        NewMessage(f"u{number}", "+11", "+2", "2024-03-20T00:00:00Z", text) for number, text in enumerate(long_texts)
+    ]
     database = Database(database_url)
     try:
         with database.write_transaction() as conn:
             insert_messages_if_new(conn, messages)
-        needles = {rng.choice(texts) or "a" for _ in range(10)} | {"AAAAA_BBBBB"}
+        needles = {rng.choice(texts) or "a" for _ in range(10)} | {"AAAAA_BBBBB", "😀 aaa", "éaaaaaa", "aaaaaa"}
         for _ in range(60):
             source = rng.choice([t for t in texts if t]) if rng.random() < 0.7 else random_text(rng) or "b"
             start = rng.randrange(len(source))

@@ -17,7 +17,7 @@ from operator import add
 from sqlalchemy import Connection, select
 
 from webhook_service.storage.kept_counts import KeptCounts
-from webhook_service.storage.tables import text_grams
+from webhook_service.storage.tables import message_totals, text_grams
 
 GRAM_LENGTHS = (1, 2, 3)
 LONGEST_GRAM = GRAM_LENGTHS[-1]
@@ -52,7 +52,10 @@ def remove_texts(conn: Connection, folded_texts: Iterable[str | None]) -> None:
     _GRAMS.remove(conn, count_grams(folded_texts))
 
 
-def texts_holding(conn: Connection, gram: str) -> int:
-    """How many stored texts hold `gram` (folded, one to three characters)."""
-    count = conn.execute(select(text_grams.c.texts).where(text_grams.c.gram == gram)).scalar_one_or_none()
-    return count or 0
+def texts_holding(conn: Connection, gram: str) -> tuple[int, int]:
+    """How many stored texts hold `gram` (folded, one to three characters), and how many
+    messages are stored: one statement."""
+    texts = select(text_grams.c.texts).where(text_grams.c.gram == gram).scalar_subquery()
+    total = select(message_totals.c.total_messages).where(message_totals.c.id == 1).scalar_subquery()
+    count, messages_stored = conn.execute(select(texts, total)).one()
+    return count or 0, messages_stored

@@ -222,10 +222,10 @@ def _search_plan(conn: Connection, dialect: Dialect, needle: str) -> SearchPlan:
     looked up in the gram counts first (absent there: no text holds it)."""
     if len(needle) > LONGEST_GRAM:
         return dialect.search_plan(conn, needle, None)
-    texts = texts_holding(conn, needle)
+    texts, total = texts_holding(conn, needle)
     if texts == 0:
         return SearchPlan([false()], known_count=0)
-    return dialect.search_plan(conn, needle, texts)
+    return dialect.search_plan(conn, needle, texts, total)
 
 
 def _count_matching(
@@ -248,7 +248,8 @@ def _count_matching(
         return search.known_count
     if message_filter.sender is None and search is None:
         return count_since(conn, instant_key(message_filter.since))
-    return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
+    by_sender_text = message_filter.sender is not None and search is not None
+    return dialect.count_messages(conn, conditions, by_sender_text=by_sender_text)
 
 
 _PAGE_COLUMNS = (

@@ -144,6 +144,12 @@ TEXT_TRIGRAM_INDEX_NAME = "ix_messages_text_folded_trgm"
 SENDER_INDEX_NAME = "ix_messages_from_ts_instant"
 # SQLite only: the texts of fewer than three characters, which the text index cannot find.
 SHORT_TEXT_INDEX_NAME = "ix_messages_short_text"
+# PostgreSQL only: a sender's texts of up to HELD_TEXT_MAX_BYTES (UTF-8) in the sender's
+# order, held in the index, and the longer ones, pointed to (a B-tree entry holds at most
+# 2,704 bytes). Together they serve a count under `from` and `q` from index pages alone.
+SENDER_HELD_TEXT_INDEX_NAME = "ix_messages_from_ts_held_text"
+SENDER_LONG_TEXT_INDEX_NAME = "ix_messages_from_ts_long_text"
+HELD_TEXT_MAX_BYTES = 2000
 
 # The SQLite full-text index over text_folded lives beside the tables above but is created
 # by the migrations only; it has no place in `metadata`, so schema comparison skips it.
@@ -168,10 +174,16 @@ messages_text_vocabulary = Table(
 
 def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
     """True for the text indexes (SQLite's, with its shadow tables, and PostgreSQL's
-    trigram index), the sender index and SQLite's short-text index, which `metadata` does
+    trigram index), the sender indexes and SQLite's short-text index, which `metadata` does
     not describe."""
     if type_ == "index":
-        return name in (TEXT_TRIGRAM_INDEX_NAME, SENDER_INDEX_NAME, SHORT_TEXT_INDEX_NAME)
+        return name in (
+            TEXT_TRIGRAM_INDEX_NAME,
+            SENDER_INDEX_NAME,
+            SHORT_TEXT_INDEX_NAME,
+            SENDER_HELD_TEXT_INDEX_NAME,
+            SENDER_LONG_TEXT_INDEX_NAME,
+        )
     return type_ == "table" and bool(name) and name.startswith(TEXT_INDEX_NAME)
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, Executable, Insert, Table, bindparam, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Executable, Insert, Table, bindparam, func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
-from webhook_service.storage.tables import message_totals
+from webhook_service.storage.tables import message_totals, messages
 
 # The engine attribute that carries its dialect (see dialect_of).
 ENGINE_DIALECT_ATTRIBUTE = "webhook_service_dialect"
@@ -117,6 +117,11 @@ ORDER_OVER_COLLECTING = 150
 def total_messages(conn: Connection) -> int:
     """How many messages are stored (the totals row)."""
     return conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
+
+
+def stored_total(conn: Connection, total: int | None) -> int:
+    """`total` when known, else the stored message count read now."""
+    return total_messages(conn) if total is None else total
 
 
 def most_collected(total: int) -> int:
@@ -238,11 +243,17 @@ class Dialect(ABC):
         of parameters k, n per key, in key order), in the caller's transaction."""
         self.execute_many(conn, upsert, [{"k": name, "n": counts[name]} for name in sorted(counts)])
 
+    def count_messages(self, conn: Connection, conditions: list[ColumnElement[bool]], *, by_sender_text: bool) -> int:
+        """How many messages meet `conditions`; `by_sender_text`: they filter one sender's
+        messages and search their texts."""
+        return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
+
     @abstractmethod
-    def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
+    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int | None = None) -> SearchPlan:
         """How to find the texts whose folded form holds `folded`, made cheap. `texts`: how
         many stored texts hold it, when the gram counts know (needles of up to three
-        characters; never 0), else None."""
+        characters; never 0), else None. `total`: how many messages are stored, when read
+        with `texts` (else stored_total reads it)."""
 
     def backup(self, destination: Path, progress: Callable[[int, int], None] | None = None) -> None:
         """Copy the database consistently to a new file while it is written.

@@ -30,7 +30,7 @@ from webhook_service.storage.dialects.base import (
     SearchPlan,
     most_collected,
     past_deadline,
-    total_messages,
+    stored_total,
 )
 from webhook_service.storage.tables import MESSAGE_COLUMNS, messages, messages_text_index, text_grams
 
@@ -349,7 +349,7 @@ class SQLiteDialect(Dialect):
             driver.executemany(_ADD_TO_SENDER, list(added.items()))
             driver.execute(_ADD_TO_TOTALS, (sum(added.values()), len(added) - len(known)))
 
-    def search_plan(self, conn: Connection, folded: str, texts: int | None) -> SearchPlan:
+    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int | None = None) -> SearchPlan:
         """The text index finds a needle of three or more characters as a phrase of its
         trigrams at consecutive positions: exactly the texts holding it, and it counts them.
 
@@ -360,7 +360,7 @@ class SQLiteDialect(Dialect):
         very few do, by reading just those rows and sorting them. A needle shorter than a
         trigram that few texts hold is found through the trigrams that contain it."""
         contains = func.instr(messages.c.text_folded, folded) > 0
-        total = total_messages(conn)
+        total = stored_total(conn, total)
         most = most_collected(total)
         if len(folded) < TEXT_INDEX_MIN_CHARS:
             if texts > most:
