@@ -35,7 +35,7 @@ class KeptCounts:
         """Add `counts` to the stored ones, in the caller's write transaction."""
         if counts:
             dialect = dialect_of(conn)
-            dialect.add_counts(conn, self._upsert(dialect.insert), self.key, self.count, counts)
+            dialect.add_counts(conn, self._upsert(dialect.insert), self.key, self.count, _rows(counts))
 
     def remove(self, conn: Connection, counts: Counter[str]) -> None:
         """Subtract `counts` from the stored ones, in the caller's write transaction."""
@@ -46,4 +46,5 @@ class KeptCounts:
 
 
 def _rows(counts: Counter[str]) -> list[dict]:
+    # Parameters k (key) and n (count), in key order.
     return [{"k": key, "n": counts[key]} for key in sorted(counts)]

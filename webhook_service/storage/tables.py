@@ -153,9 +153,7 @@ HELD_TEXT_MAX_BYTES = 2000
 
 # The SQLite full-text index over text_folded lives beside the tables above but is created
 # by the migrations only; it has no place in `metadata`, so schema comparison skips it.
-# Its vocabulary table says in how many texts each trigram occurs.
 TEXT_INDEX_NAME = "messages_text_fts"
-TEXT_VOCABULARY_NAME = "messages_text_fts_vocabulary"
 
 text_index_metadata = MetaData()
 messages_text_index = Table(
@@ -163,12 +161,6 @@ messages_text_index = Table(
     text_index_metadata,
     Column("rowid", Integer, primary_key=True),
     Column("text_folded", Text),
-)
-messages_text_vocabulary = Table(
-    TEXT_VOCABULARY_NAME,
-    text_index_metadata,
-    Column("term", Text, primary_key=True),
-    Column("doc", Integer),
 )
 
 

@@ -238,10 +238,10 @@ class Dialect(ABC):
         """Run `statement` once for each row of parameters, in the caller's transaction."""
         conn.execute(statement, rows)
 
-    def add_counts(self, conn: Connection, upsert: Executable, key, count, counts: Counter[str]) -> None:
-        """Add `counts` (by `key`) to the `count` column of their table with `upsert` (one row
-        of parameters k, n per key, in key order), in the caller's transaction."""
-        self.execute_many(conn, upsert, [{"k": name, "n": counts[name]} for name in sorted(counts)])
+    def add_counts(self, conn: Connection, upsert: Executable, key, count, rows: list[dict]) -> None:
+        """Add counts to the `count` column of `key`'s table: `rows` of parameters k (a key)
+        and n (what to add), in key order, each one run of `upsert`, in the caller's transaction."""
+        self.execute_many(conn, upsert, rows)
 
     def count_messages(self, conn: Connection, conditions: list[ColumnElement[bool]], *, by_sender_text: bool) -> int:
         """How many messages meet `conditions`; `by_sender_text`: they filter one sender's
