@@ -205,7 +205,7 @@ def test_each_worker_pool_holds_at_most_its_threads_and_reconnects_after_a_dropp
             admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid})
             admin.commit()
         engine.dispose()
-        # The pooled connection is dead; pre-ping replaces it before the read uses it.
+        # The pooled connection is dead; the checkout replaces it before the read uses it.
         with database.read_transaction() as conn:
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != backend_pid
     finally:
