@@ -79,7 +79,7 @@ def test_texts_folded_before_0008_tell_a_nul_from_the_symbol_for_nul_after_it(em
     try:
         monkeypatch.setattr(message_storage, "FOLDED_NUL", "\u2400")  # how 0003 to 0007 folded a NUL
         # No gram or day counts before 0009.
-        monkeypatch.setattr(message_storage, "add_texts", lambda conn, texts: None)
+        monkeypatch.setattr(message_storage, "add_grams", lambda conn, grams: None)
         monkeypatch.setattr(message_storage, "add_instants", lambda conn, instants: None)
         with database.write_transaction() as conn:
             insert_messages_if_new(

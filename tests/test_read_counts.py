@@ -131,7 +131,7 @@ def test_the_migration_counts_what_was_stored_before_it(tmp_path, monkeypatch):
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade_to_head(url, "0008")
-    monkeypatch.setattr(message_storage, "add_texts", lambda conn, texts: None)
+    monkeypatch.setattr(message_storage, "add_grams", lambda conn, grams: None)
     monkeypatch.setattr(message_storage, "add_instants", lambda conn, instants: None)
     database = Database(url)
     try:

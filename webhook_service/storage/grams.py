@@ -42,9 +42,10 @@ def count_grams(folded_texts: Iterable[str | None]) -> Counter[str]:
 _GRAMS = KeptCounts(text_grams.c.gram, text_grams.c.texts)
 
 
-def add_texts(conn: Connection, folded_texts: Iterable[str | None]) -> None:
-    """Count the grams of texts just inserted, in the caller's write transaction."""
-    _GRAMS.add(conn, count_grams(folded_texts))
+def add_grams(conn: Connection, grams: Counter[str]) -> None:
+    """Count the grams of texts just inserted (count_grams of them), in the caller's write
+    transaction."""
+    _GRAMS.add(conn, grams)
 
 
 def remove_texts(conn: Connection, folded_texts: Iterable[str | None]) -> None:

@@ -15,7 +15,7 @@ from webhook_service.storage.cursor import Position
 from webhook_service.storage.day_counts import add_instants, count_since, remove_instants, skip_to_day
 from webhook_service.storage.dialects import Dialect, dialect_of
 from webhook_service.storage.dialects.base import ADD_TO_TOTALS, SearchPlan
-from webhook_service.storage.grams import LONGEST_GRAM, add_texts, remove_texts, texts_holding
+from webhook_service.storage.grams import LONGEST_GRAM, add_grams, count_grams, remove_texts, texts_holding
 from webhook_service.storage.tables import message_totals, messages, sender_counts
 from webhook_service.storage.timeline import add_to_timeline, remove_from_timeline
 from webhook_service.timestamps import instant_key, utc_now_iso
@@ -126,6 +126,9 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
         return []
     dialect = dialect_of(conn)
     created_at = utc_now_iso()
+    # Counted before the first lock is taken: on PostgreSQL every writer waits from
+    # reserve_positions to the commit, and the grams of a batch are its largest Python work.
+    grams = count_grams(fold_text(message.text) for message in batch)
     last_position = dialect.reserve_positions(conn, len(batch))
     rows = [
         message_row(dialect, message, last_position + offset, created_at) for offset, message in enumerate(batch, 1)
@@ -134,19 +137,23 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     inserted = dialect.insert_if_new(conn, sorted(rows, key=_by_message_id))
     results = []
     added: Counter[str] = Counter()
-    stored_texts, stored_instants = [], []
+    skipped_texts, stored_instants = [], []
     for message, row in zip(batch, rows, strict=True):
         stored = row["message_id"] in inserted
         results.append(stored)
         if stored:
             added[message.sender] += 1
-            stored_texts.append(row["text_folded"])
             stored_instants.append(row["ts_instant"])
+        else:
+            skipped_texts.append(row["text_folded"])
         inserted.discard(row["message_id"])
     if added:
+        if skipped_texts:  # duplicates add nothing: the grams of what was stored
+            grams.subtract(count_grams(skipped_texts))
+            grams = +grams
         dialect.add_to_counters(conn, added)
         add_to_timeline(conn, created_at, sum(added.values()))
-        add_texts(conn, stored_texts)
+        add_grams(conn, grams)
         add_instants(conn, stored_instants)
     return results
 
