@@ -175,6 +175,35 @@ def test_a_rare_short_needle_is_found_through_the_trigrams_that_hold_it_and_the_
         database.dispose()
 
 
+def test_totals_under_since_at_every_time_of_day_equal_counting(database_url):
+    # Messages every 50 minutes over three days; `since` at a day's start, in its morning,
+    # at noon, in its evening, at its last instant, between days and past every message.
+    instants = [
+        f"2024-05-{1 + minute // 1440:02d}T{minute // 60 % 24:02d}:{minute % 60:02d}:00Z"
+        for minute in range(0, 3 * 1440, 50)
+    ]
+    database = Database(database_url)
+    try:
+        with database.write_transaction() as conn:
+            insert_messages_if_new(conn, [NewMessage(f"s{n}", "+1", "+2", ts, "x") for n, ts in enumerate(instants)])
+        for since in (
+            "2024-05-02T00:00:00Z",
+            "2024-05-02T06:40:00Z",
+            "2024-05-02T06:40:00.000000001Z",
+            "2024-05-02T12:00:00Z",
+            "2024-05-02T11:59:59.999999999Z",
+            "2024-05-02T19:10:00Z",
+            "2024-05-02T23:59:59.999999999Z",
+            "2024-04-30T12:00:00Z",
+            "2024-05-04T00:00:00Z",
+        ):
+            with database.read_transaction() as conn:
+                total = list_messages(conn, MessageFilter(since=since), 1).total
+            assert total == sum(1 for ts in instants if instant_key(ts) >= instant_key(since)), since
+    finally:
+        database.dispose()
+
+
 def test_deep_offset_pages_skipped_by_the_day_counts_are_the_pages_offset_gives(database_url, monkeypatch):
     from webhook_service.storage import messages as message_storage
 

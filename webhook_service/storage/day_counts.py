@@ -21,6 +21,8 @@ from webhook_service.storage.tables import instant_day_counts, messages
 # and every key of a day sorts before the day followed by "U" (the eleventh is always "T").
 _DAY_CHARS = 10
 _PAST_DAY = "U"
+# Every key of a day before noon sorts before the day followed by this.
+_MIDDAY = "T12"
 # Sorts after every instant key (they start with a digit): a lower bound no message meets.
 PAST_EVERY_INSTANT = "~"
 
@@ -44,21 +46,22 @@ def remove_instants(conn: Connection, instants: Iterable[str]) -> None:
 
 
 def count_since(conn: Connection, since_key: str) -> int:
-    """How many messages have an instant at or after `since_key` (an instant key)."""
+    """How many messages have an instant at or after `since_key` (an instant key): the day
+    counts, and the index entries of the shorter side of since's day. A morning `since`
+    counts its day whole and takes away what came before it; a later one adds what follows."""
     day = day_of(since_key)
-    later_days = (
-        select(func.coalesce(func.sum(instant_day_counts.c.message_count), 0))
-        .where(instant_day_counts.c.day > day)
-        .scalar_subquery()
-    )
-    same_day = (
-        select(func.count())
-        .select_from(messages)
-        .where(messages.c.ts_instant >= since_key, messages.c.ts_instant < day + _PAST_DAY)
-        .scalar_subquery()
-    )
+    days = select(func.coalesce(func.sum(instant_day_counts.c.message_count), 0))
+    entries = select(func.count()).select_from(messages)
+    if since_key < day + _MIDDAY:
+        whole_days = days.where(instant_day_counts.c.day >= day).scalar_subquery()
+        before = entries.where(messages.c.ts_instant >= day, messages.c.ts_instant < since_key).scalar_subquery()
+        counted = whole_days - before
+    else:
+        later_days = days.where(instant_day_counts.c.day > day).scalar_subquery()
+        after = entries.where(messages.c.ts_instant >= since_key, messages.c.ts_instant < day + _PAST_DAY)
+        counted = later_days + after.scalar_subquery()
     # One statement: one round trip to a database server.
-    return int(conn.execute(select(later_days + same_day)).scalar_one())
+    return int(conn.execute(select(counted)).scalar_one())
 
 
 def skip_to_day(conn: Connection, since_key: str | None, offset: int) -> tuple[str, int]:
