@@ -32,7 +32,7 @@ def day_of(instant: str) -> str:
     return instant[:_DAY_CHARS]
 
 
-_DAYS = KeptCounts(instant_day_counts.c.day, instant_day_counts.c.message_count)
+_DAYS = KeptCounts((instant_day_counts.c.day,), instant_day_counts.c.message_count)
 
 
 def add_instants(conn: Connection, instants: Iterable[str]) -> None:

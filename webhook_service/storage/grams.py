@@ -39,7 +39,7 @@ def count_grams(folded_texts: Iterable[str | None]) -> Counter[str]:
     return counts
 
 
-_GRAMS = KeptCounts(text_grams.c.gram, text_grams.c.texts)
+_GRAMS = KeptCounts((text_grams.c.gram,), text_grams.c.texts)
 
 
 def add_grams(conn: Connection, grams: Counter[str]) -> None:

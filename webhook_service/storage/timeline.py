@@ -6,15 +6,14 @@ every purge, so a timeline reads one row per bucket, however many messages there
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, select
 
-from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.kept_counts import KeptCounts
 from webhook_service.storage.tables import timeline_counts
 
 MAX_POINTS = 1000
@@ -83,47 +82,17 @@ def read_timeline(conn: Connection, buckets: BucketRange) -> list[tuple[str, int
     return [(row.start, row.message_count) for row in rows]
 
 
-@functools.cache
-def _upsert(insert):
-    statement = insert(timeline_counts).values(
-        bucket=bindparam("bucket"), start=bindparam("start"), message_count=bindparam("n")
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[timeline_counts.c.bucket, timeline_counts.c.start],
-        set_={"message_count": timeline_counts.c.message_count + statement.excluded.message_count},
-    )
+_TIMELINE = KeptCounts((timeline_counts.c.bucket, timeline_counts.c.start), timeline_counts.c.message_count)
 
 
 def add_to_timeline(conn: Connection, created_at: str, count: int) -> None:
     """Count `count` messages stored at `created_at`, in the caller's write transaction."""
-    conn.execute(
-        _upsert(dialect_of(conn).insert),
-        [{"bucket": bucket, "start": bucket_start(bucket, created_at), "n": count} for bucket in BUCKET_SECONDS],
-    )
-
-
-_SUBTRACT = (
-    update(timeline_counts)
-    .where(timeline_counts.c.bucket == bindparam("b_bucket"), timeline_counts.c.start == bindparam("b_start"))
-    .values(message_count=timeline_counts.c.message_count - bindparam("n"))
-)
-
-
-_DELETE_EMPTY = delete(timeline_counts).where(
-    timeline_counts.c.bucket == bindparam("b_bucket"),
-    timeline_counts.c.start == bindparam("b_start"),
-    timeline_counts.c.message_count <= 0,
-)
+    _TIMELINE.add(conn, Counter({(bucket, bucket_start(bucket, created_at)): count for bucket in BUCKET_SECONDS}))
 
 
 def remove_from_timeline(conn: Connection, created_ats: Iterable[str]) -> None:
     """Uncount deleted messages (their created_at values), in the caller's write transaction."""
-    removed = Counter(
-        (bucket, bucket_start(bucket, created_at)) for created_at in created_ats for bucket in BUCKET_SECONDS
+    _TIMELINE.remove(
+        conn,
+        Counter((bucket, bucket_start(bucket, created_at)) for created_at in created_ats for bucket in BUCKET_SECONDS),
     )
-    if not removed:
-        return
-    # In key order: two purges lock the rows in one order.
-    keys = [{"b_bucket": bucket, "b_start": start, "n": removed[bucket, start]} for bucket, start in sorted(removed)]
-    conn.execute(_SUBTRACT, keys)
-    conn.execute(_DELETE_EMPTY, keys)

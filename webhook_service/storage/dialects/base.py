@@ -142,6 +142,12 @@ class SearchPlan:
 InsertedRows = set[str]
 
 
+def key_parameter(key) -> str:
+    """The parameter that carries a key column's value in kept-count statements (a column's
+    own name is reserved in the SET clause of an UPDATE)."""
+    return f"k_{key.name}"
+
+
 class Dialect(ABC):
     """One database's way of doing what the service needs. One instance per Database (it may
     hold that database's writer lock), made by dialect_for_url."""
@@ -238,9 +244,10 @@ class Dialect(ABC):
         """Run `statement` once for each row of parameters, in the caller's transaction."""
         conn.execute(statement, rows)
 
-    def add_counts(self, conn: Connection, upsert: Executable, key, count, rows: list[dict]) -> None:
-        """Add counts to the `count` column of `key`'s table: `rows` of parameters k (a key)
-        and n (what to add), in key order, each one run of `upsert`, in the caller's transaction."""
+    def add_counts(self, conn: Connection, upsert: Executable, keys: tuple, count, rows: list[dict]) -> None:
+        """Add counts to the `count` column of its table at the key columns `keys`: `rows` of
+        parameters (key_parameter of each key column, and n: what to add), in key order, each
+        one run of `upsert`, in the caller's transaction."""
         self.execute_many(conn, upsert, rows)
 
     def count_messages(self, conn: Connection, conditions: list[ColumnElement[bool]], *, by_sender_text: bool) -> int:

@@ -37,6 +37,7 @@ from webhook_service.storage.dialects.base import (
     Dialect,
     InsertedRows,
     SearchPlan,
+    key_parameter,
     most_collected,
     remaining_budget_ms,
     stored_total,
@@ -169,19 +170,10 @@ class PostgresDialect(Dialect):
         senders_added = sum(1 for inserted in new_rows.scalars() if inserted)
         conn.execute(ADD_TO_TOTALS, {"messages_added": sum(added.values()), "senders_added": senders_added})
 
-    def add_counts(self, conn: Connection, upsert, key, count, rows: list[dict]) -> None:
-        # One statement over two arrays: run row by row, the hundreds of gram counts of a
-        # batch doubled the time of an insert transaction (3.5 -> 6.3 ms for one message).
-        arrays = select(
-            func.unnest(bindparam("keys", [row["k"] for row in rows], type_=ARRAY(Text))).label("k"),
-            func.unnest(bindparam("counts", [row["n"] for row in rows], type_=ARRAY(BigInteger))).label("n"),
-        )
-        statement = postgresql.insert(key.table).from_select([key.name, count.name], arrays)
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[key], set_={count.name: count + statement.excluded[count.name]}
-            )
-        )
+    def add_counts(self, conn: Connection, upsert, keys, count, rows: list[dict]) -> None:
+        # One statement over arrays: run row by row, the hundreds of gram counts of a batch
+        # doubled the time of an insert transaction (3.5 -> 6.3 ms for one message).
+        conn.execute(_upsert_arrays(keys, count, rows))
 
     def backup(self, destination, progress=None) -> None:
         raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
@@ -223,6 +215,20 @@ class PostgresDialect(Dialect):
         if len(ids) != texts:  # the gram counts and the texts always agree; if not, test every text
             return SearchPlan([found], known_count=texts)
         return SearchPlan([messages.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))], known_count=texts)
+
+
+def _upsert_arrays(keys: tuple, count, rows: list[dict]):
+    """INSERT ... SELECT unnest(...) ON CONFLICT: add each row's n to `count` at its key
+    (the row's key_parameter of each key column), rows in key order."""
+    columns = [
+        func.unnest(bindparam(None, [row[key_parameter(key)] for row in rows], type_=ARRAY(Text))).label(key.name)
+        for key in keys
+    ]
+    columns.append(func.unnest(bindparam(None, [row["n"] for row in rows], type_=ARRAY(BigInteger))).label(count.name))
+    statement = postgresql.insert(count.table).from_select([*(key.name for key in keys), count.name], select(*columns))
+    return statement.on_conflict_do_update(
+        index_elements=list(keys), set_={count.name: count + statement.excluded[count.name]}
+    )
 
 
 def _statement_within_budget(connection, cursor, statement, parameters, context, executemany) -> None:
