@@ -57,6 +57,8 @@ MIGRATION_LOCK_KEY = 0x77656268_6F6F6B01
 # How far past the read budget a request's last statement may run, at most: the server is
 # told the budget left only when this much has passed since it was last told.
 BUDGET_TOLERANCE_MS = 20
+# Execution option of a read transaction's connection (see read_options).
+_READ_OPTION = "webhook_service_read"
 # connection.info key: when this transaction last told the server its statement timeout.
 _BUDGET_TOLD_AT = "webhook_service_budget_told_at"
 # pg_trgm narrows a LIKE by the trigrams of its pattern: a needle needs three characters.
@@ -110,8 +112,9 @@ class PostgresDialect(Dialect):
     shared_by_hosts = True
     # Under READ COMMITTED every statement takes a new snapshot: a total and its page could
     # disagree about a message committed between them. A read-only REPEATABLE READ transaction
-    # takes one snapshot at its first statement and is never refused for serialization.
-    read_options: ClassVar[dict[str, object]] = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    # takes one snapshot at its first statement and is never refused for serialization. It is
+    # begun by _begin_read, on a connection psycopg leaves in autocommit mode.
+    read_options: ClassVar[dict[str, object]] = {"isolation_level": "AUTOCOMMIT", _READ_OPTION: True}
 
     def create_engine(self, *, serving: bool, pool_size: int) -> Engine:
         """Serving connections carry statement and lock timeouts (migrations do not: building
@@ -266,6 +269,23 @@ def _replace_if_closed_by_server(dbapi_connection, record, proxy) -> None:
 def _begin_transaction(connection) -> None:
     # The timeout told to the server ends with the transaction that was told.
     connection.info.pop(_BUDGET_TOLD_AT, None)
-    lock_wait_ms = connection.get_execution_options().get(LOCK_WAIT_OPTION)
+    options = connection.get_execution_options()
+    if options.get(_READ_OPTION):
+        _begin_read(connection)
+    lock_wait_ms = options.get(LOCK_WAIT_OPTION)
     if lock_wait_ms is not None:
         connection.exec_driver_sql("SELECT set_config('lock_timeout', %(ms)s, true)", {"ms": str(int(lock_wait_ms))})
+
+
+def _begin_read(connection) -> None:
+    # A read's connection is in autocommit mode, so psycopg sends no BEGIN of its own: the
+    # read's BEGIN and its budget go as one simple-protocol query, one round trip where
+    # psycopg's BEGIN and the first set_config took two. psycopg's commit and rollback still
+    # end the transaction (they act whenever the server is in one). The timeout is a number
+    # this process computed, never a client's text.
+    start = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    remaining = remaining_budget_ms()
+    if remaining is not None:
+        connection.info[_BUDGET_TOLD_AT] = time.monotonic()
+        start += f"; SET LOCAL statement_timeout = {int(remaining):d}"
+    connection.exec_driver_sql(start)
