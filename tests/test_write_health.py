@@ -32,6 +32,18 @@ def test_databases_are_kept_apart():
     assert shared.last_failure(1).reason == "locked"
 
 
+def test_a_failure_read_while_a_writer_is_in_the_middle_of_an_update_is_still_seen():
+    shared = WriteHealth()
+    key = database_key("sqlite:///a.db")
+    shared.record_failure(key, "disk full")
+    # As a writer leaves it while it updates the record (an odd sequence number), for
+    # longer than the optimistic reads take: a reader must not take it for "no failure".
+    sequence = int.from_bytes(shared._memory[:8], "little")
+    shared._memory[:8] = (sequence + 1).to_bytes(8, "little")
+    failure = shared.last_failure(key)
+    assert failure is not None and failure.reason == "disk full"
+
+
 def test_a_write_that_began_before_a_failure_does_not_clear_it():
     # A readiness probe waits for the write lock behind a delivery that then fails; the
     # probe's own commit must not make the service look writable.

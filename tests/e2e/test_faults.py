@@ -158,8 +158,11 @@ def test_readiness_turns_503_at_the_first_failed_delivery_after_a_probe_succeede
                 for sent, answered, outcome in outcomes
             )
             if not cleared:
-                wrong.append(asked)
-        assert wrong == [], f"{len(wrong)} of {len(answers)} probes said ready right after a failed delivery"
+                wrong.append((asked, probe_answered, failure_sent, _answered))
+        assert wrong == [], (
+            f"{len(wrong)} of {len(answers)} probes said ready right after a failed delivery: {wrong}; "
+            f"deliveries (sent, answered, status): {sorted(outcomes)}"
+        )
         assert refused, "every late delivery fitted"
     finally:
         server.stop()

@@ -2,7 +2,8 @@
 
 The memory is mapped before gunicorn forks (gunicorn.conf.py imports this module in the
 master), so a failure one worker meets makes every worker's readiness probe say so. A
-sequence number around each update lets readers retry a torn read; writers take the
+sequence number around each update lets readers retry a torn read (and then wait for the
+writer, under its lock); writers take the
 server's shared lock (storage/shared_memory.py), so they never interleave, whichever
 database is behind: PostgreSQL writers hold no lock in common otherwise.
 """
@@ -19,6 +20,8 @@ from webhook_service.storage.shared_memory import exclusive, shared_block
 _HEADER = struct.Struct("<QQdH")  # sequence, database key, failed at (monotonic), reason length
 _MAX_REASON_BYTES = 512
 _NO_FAILURE = 0.0
+# Reads tried without the lock before waiting for a writer to finish.
+_OPTIMISTIC_READS = 100
 
 
 def database_key(url: str) -> int:
@@ -54,14 +57,24 @@ class WriteHealth:
 
     def last_failure(self, key: int) -> WriteFailure | None:
         """The last failed write of database `key`, or None when the latest one committed."""
-        for _ in range(100):
+        for _ in range(_OPTIMISTIC_READS):
             sequence, stored_key, failed_at, length = _HEADER.unpack_from(self._memory, 0)
             reason = bytes(self._memory[_HEADER.size : _HEADER.size + min(length, _MAX_REASON_BYTES)])
             if sequence % 2 == 0 and _HEADER.unpack_from(self._memory, 0)[0] == sequence:
-                if stored_key != key or failed_at == _NO_FAILURE:
-                    return None
-                return WriteFailure(reason.decode("utf-8", "replace"), time.monotonic() - failed_at)
-        return None
+                return self._failure(key, stored_key, failed_at, reason)
+        # A writer is in the middle of an update (on a loaded machine it may be descheduled
+        # there): wait for it. Answering "no failure" here let a readiness probe clear a
+        # failure being recorded at that moment and say ready while deliveries failed.
+        with exclusive():
+            _sequence, stored_key, failed_at, length = _HEADER.unpack_from(self._memory, 0)
+            reason = bytes(self._memory[_HEADER.size : _HEADER.size + min(length, _MAX_REASON_BYTES)])
+        return self._failure(key, stored_key, failed_at, reason)
+
+    @staticmethod
+    def _failure(key: int, stored_key: int, failed_at: float, reason: bytes) -> WriteFailure | None:
+        if stored_key != key or failed_at == _NO_FAILURE:
+            return None
+        return WriteFailure(reason.decode("utf-8", "replace"), time.monotonic() - failed_at)
 
     def _write(
         self,
