@@ -58,23 +58,25 @@ class WriteHealth:
     def last_failure(self, key: int) -> WriteFailure | None:
         """The last failed write of database `key`, or None when the latest one committed."""
         for _ in range(_OPTIMISTIC_READS):
-            sequence, stored_key, failed_at, length = _HEADER.unpack_from(self._memory, 0)
-            reason = bytes(self._memory[_HEADER.size : _HEADER.size + min(length, _MAX_REASON_BYTES)])
+            sequence, stored_key, failed_at, reason = self._read()
             if sequence % 2 == 0 and _HEADER.unpack_from(self._memory, 0)[0] == sequence:
-                return self._failure(key, stored_key, failed_at, reason)
-        # A writer is in the middle of an update (on a loaded machine it may be descheduled
-        # there): wait for it. Answering "no failure" here let a readiness probe clear a
-        # failure being recorded at that moment and say ready while deliveries failed.
-        with exclusive():
-            _sequence, stored_key, failed_at, length = _HEADER.unpack_from(self._memory, 0)
-            reason = bytes(self._memory[_HEADER.size : _HEADER.size + min(length, _MAX_REASON_BYTES)])
-        return self._failure(key, stored_key, failed_at, reason)
-
-    @staticmethod
-    def _failure(key: int, stored_key: int, failed_at: float, reason: bytes) -> WriteFailure | None:
+                break
+        else:
+            # A writer is in the middle of an update (on a loaded machine it may be descheduled
+            # there): wait for it. Answering "no failure" here let a readiness probe clear a
+            # failure being recorded at that moment and say ready while deliveries failed.
+            with exclusive():
+                _sequence, stored_key, failed_at, reason = self._read()
         if stored_key != key or failed_at == _NO_FAILURE:
             return None
         return WriteFailure(reason.decode("utf-8", "replace"), time.monotonic() - failed_at)
+
+    def _read(self) -> tuple[int, int, float, bytes]:
+        # (sequence, database key, failed at, reason): torn unless the sequence is even and
+        # unchanged after the read, or the lock is held.
+        sequence, stored_key, failed_at, length = _HEADER.unpack_from(self._memory, 0)
+        reason = bytes(self._memory[_HEADER.size : _HEADER.size + min(length, _MAX_REASON_BYTES)])
+        return sequence, stored_key, failed_at, reason
 
     def _write(
         self,
