@@ -126,13 +126,14 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
         return []
     dialect = dialect_of(conn)
     created_at = utc_now_iso()
-    # Counted before the first lock is taken: on PostgreSQL every writer waits from
-    # reserve_positions to the commit, and the grams of a batch are its largest Python work.
-    grams = count_grams(fold_text(message.text) for message in batch)
+    # Rows (with their folded texts) and their grams are made before the first lock is
+    # taken: on PostgreSQL every writer waits from reserve_positions to the commit, and the
+    # grams of a batch are its largest Python work. Positions are filled in once reserved.
+    rows = [message_row(dialect, message, 0, created_at) for message in batch]
+    grams = count_grams(row["text_folded"] for row in rows)
     last_position = dialect.reserve_positions(conn, len(batch))
-    rows = [
-        message_row(dialect, message, last_position + offset, created_at) for offset, message in enumerate(batch, 1)
-    ]
+    for offset, row in enumerate(rows, 1):
+        row["id"] = last_position + offset
     # sorted() is stable: of two deliveries of one id, the earlier still comes first.
     inserted = dialect.insert_if_new(conn, sorted(rows, key=_by_message_id))
     results = []
