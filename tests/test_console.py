@@ -62,9 +62,10 @@ def test_forwarding_summaries_count_pending_and_dead_letters(client, settings, s
     finally:
         database.dispose()
     audit, billing = client.get("/stats/forwarding").get_json()["destinations"]
+    # Started at the feed's end: after every message stored (billing's position is the last one's).
+    assert int(audit.pop("position")) >= int(billing["position"])
     assert audit == {
         "name": "audit",
-        "position": billing["position"],
         "lag_seconds": 0.0,
         "pending": 0,
         "dead_letters": 0,

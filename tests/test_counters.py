@@ -2,10 +2,12 @@
 
 import random
 
-from tests.support.database import run_sql
+from tests.support.database import fold_counts, run_sql
 from tests.support.messages import make_message
+from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.engine import Database
 from webhook_service.storage.messages import NewMessage, delete_messages_before, insert_messages_if_new, message_stats
+from webhook_service.storage.read_model.senders import SENDERS, senders_summary
 
 
 def counted(url: str) -> tuple[int, int, dict[str, int]]:
@@ -15,8 +17,19 @@ def counted(url: str) -> tuple[int, int, dict[str, int]]:
 
 
 def kept(url: str) -> tuple[int, int, dict[str, int]]:
+    """What the count tables hold, once every change is folded in."""
+    fold_counts(url)
     [(total, senders)] = run_sql(url, "SELECT total_messages, senders_count FROM message_totals")
     per_sender = dict(run_sql(url, "SELECT from_msisdn, message_count FROM sender_counts"))
+    return total, senders, per_sender
+
+
+def read(database: Database) -> tuple[int, int, dict[str, int]]:
+    """What a read sees: the count tables and, where counts are deferred, the changes not
+    folded yet."""
+    with database.read_transaction() as conn:
+        total, senders, _top = senders_summary(conn, 10)
+        per_sender = {row.key: int(row.n) for row in conn.execute(SENDERS.entries(dialect_of(conn)))}
     return total, senders, per_sender
 
 
@@ -38,7 +51,9 @@ def test_counters_match_counting_after_random_inserts_duplicates_and_deletes(dat
             if round_number % 4 == 3:
                 with database.write_transaction() as conn:
                     delete_messages_before(conn, f"2024-02-{rng.randint(2, 20):02d}T00:00:00Z", rng.randint(1, 15))
-            assert kept(path) == counted(path), f"after round {round_number}"
+            assert read(database) == counted(path), f"read after round {round_number}"
+            if round_number % 3 == 2:
+                assert kept(path) == counted(path), f"folded after round {round_number}"
         with database.read_transaction() as conn:
             stats = message_stats(conn)
         total, senders, per_sender = counted(path)
@@ -74,6 +89,7 @@ def test_totals_without_filters_or_with_from_alone_come_from_the_counters(client
         signed_post(make_message(message_id=f"c{number}", **{"from": "+777"}))
     signed_post(make_message(message_id="other", **{"from": "+888"}))
     # A counter that disagrees with the rows shows where totals come from.
+    fold_counts(database_url)
     run_sql(database_url, "UPDATE sender_counts SET message_count = 41 WHERE from_msisdn = '+777'")
     run_sql(database_url, "UPDATE message_totals SET total_messages = 99")
     assert client.get("/messages").get_json()["total"] == 99

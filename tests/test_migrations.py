@@ -71,16 +71,19 @@ def test_another_applications_database_is_left_alone(tmp_path):
 
 def test_texts_folded_before_0008_tell_a_nul_from_the_symbol_for_nul_after_it(empty_database_url, monkeypatch):
     from webhook_service.storage import messages as message_storage
+    from webhook_service.storage import read_model
+    from webhook_service.storage.dialects.postgresql import PostgresDialect
     from webhook_service.storage.engine import Database
     from webhook_service.storage.messages import MessageFilter, NewMessage, insert_messages_if_new, list_messages
+    from webhook_service.storage.read_model.timeline import TIMELINE
 
     upgrade_to_head(empty_database_url, revision="0007")
     database = Database(empty_database_url)
     try:
         monkeypatch.setattr(message_storage, "FOLDED_NUL", "\u2400")  # how 0003 to 0007 folded a NUL
-        # No gram or day counts before 0009.
-        monkeypatch.setattr(message_storage, "add_grams", lambda conn, grams: None)
-        monkeypatch.setattr(message_storage, "add_instants", lambda conn, instants: None)
+        # No gram or day counts before 0009, and counts in place before 0013.
+        monkeypatch.setattr(read_model, "KEPT", (TIMELINE,))
+        monkeypatch.setattr(PostgresDialect, "deferred", None)
         with database.write_transaction() as conn:
             insert_messages_if_new(
                 conn,

@@ -14,9 +14,9 @@ from tests.support.messages import make_message
 from tests.support.postgres import APP_PASSWORD, APP_USER
 from webhook_service.config import ConfigError, Settings, database_url_from_setting
 from webhook_service.storage.engine import Database, create_database_engine
-from webhook_service.storage.grams import count_grams
 from webhook_service.storage.messages import MessageFilter, list_messages
 from webhook_service.storage.migrations import MigrationFailed, head_revision, migrate, upgrade_to_head
+from webhook_service.storage.read_model.grams import count_grams
 from webhook_service.storage.tables import messages, text_grams
 
 # Ids whose order differs between code points and a language collation (ICU en-US puts

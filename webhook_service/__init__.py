@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry
 
@@ -23,10 +25,11 @@ from webhook_service.observability.metrics import init_metrics
 from webhook_service.observability.requests import init_request_observability
 from webhook_service.storage.commit_signal import COMMITS, FeedWaiters
 from webhook_service.storage.engine import Database
-from webhook_service.storage.feed import latest_position
+from webhook_service.storage.feed import held_back_seconds, newest_position
 from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import insert_messages_if_new
 from webhook_service.storage.migrations import head_revision
+from webhook_service.storage.read_model import CountFolder
 from webhook_service.version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -57,9 +60,20 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     metrics = init_metrics(app, __version__, metrics_registry, guard=bearer_guard(metrics_token))
     app.extensions[METRICS_KEY] = metrics
 
+    # Where counts are deferred, each process that writes folds them in every second.
+    # The feed's wait behind running transactions is measured there too.
+    def measure_feed(conn) -> None:
+        metrics.feed_held_back_seconds.set(held_back_seconds(conn))
+
+    folder = None
+    if database.dialect.deferred is not None:
+        folder = CountFolder(lambda: database.engine, after_fold=measure_feed)
+
     def committed(rows: int, seconds: float) -> None:
         metrics.observe_commit(rows, seconds)
         COMMITS.bump()  # held feed readers look again
+        if folder is not None:
+            folder.start(os.getpid())
 
     app.extensions[MESSAGE_WRITER_KEY] = GroupCommit(
         database.write_transaction, insert_messages_if_new, on_commit=committed
@@ -67,7 +81,7 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
 
     def feed_end_in_database() -> int:
         with database.read_transaction() as conn:
-            return latest_position(conn)
+            return newest_position(conn)
 
     app.extensions[FEED_WAITERS_KEY] = FeedWaiters(
         settings.feed_max_waiters,

@@ -50,6 +50,7 @@ from webhook_service.storage.messages import (
 )
 from webhook_service.storage.migrations import MigrationFailed
 from webhook_service.storage.migrations import migrate as run_migrations
+from webhook_service.storage.read_model import fold
 from webhook_service.timestamps import instant_key
 from webhook_service.version import __version__
 
@@ -260,6 +261,10 @@ def purge(before: str, dry_run: bool) -> None:
                 break
         if bar is not None:
             bar.render_finish()
+        # Where counts are deferred, what the purge changed is folded in now, also when no
+        # server is running to do it.
+        with database.engine.begin() as conn:
+            fold(conn)
     click.echo(f"deleted {deleted} messages with ts before {before}")
 
 

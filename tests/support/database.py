@@ -7,7 +7,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from webhook_service.storage.engine import create_database_engine
 
@@ -38,3 +38,20 @@ def stored_ids(url_or_path: str | Path) -> list[str]:
 def sqlite_path(url: str) -> Path:
     """The file of a sqlite:/// URL."""
     return Path(url.removeprefix("sqlite:///"))
+
+
+def fold_counts(url: str) -> None:
+    """Fold every count change written so far into the count tables (a no-op where counts
+    are kept in place), as the service's folder does every second."""
+    from webhook_service.storage.read_model import fold
+    from webhook_service.storage.tables import count_changes
+
+    engine = create_database_engine(url)
+    try:
+        while True:
+            with engine.begin() as conn:
+                fold(conn)
+                if not conn.execute(select(func.count()).select_from(count_changes)).scalar_one():
+                    return
+    finally:
+        engine.dispose()

@@ -19,7 +19,13 @@ from webhook_service.api.errors import RequestValidationError
 from webhook_service.storage.cursor import MalformedCursor, Position, decode_cursor
 from webhook_service.storage.feed import LATEST, MalformedPosition, decode_position
 from webhook_service.storage.messages import MessageFilter, NewMessage
-from webhook_service.storage.timeline import BUCKET_SECONDS, MAX_POINTS, BucketRange, TooManyPoints, bucket_range
+from webhook_service.storage.read_model.timeline import (
+    BUCKET_SECONDS,
+    MAX_POINTS,
+    BucketRange,
+    TooManyPoints,
+    bucket_range,
+)
 from webhook_service.timestamps import instant_key, utc_now_iso
 
 MAX_TEXT_CHARS = 4096

@@ -12,7 +12,7 @@ from webhook_service.api.outputs import forwarding_document, stats_document, tim
 from webhook_service.api.reads import read_transaction
 from webhook_service.storage.forwarding import destination_summaries
 from webhook_service.storage.messages import message_stats
-from webhook_service.storage.timeline import read_timeline
+from webhook_service.storage.read_model.timeline import read_timeline
 
 bp = Blueprint("stats", __name__)
 

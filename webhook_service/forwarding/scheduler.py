@@ -26,7 +26,7 @@ from webhook_service.forwarding.http_loop import HttpLoop
 from webhook_service.forwarding.metrics import ForwarderMetrics
 from webhook_service.storage import forwarding as state
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
-from webhook_service.storage.feed import latest_position
+from webhook_service.storage.feed import newest_position
 from webhook_service.timestamps import epoch_from_iso
 
 # Messages taken from the feed at once, per slot of concurrency.
@@ -216,7 +216,7 @@ class DestinationWorker(threading.Thread):
 
     def _take_new(self, now: float, limit: int) -> list[state.Claimed]:
         with self.database.read_transaction() as conn:
-            if latest_position(conn) <= self._position:
+            if newest_position(conn) <= self._position:
                 return []
         with self.database.write_transaction() as conn:
             claimed, self._position = state.claim_new(

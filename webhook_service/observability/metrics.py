@@ -58,6 +58,7 @@ class ServiceMetrics:
     database_errors: Counter
     build_info: Gauge
     feed_long_polls: Gauge
+    feed_held_back_seconds: Gauge
     _child_cache: dict = field(default_factory=dict)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
@@ -155,6 +156,13 @@ def create_metrics(registry: CollectorRegistry, version: str) -> ServiceMetrics:
             "GET /feed requests held now, waiting for a message (at most FEED_MAX_WAITERS per worker).",
             registry=registry,
             multiprocess_mode="livesum",
+        ),
+        feed_held_back_seconds=Gauge(
+            "webhook_feed_held_back_seconds",
+            "How long the oldest stored message not yet in the feed has waited for a transaction begun "
+            "before it to end (PostgreSQL; measured every second by each writing worker).",
+            registry=registry,
+            multiprocess_mode="livemax",
         ),
     )
     for result in WebhookResult:

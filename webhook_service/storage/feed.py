@@ -1,20 +1,23 @@
 """The feed: every stored message once, in the order of the commits that stored it.
 
-A message's position is its `messages.id`, handed out in commit order by the dialect's
-reserve_positions; positions are never reused, so `id > after` is exactly what was stored
-after a reader's position, also after purges. Pure position codec and queries; no Flask.
+A message's position is its `messages.id`, handed out by the dialect's reserve_positions in
+an order readers pass only where no transaction still running can take a lower one (the
+dialect's feed_horizon); positions are never reused, so `id > after` below the horizon is
+exactly what was stored after a reader's position, also after purges. Pure position codec
+and queries; no Flask.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, func, not_, select
 
 from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.messages import StoredMessage, page_columns, stored_message
-from webhook_service.storage.tables import message_totals, messages
+from webhook_service.storage.tables import messages
 
 BEGINNING = 0
 LATEST = "latest"
@@ -48,8 +51,28 @@ class FeedPage:
 
 
 def latest_position(conn: Connection) -> int:
-    """The position of the newest message ever stored (0 before the first): the feed's end."""
-    return conn.execute(select(message_totals.c.last_position).where(message_totals.c.id == 1)).scalar_one()
+    """The feed's end: at or past the newest message a reader may pass to, before every
+    message stored later (0 before the first)."""
+    return dialect_of(conn).feed_end(conn)
+
+
+def newest_position(conn: Connection) -> int:
+    """The position of the newest message a reader may read now (0 when none is stored): it
+    grows when a message enters the feed, and only then."""
+    newest = select(func.max(messages.c.id)).where(*dialect_of(conn).feed_horizon())
+    return conn.execute(newest).scalar_one() or 0
+
+
+def held_back_seconds(conn: Connection) -> float:
+    """How long the oldest message that is stored but not in the feed yet (a transaction that
+    began before it still runs) has waited since it was stored; 0 when there is none."""
+    horizon = dialect_of(conn).feed_horizon()
+    if not horizon:
+        return 0.0
+    oldest = conn.execute(select(func.min(messages.c.created_at)).where(not_(and_(*horizon)))).scalar_one()
+    if oldest is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds())
 
 
 def messages_after(conn: Connection, after: int, limit: int) -> list[tuple[int, StoredMessage]]:
@@ -57,7 +80,10 @@ def messages_after(conn: Connection, after: int, limit: int) -> list[tuple[int, 
     one primary-key range, as cheap at the millionth message as at the first."""
     dialect = dialect_of(conn)
     rows = conn.execute(
-        select(messages.c.id, *page_columns()).where(messages.c.id > after).order_by(messages.c.id).limit(limit)
+        select(messages.c.id, *page_columns())
+        .where(messages.c.id > after, *dialect.feed_horizon())
+        .order_by(messages.c.id)
+        .limit(limit)
     )
     return [(row.id, stored_message(dialect, row)) for row in rows]
 

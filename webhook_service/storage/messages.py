@@ -1,23 +1,24 @@
-"""Queries over the messages and their counters, written once for every database.
+"""Storing, deleting and paging messages, written once for every database.
 
-Functions take a connection and return dataclasses; what differs between databases they
-ask of the connection's dialect (storage/dialects/).
+Functions take a connection and return dataclasses; what they store or delete they tell the
+read model (storage/read_model/), which keeps every count; what differs between databases
+they ask of the connection's dialect (storage/dialects/).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, false, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, delete, false, func, select, tuple_
 
 from webhook_service.storage.cursor import Position
-from webhook_service.storage.day_counts import add_instants, count_since, remove_instants, skip_to_day
 from webhook_service.storage.dialects import Dialect, dialect_of
-from webhook_service.storage.dialects.base import ADD_TO_TOTALS, SearchPlan
-from webhook_service.storage.grams import LONGEST_GRAM, add_grams, count_grams, remove_texts, texts_holding
-from webhook_service.storage.tables import message_totals, messages, sender_counts
-from webhook_service.storage.timeline import add_to_timeline, remove_from_timeline
+from webhook_service.storage.dialects.base import SearchPlan
+from webhook_service.storage.read_model import record_deleted, record_inserted
+from webhook_service.storage.read_model.day_counts import count_since, skip_to_day
+from webhook_service.storage.read_model.grams import LONGEST_GRAM, texts_holding
+from webhook_service.storage.read_model.senders import sender_messages, senders_summary, total_messages
+from webhook_service.storage.tables import messages
 from webhook_service.timestamps import instant_key, utc_now_iso
 
 TOP_SENDERS = 10
@@ -119,43 +120,26 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     wins; within the batch the earlier occurrence of an id wins. Each message takes the
     next feed position in batch order (a duplicate leaves its position unused). Rows go
     in message_id order, so that two transactions inserting overlapping ids lock them in
-    the same order. The counters are updated in the same transaction.
+    the same order. The read model counts what was stored, in the same transaction.
     Raises sqlalchemy.exc.SQLAlchemyError when the database fails.
     """
     if not batch:
         return []
     dialect = dialect_of(conn)
     created_at = utc_now_iso()
-    # Rows (with their folded texts) and their grams are made before the first lock is
-    # taken: on PostgreSQL every writer waits from reserve_positions to the commit, and the
-    # grams of a batch are its largest Python work. Positions are filled in once reserved.
     rows = [message_row(dialect, message, 0, created_at) for message in batch]
-    grams = count_grams(row["text_folded"] for row in rows)
     last_position = dialect.reserve_positions(conn, len(batch))
     for offset, row in enumerate(rows, 1):
         row["id"] = last_position + offset
     # sorted() is stable: of two deliveries of one id, the earlier still comes first.
     inserted = dialect.insert_if_new(conn, sorted(rows, key=_by_message_id))
-    results = []
-    added: Counter[str] = Counter()
-    skipped_texts, stored_instants = [], []
-    for message, row in zip(batch, rows, strict=True):
-        stored = row["message_id"] in inserted
-        results.append(stored)
-        if stored:
-            added[message.sender] += 1
-            stored_instants.append(row["ts_instant"])
-        else:
-            skipped_texts.append(row["text_folded"])
+    results, stored = [], []
+    for row in rows:
+        results.append(row["message_id"] in inserted)
+        if results[-1]:
+            stored.append(row)
         inserted.discard(row["message_id"])
-    if added:
-        if skipped_texts:  # duplicates add nothing: the grams of what was stored
-            grams.subtract(count_grams(skipped_texts))
-            grams = +grams
-        dialect.add_to_counters(conn, added)
-        add_to_timeline(conn, created_at, sum(added.values()))
-        add_grams(conn, grams)
-        add_instants(conn, stored_instants)
+    record_inserted(conn, stored)
     return results
 
 
@@ -170,20 +154,9 @@ def count_messages_before(conn: Connection, before: str) -> int:
     ).scalar_one()
 
 
-_REMOVE_FROM_SENDER = (
-    update(sender_counts)
-    .where(sender_counts.c.from_msisdn == bindparam("sender"))
-    .values(message_count=sender_counts.c.message_count - bindparam("n"))
-)
-# Every transaction that changes the counters takes the totals row first (inserts do it to
-# take their feed positions): writers lock in one order and cannot deadlock.
-_LOCK_TOTALS = select(message_totals.c.id).where(message_totals.c.id == 1).with_for_update()
-
-
 def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
     """Delete up to `limit` messages whose ts instant is before `before` (a ts), oldest first,
-    keeping the counters exact; returns how many. Raises SQLAlchemyError."""
-    conn.execute(_LOCK_TOTALS)
+    keeping the counts exact; returns how many. Raises SQLAlchemyError."""
     oldest = (
         select(messages.c.id)
         .where(messages.c.ts_instant < instant_key(before))
@@ -196,19 +169,7 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
         .where(messages.c.id.in_(oldest.scalar_subquery()))
         .returning(messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant)
     ).all()
-    if not rows:
-        return 0
-    removed = Counter(row.from_msisdn for row in rows)
-    conn.execute(_REMOVE_FROM_SENDER, [{"sender": sender, "n": removed[sender]} for sender in sorted(removed)])
-    gone = conn.execute(
-        delete(sender_counts)
-        .where(sender_counts.c.from_msisdn.in_(list(removed)), sender_counts.c.message_count <= 0)
-        .returning(sender_counts.c.from_msisdn)
-    ).all()
-    conn.execute(ADD_TO_TOTALS, {"messages_added": -len(rows), "senders_added": -len(gone)})
-    remove_from_timeline(conn, (row.created_at for row in rows))
-    remove_texts(conn, (row.text_folded for row in rows))
-    remove_instants(conn, (row.ts_instant for row in rows))
+    record_deleted(conn, [row._asdict() for row in rows])
     return len(rows)
 
 
@@ -243,14 +204,9 @@ def _count_matching(
     # writes answer; with `q` alone, the gram counts or the text index know.
     only_sender = message_filter.since is None and search is None
     if only_sender and message_filter.sender is None:
-        return conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
+        return total_messages(conn)
     if only_sender:
-        count = conn.execute(
-            select(sender_counts.c.message_count).where(
-                sender_counts.c.from_msisdn == dialect.to_column(message_filter.sender)
-            )
-        ).scalar_one_or_none()
-        return count or 0
+        return sender_messages(conn, dialect.to_column(message_filter.sender))
     only_text = message_filter.sender is None and message_filter.since is None
     if only_text and search.known_count is not None:
         return search.known_count
@@ -338,15 +294,8 @@ def list_messages(
 
 def message_stats(conn: Connection) -> MessageStats:
     """Totals, the top senders (count descending, then sender ascending) and the time range,
-    from the counters kept with the writes and the instant index: no scan."""
-    total, senders = conn.execute(
-        select(message_totals.c.total_messages, message_totals.c.senders_count).where(message_totals.c.id == 1)
-    ).one()
-    top = conn.execute(
-        select(sender_counts.c.from_msisdn, sender_counts.c.message_count)
-        .order_by(sender_counts.c.message_count.desc(), sender_counts.c.from_msisdn)
-        .limit(TOP_SENDERS)
-    )
+    from the counts kept with the writes and the instant index: no scan."""
+    total, senders, top = senders_summary(conn, TOP_SENDERS)
     first = conn.execute(
         select(messages.c.ts).order_by(messages.c.ts_instant, messages.c.message_id).limit(1)
     ).scalar_one_or_none()

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -117,6 +130,22 @@ instant_day_counts = Table(
     Column("day", OrderedText, primary_key=True, comment="YYYY-MM-DD, the first ten characters of ts_instant."),
     Column(
         "message_count", BigInteger, nullable=False, comment="Messages whose ts falls on it; rows at 0 are deleted."
+    ),
+)
+
+# Where writers run in parallel (PostgreSQL), no write updates a kept count in place: each
+# write transaction appends one row of what it changes in every kept count, and one process
+# at a time folds the rows into the tables above (storage/read_model/). A read adds the rows
+# not folded yet to what it reads there, so its counts are exact in every snapshot. SQLite's
+# one writer changes the counts in place; there this table stays empty.
+count_changes = Table(
+    "count_changes",
+    metadata,
+    Column(
+        "changes",
+        JSON().with_variant(JSONB, "postgresql"),
+        nullable=False,
+        comment='One write\'s changes: {counter: {key: n}}, counters as in storage/read_model/, e.g. {"message_totals": {"total_messages": 3}}.',
     ),
 )
 

@@ -13,13 +13,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, Executable, Insert, Table, bindparam, func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
-from webhook_service.storage.tables import message_totals, messages
+from webhook_service.storage.tables import message_totals, messages, sender_counts
+
+if TYPE_CHECKING:
+    from webhook_service.storage.dialects.deferred_counts import DeferredCounts
 
 # The engine attribute that carries its dialect (see dialect_of).
 ENGINE_DIALECT_ATTRIBUTE = "webhook_service_dialect"
@@ -31,16 +34,6 @@ LOCK_WAIT_OPTION = "webhook_service_lock_wait_ms"
 LOCK_WAIT_MS = 5000
 # How long a pooled connection may be waited for when every one is in use.
 POOL_TIMEOUT_SECONDS = 5
-
-# How inserts and deletes change the totals row (SQLite's insert path has its own driver statement).
-ADD_TO_TOTALS = (
-    update(message_totals)
-    .where(message_totals.c.id == 1)
-    .values(
-        total_messages=message_totals.c.total_messages + bindparam("messages_added"),
-        senders_count=message_totals.c.senders_count + bindparam("senders_added"),
-    )
-)
 
 # The monotonic time by which the statements of the current request must finish, if any.
 _query_deadline: ContextVar[float | None] = ContextVar("webhook_service_query_deadline", default=None)
@@ -158,6 +151,9 @@ class Dialect(ABC):
     # Execution options of a read transaction's connection, so that its statements share
     # one snapshot (SQLite's read transactions always do).
     read_options: ClassVar[dict[str, object]] = {}
+    # Where writers run in parallel, the SQL of counts that writes append and a folder folds
+    # in (dialects/deferred_counts.py); None where each write changes the counts in place.
+    deferred: ClassVar[DeferredCounts | None] = None
 
     def __init__(self, url: URL) -> None:
         self.url = url
@@ -231,14 +227,44 @@ class Dialect(ABC):
         Positions follow the order in which transactions commit: the implementation says why.
         """
 
+    def feed_horizon(self) -> list[ColumnElement[bool]]:
+        """Conditions on messages.id that keep a feed read below positions a transaction
+        still running may yet take (none where positions are taken in commit order)."""
+        return []
+
+    def feed_end(self, conn: Connection) -> int:
+        """The feed's end: a position at or past every message stored, below every position a
+        message stored later takes."""
+        return conn.execute(select(message_totals.c.last_position).where(message_totals.c.id == 1)).scalar_one()
+
     @abstractmethod
     def insert_if_new(self, conn: Connection, rows: list[dict]) -> InsertedRows:
         """Insert the rows (stored form, message_id order) whose message_id is not stored
         yet, the earlier row of a repeated id winning; returns the inserted message_ids."""
 
-    @abstractmethod
     def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
-        """Add the messages just inserted, by sender, to the sender counts and totals."""
+        """Add the messages just inserted, by sender, to the sender counts and totals, in
+        place (where counts are not deferred): one writer at a time, so a sender is new when
+        it has no row before the upsert."""
+        known = conn.execute(
+            select(func.count()).select_from(sender_counts).where(sender_counts.c.from_msisdn.in_(list(added)))
+        ).scalar_one()
+        upsert = self.insert(sender_counts).values(from_msisdn=bindparam("sender"), message_count=bindparam("n"))
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[sender_counts.c.from_msisdn],
+                set_={"message_count": sender_counts.c.message_count + upsert.excluded.message_count},
+            ),
+            [{"sender": sender, "n": added[sender]} for sender in sorted(added)],
+        )
+        conn.execute(
+            update(message_totals)
+            .where(message_totals.c.id == 1)
+            .values(
+                total_messages=message_totals.c.total_messages + sum(added.values()),
+                senders_count=message_totals.c.senders_count + len(added) - known,
+            )
+        )
 
     def execute_many(self, conn: Connection, statement: Executable, rows: list[dict]) -> None:
         """Run `statement` once for each row of parameters, in the caller's transaction."""

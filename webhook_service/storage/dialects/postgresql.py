@@ -5,31 +5,28 @@ from __future__ import annotations
 import re
 import select as select_module
 import time
-from collections import Counter
 from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     ColumnElement,
     Connection,
     Engine,
     Text,
     any_,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
     literal_column,
     select,
-    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from webhook_service.storage.dialects.base import (
-    ADD_TO_TOTALS,
     LOCK_WAIT_MS,
     LOCK_WAIT_OPTION,
     POOL_TIMEOUT_SECONDS,
@@ -37,18 +34,21 @@ from webhook_service.storage.dialects.base import (
     Dialect,
     InsertedRows,
     SearchPlan,
-    key_parameter,
     most_collected,
     remaining_budget_ms,
     stored_total,
 )
-from webhook_service.storage.tables import HELD_TEXT_MAX_BYTES, message_totals, messages, sender_counts
+from webhook_service.storage.dialects.deferred_counts import DeferredCounts
+from webhook_service.storage.tables import HELD_TEXT_MAX_BYTES, messages
 
 # psycopg 3, whichever way the URL names PostgreSQL.
 DRIVERNAME = "postgresql+psycopg"
 CONNECT_TIMEOUT_SECONDS = 5
 # How long a served statement may run at most (the gunicorn worker timeout is 30 s).
 STATEMENT_TIMEOUT_MS = 25_000
+# A transaction of the service's left open and idle this long is ended by the server: a
+# running transaction holds back the feed (see reserve_positions), so none of ours may linger.
+IDLE_IN_TRANSACTION_MS = 30_000
 # SQLSTATE of a statement cancelled by statement_timeout.
 QUERY_CANCELED = "57014"
 # The advisory lock every migrator of a database takes first (a fixed number that names
@@ -76,20 +76,16 @@ _INSERT_IF_NEW = (
     .on_conflict_do_nothing(index_elements=[messages.c.message_id])
     .returning(messages.c.message_id)
 )
-_RESERVE_POSITIONS = (
-    update(message_totals)
-    .where(message_totals.c.id == 1)
-    .values(last_position=message_totals.c.last_position + bindparam("count"))
-    .returning(message_totals.c.last_position - bindparam("count"))
-)
-# Whether the upsert inserted the sender's row (xmax is 0 only for a row this statement
-# inserted) is the one reliable answer to "new sender?" when several hosts write at once,
-# read under the row lock the upsert holds until commit.
-_UPSERT_SENDER = postgresql.insert(sender_counts).values(from_msisdn=bindparam("sender"), message_count=bindparam("n"))
-_ADD_TO_SENDER = _UPSERT_SENDER.on_conflict_do_update(
-    index_elements=[sender_counts.c.from_msisdn],
-    set_={"message_count": sender_counts.c.message_count + _UPSERT_SENDER.excluded.message_count},
-).returning(literal_column("xmax = 0", Boolean))
+# A feed position is the id of the transaction that stored the message (xid8, which only
+# grows) times POSITIONS_PER_TRANSACTION, plus the message's place among the ones that
+# transaction stored: see reserve_positions.
+POSITIONS_PER_TRANSACTION = 1 << 16
+_TRANSACTION_ID = select(cast(cast(func.pg_current_xact_id(), Text), BigInteger))
+# The oldest transaction still running when the current snapshot was taken: every
+# transaction with a lower id has ended, so no message below its first position can appear.
+_HORIZON = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
+# connection.info key: (transaction id, positions it has taken so far).
+_POSITIONS_TAKEN = "webhook_service_positions_taken"
 
 
 def escape_nul(value: str) -> str:
@@ -110,6 +106,7 @@ class PostgresDialect(Dialect):
     """A PostgreSQL database that several app hosts share."""
 
     shared_by_hosts = True
+    deferred = DeferredCounts()
     # Under READ COMMITTED every statement takes a new snapshot: a total and its page could
     # disagree about a message committed between them. A read-only REPEATABLE READ transaction
     # takes one snapshot at its first statement and is never refused for serialization. It is
@@ -121,7 +118,10 @@ class PostgresDialect(Dialect):
         an index over millions of rows takes longer); the pool holds at most `pool_size`."""
         options = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "webhook-service"}
         if serving:
-            options["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS:d} -c lock_timeout={LOCK_WAIT_MS:d}"
+            options["options"] = (
+                f"-c statement_timeout={STATEMENT_TIMEOUT_MS:d} -c lock_timeout={LOCK_WAIT_MS:d}"
+                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS:d}"
+            )
         engine = create_engine(
             self.url.set(drivername=DRIVERNAME),
             hide_parameters=True,
@@ -152,36 +152,30 @@ class PostgresDialect(Dialect):
         return postgresql.insert
 
     def reserve_positions(self, conn: Connection, count: int) -> int:
-        """Positions in commit order: a sequence value is taken at insert, not at commit, so
-        two hosts' transactions could commit out of order and a reader that had passed the
-        later position would never see the earlier one. Instead positions are taken from
-        the one totals row, whose lock this UPDATE holds until the transaction ends: the
-        next writer gets its positions only after this transaction has committed (or rolled
-        back, leaving a gap that no one ever fills). So a transaction with higher positions
-        always commits after every one with lower positions, and a reader's snapshot that
-        holds a position holds every committed lower one too. This runs first in every
-        write transaction that changes the totals (purge locks the row first too), so the
-        row is always the first lock taken: no deadlock."""
-        return conn.execute(_RESERVE_POSITIONS, {"count": count}).scalar_one()
+        """Positions in the order readers may pass them, with no lock: a transaction's
+        positions start at its own id (xid8) times POSITIONS_PER_TRANSACTION, and readers
+        stop below the first position of the oldest transaction still running in their
+        snapshot (feed_horizon). Every transaction below that has ended, and every one that
+        has not will take higher positions; so a message that commits late still lands
+        ahead of every reader, and writers never wait for each other to take positions."""
+        transaction = conn.execute(_TRANSACTION_ID).scalar_one()
+        taken_by, taken = conn.info.get(_POSITIONS_TAKEN, (None, 0))
+        first = taken if taken_by == transaction else 0
+        if first + count > POSITIONS_PER_TRANSACTION:
+            raise ValueError(f"at most {POSITIONS_PER_TRANSACTION} messages are stored in one transaction")
+        conn.info[_POSITIONS_TAKEN] = (transaction, first + count)
+        return transaction * POSITIONS_PER_TRANSACTION + first - 1
+
+    def feed_horizon(self) -> list[ColumnElement[bool]]:
+        return [messages.c.id < _HORIZON * POSITIONS_PER_TRANSACTION]
+
+    def feed_end(self, conn: Connection) -> int:
+        """Below the first position of the oldest transaction still running: a position no
+        message takes later (0 before the first transaction of the cluster)."""
+        return conn.execute(select(_HORIZON * POSITIONS_PER_TRANSACTION - 1)).scalar_one()
 
     def insert_if_new(self, conn: Connection, rows: list[dict]) -> InsertedRows:
         return set(conn.execute(_INSERT_IF_NEW, rows).scalars())
-
-    def add_to_counters(self, conn: Connection, added: Counter[str]) -> None:
-        # Senders in sorted order: two transactions lock their rows in one order, no deadlock.
-        new_rows = conn.execute(_ADD_TO_SENDER, [{"sender": sender, "n": added[sender]} for sender in sorted(added)])
-        senders_added = sum(1 for inserted in new_rows.scalars() if inserted)
-        conn.execute(ADD_TO_TOTALS, {"messages_added": sum(added.values()), "senders_added": senders_added})
-
-    def add_counts(self, conn: Connection, upsert, keys, count, rows: list[dict]) -> None:
-        # One statement over arrays: run row by row, the hundreds of gram counts of a batch
-        # doubled the time of an insert transaction (3.5 -> 6.3 ms for one message).
-        statement = _ARRAY_UPSERTS.get(count.table.name)
-        if statement is None:
-            statement = _ARRAY_UPSERTS[count.table.name] = _upsert_arrays(keys, count)
-        parameters = {_array_parameter(key): [row[key_parameter(key)] for row in rows] for key in keys}
-        parameters[_COUNTS_PARAMETER] = [row["n"] for row in rows]
-        conn.execute(statement, parameters)
 
     def backup(self, destination, progress=None) -> None:
         raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
@@ -223,27 +217,6 @@ class PostgresDialect(Dialect):
         if len(ids) != texts:  # the gram counts and the texts always agree; if not, test every text
             return SearchPlan([found], known_count=texts)
         return SearchPlan([messages.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))], known_count=texts)
-
-
-# The INSERT ... SELECT unnest(...) statement of each kept-count table, made on first use
-# (building one took 0.25 ms, three times a batch, while every other writer waited).
-_ARRAY_UPSERTS: dict[str, object] = {}
-_COUNTS_PARAMETER = "counts"
-
-
-def _array_parameter(key) -> str:
-    return f"{key.name}_values"
-
-
-def _upsert_arrays(keys: tuple, count):
-    """INSERT ... SELECT unnest(...) ON CONFLICT: add the counts array's values to `count`
-    at the keys in the key columns' arrays (_array_parameter of each, in key order)."""
-    columns = [func.unnest(bindparam(_array_parameter(key), type_=ARRAY(Text))).label(key.name) for key in keys]
-    columns.append(func.unnest(bindparam(_COUNTS_PARAMETER, type_=ARRAY(BigInteger))).label(count.name))
-    statement = postgresql.insert(count.table).from_select([*(key.name for key in keys), count.name], select(*columns))
-    return statement.on_conflict_do_update(
-        index_elements=list(keys), set_={count.name: count + statement.excluded[count.name]}
-    )
 
 
 def _statement_within_budget(connection, cursor, statement, parameters, context, executemany) -> None:

@@ -1,19 +1,17 @@
 """Messages counted by the hour and the day they were stored (created_at, UTC).
 
-The counts live in timeline_counts and change in the transaction of every insert and
-every purge, so a timeline reads one row per bucket, however many messages there are.
+The counts live in timeline_counts and change with every insert and every purge, so a timeline reads one row per bucket, however many messages there are.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from webhook_service.storage.kept_counts import KeptCounts
+from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.read_model.kept_counts import KeptCounts
 from webhook_service.storage.tables import timeline_counts
 
 MAX_POINTS = 1000
@@ -68,31 +66,17 @@ def _at_bucket_start(bucket: str, instant_key: str) -> bool:
     return all(character in "0:.TZ" for character in rest)
 
 
+TIMELINE = KeptCounts(
+    "timeline_counts",
+    (timeline_counts.c.bucket, timeline_counts.c.start),
+    timeline_counts.c.message_count,
+    lambda row: [(bucket, bucket_start(bucket, row["created_at"])) for bucket in BUCKET_SECONDS],
+)
+
+
 def read_timeline(conn: Connection, buckets: BucketRange) -> list[tuple[str, int]]:
     """(start, count) of every bucket in the range that holds messages, oldest first."""
-    rows = conn.execute(
-        select(timeline_counts.c.start, timeline_counts.c.message_count)
-        .where(
-            timeline_counts.c.bucket == buckets.bucket,
-            timeline_counts.c.start >= buckets.first,
-            timeline_counts.c.start < buckets.end,
-        )
-        .order_by(timeline_counts.c.start)
+    points = TIMELINE.entries(
+        dialect_of(conn), (buckets.bucket,), lambda start: start >= buckets.first, lambda start: start < buckets.end
     )
-    return [(row.start, row.message_count) for row in rows]
-
-
-_TIMELINE = KeptCounts((timeline_counts.c.bucket, timeline_counts.c.start), timeline_counts.c.message_count)
-
-
-def add_to_timeline(conn: Connection, created_at: str, count: int) -> None:
-    """Count `count` messages stored at `created_at`, in the caller's write transaction."""
-    _TIMELINE.add(conn, Counter({(bucket, bucket_start(bucket, created_at)): count for bucket in BUCKET_SECONDS}))
-
-
-def remove_from_timeline(conn: Connection, created_ats: Iterable[str]) -> None:
-    """Uncount deleted messages (their created_at values), in the caller's write transaction."""
-    _TIMELINE.remove(
-        conn,
-        Counter((bucket, bucket_start(bucket, created_at)) for created_at in created_ats for bucket in BUCKET_SECONDS),
-    )
+    return [(row.key, int(row.n)) for row in conn.execute(points)]

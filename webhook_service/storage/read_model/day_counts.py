@@ -2,19 +2,17 @@
 
 `since` filters on the ts instant, and at millions of messages counting those after it
 reads that many index entries. instant_day_counts holds the number of messages per day of
-ts_instant (its first ten characters), changed in the transaction of every insert and purge
-like sender_counts, so the count after `since` is the whole days that follow since's day
+ts_instant (its first ten characters), changed with every insert and purge like
+sender_counts, so the count after `since` is the whole days that follow since's day
 (one row each) plus the messages of since's own day after it (one day's index entries).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
-
 from sqlalchemy import Connection, func, select
 
-from webhook_service.storage.kept_counts import KeptCounts
+from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.read_model.kept_counts import KeptCounts
 from webhook_service.storage.tables import instant_day_counts, messages
 
 # An instant key is YYYY-MM-DDTHH:MM:SS.fffffffffZ: its first ten characters name the day,
@@ -32,32 +30,26 @@ def day_of(instant: str) -> str:
     return instant[:_DAY_CHARS]
 
 
-_DAYS = KeptCounts((instant_day_counts.c.day,), instant_day_counts.c.message_count)
-
-
-def add_instants(conn: Connection, instants: Iterable[str]) -> None:
-    """Count messages just inserted (their instant keys), in the caller's write transaction."""
-    _DAYS.add(conn, Counter(day_of(instant) for instant in instants))
-
-
-def remove_instants(conn: Connection, instants: Iterable[str]) -> None:
-    """Uncount messages just deleted (their instant keys), in the caller's write transaction."""
-    _DAYS.remove(conn, Counter(day_of(instant) for instant in instants))
+DAYS = KeptCounts(
+    "instant_day_counts",
+    (instant_day_counts.c.day,),
+    instant_day_counts.c.message_count,
+    lambda row: (day_of(row["ts_instant"]),),
+)
 
 
 def count_since(conn: Connection, since_key: str) -> int:
     """How many messages have an instant at or after `since_key` (an instant key): the day
     counts, and the index entries of the shorter side of since's day. A morning `since`
     counts its day whole and takes away what came before it; a later one adds what follows."""
-    day = day_of(since_key)
-    days = select(func.coalesce(func.sum(instant_day_counts.c.message_count), 0))
+    day, dialect = day_of(since_key), dialect_of(conn)
     entries = select(func.count()).select_from(messages)
     if since_key < day + _MIDDAY:
-        whole_days = days.where(instant_day_counts.c.day >= day).scalar_subquery()
+        whole_days = _sum_of(DAYS.entries(dialect, (), lambda key: key >= day))
         before = entries.where(messages.c.ts_instant >= day, messages.c.ts_instant < since_key).scalar_subquery()
         counted = whole_days - before
     else:
-        later_days = days.where(instant_day_counts.c.day > day).scalar_subquery()
+        later_days = _sum_of(DAYS.entries(dialect, (), lambda key: key > day))
         after = entries.where(messages.c.ts_instant >= since_key, messages.c.ts_instant < day + _PAST_DAY)
         counted = later_days + after.scalar_subquery()
     # One statement: one round trip to a database server.
@@ -79,11 +71,14 @@ def skip_to_day(conn: Connection, since_key: str | None, offset: int) -> tuple[s
         ).scalar_one()
         if offset < skipped:
             return since_key, offset
-    days = select(instant_day_counts.c.day, instant_day_counts.c.message_count).order_by(instant_day_counts.c.day)
-    if first_day is not None:
-        days = days.where(instant_day_counts.c.day > first_day)
-    for day, count in conn.execute(days):
+    later = () if first_day is None else (lambda key: key > first_day,)
+    for day, count in conn.execute(DAYS.entries(dialect_of(conn), (), *later)):
         if offset < skipped + count:
             return day, offset - skipped
         skipped += count
     return PAST_EVERY_INSTANT, 0
+
+
+def _sum_of(entries):
+    counts = entries.subquery()
+    return select(func.coalesce(func.sum(counts.c.n), 0)).scalar_subquery()
