@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory install install-dev clean
+.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory bench-scale-out install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,12 @@ bench-memory: install
 # WAL size under ingestion while a long read holds an old snapshot, and after it ends.
 bench-wal: install
 	$(BIN)/python bench/wal.py
+
+# PostgreSQL writers in parallel (1, 4, 16 processes) through the service's write path, against
+# plain inserts of the same rows, in the same run: POSTGRES_URL=postgresql://user:pw@host/db.
+bench-scale-out: install
+	@test -n "$(POSTGRES_URL)" || { echo "set POSTGRES_URL=postgresql://user:pw@host:5432/db"; exit 2; }
+	$(BIN)/python bench/scale_out.py --postgres-url '$(POSTGRES_URL)'
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -271,9 +271,9 @@ SEARCH_TEXTS = ["Your OTP is 1234", "otp again", "Grüße", "100% sure_thing", "
 def test_both_search_plans_find_exactly_the_texts_holding_the_needle(
     client, signed_post, monkeypatch, common_threshold, needle, expected
 ):
-    from webhook_service.storage.dialects import base
+    from webhook_service.storage.dialects import search
 
-    monkeypatch.setattr(base, "COMMON_NEEDLE_TEXTS", common_threshold)
+    monkeypatch.setattr(search, "COMMON_NEEDLE_TEXTS", common_threshold)
     for number, text in enumerate(SEARCH_TEXTS):
         signed_post(make_message(message_id=f"s{number}", text=text))
     body = client.get("/messages", query_string={"q": needle}).get_json()

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.database import fold_counts, run_sql
 from webhook_service.storage import read_model
-from webhook_service.storage.dialects import base, dialect_of
+from webhook_service.storage.dialects import dialect_of, search
 from webhook_service.storage.dialects import postgresql as postgresql_dialect
 from webhook_service.storage.dialects import sqlite as sqlite_dialect
 from webhook_service.storage.engine import Database
@@ -101,7 +101,7 @@ def test_counts_match_counting_after_random_inserts_duplicates_and_purges(databa
 @pytest.mark.parametrize("walk", [0, 10**9], ids=["walk-index", "sort-rows"])
 def test_every_plan_finds_what_python_finds(database_url, monkeypatch, common, walk):
     rng = random.Random(5)
-    monkeypatch.setattr(base, "COMMON_NEEDLE_TEXTS", common)
+    monkeypatch.setattr(search, "COMMON_NEEDLE_TEXTS", common)
     monkeypatch.setattr(sqlite_dialect, "WALK_OVER_SORT", walk)
     monkeypatch.setattr(sqlite_dialect, "PHRASE_MAX_CHARS", 5)  # longer needles narrowed by two pieces
     monkeypatch.setattr(sqlite_dialect, "COUNTED_PHRASE_MAX_CHARS", 8)  # and longer ones counted row by row

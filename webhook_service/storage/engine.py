@@ -15,7 +15,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from webhook_service.storage.dialects import Dialect, dialect_for_url
-from webhook_service.storage.dialects.base import LOCK_WAIT_OPTION, WRITE_OPTION, statement_deadline
+from webhook_service.storage.dialects.base import LOCK_WAIT_OPTION, WRITE_OPTION
+from webhook_service.storage.dialects.budget import statement_deadline
 from webhook_service.storage.write_health import WRITE_HEALTH, WriteFailure, database_key
 
 # What a failing database raises: the driver's errors, and OSError where its files cannot

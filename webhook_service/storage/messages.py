@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Connection, delete, false, func, select, t
 
 from webhook_service.storage.cursor import Position
 from webhook_service.storage.dialects import Dialect, dialect_of
-from webhook_service.storage.dialects.base import SearchPlan
+from webhook_service.storage.dialects.search import SearchPlan
 from webhook_service.storage.read_model import record_deleted, record_inserted
 from webhook_service.storage.read_model.day_counts import count_since, skip_to_day
 from webhook_service.storage.read_model.grams import LONGEST_GRAM, texts_holding
@@ -190,7 +190,7 @@ def _search_plan(conn: Connection, dialect: Dialect, needle: str) -> SearchPlan:
     """How this request finds texts holding `needle`: a needle of up to three characters is
     looked up in the gram counts first (absent there: no text holds it)."""
     if len(needle) > LONGEST_GRAM:
-        return dialect.search_plan(conn, needle, None)
+        return dialect.search_plan(conn, needle, None, total_messages(conn))
     texts, total = texts_holding(conn, needle)
     if texts == 0:
         return SearchPlan([false()], known_count=0)

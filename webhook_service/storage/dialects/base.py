@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import fcntl
-import math
 import os
-import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -19,6 +15,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Executable, Insert, Ta
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
+from webhook_service.storage.dialects.search import SearchPlan
 from webhook_service.storage.tables import message_totals, messages, sender_counts
 
 if TYPE_CHECKING:
@@ -34,33 +31,6 @@ LOCK_WAIT_OPTION = "webhook_service_lock_wait_ms"
 LOCK_WAIT_MS = 5000
 # How long a pooled connection may be waited for when every one is in use.
 POOL_TIMEOUT_SECONDS = 5
-
-# The monotonic time by which the statements of the current request must finish, if any.
-_query_deadline: ContextVar[float | None] = ContextVar("webhook_service_query_deadline", default=None)
-
-
-@contextmanager
-def statement_deadline(seconds: float) -> Iterator[None]:
-    """Every statement run in this block (this thread or task) must end within `seconds`."""
-    token = _query_deadline.set(time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _query_deadline.reset(token)
-
-
-def remaining_budget_ms() -> int | None:
-    """Milliseconds left of the current deadline (at least 1), or None without one."""
-    deadline = _query_deadline.get()
-    if deadline is None:
-        return None
-    return max(1, int((deadline - time.monotonic()) * 1000))
-
-
-def past_deadline() -> bool:
-    """True once the current deadline, if any, has passed."""
-    deadline = _query_deadline.get()
-    return deadline is not None and time.monotonic() > deadline
 
 
 class BackupUnsupported(Exception):
@@ -94,42 +64,6 @@ class ForwarderLock:
 
 class BackupFailed(Exception):
     """The copy could not be made; the message says why, in one line."""
-
-
-# A needle held by more texts than this is found faster by reading messages in page order
-# and testing each text (51 matches are a few thousand rows away) than by collecting every
-# text that holds it first and sorting them.
-COMMON_NEEDLE_TEXTS = 20_000
-# Read in page order, a page is about 51 * messages / texts rows away, each row about three
-# times the cost of collecting one match (SQLite, 1,000,000 messages): collecting first wins
-# below sqrt(this * messages) texts. At 20,000 messages, `you` in 9,000 texts took 17.6 ms
-# collected and 5.4 ms in page order.
-ORDER_OVER_COLLECTING = 150
-
-
-def total_messages(conn: Connection) -> int:
-    """How many messages are stored (the totals row)."""
-    return conn.execute(select(message_totals.c.total_messages).where(message_totals.c.id == 1)).scalar_one()
-
-
-def stored_total(conn: Connection, total: int | None) -> int:
-    """`total` when known, else the stored message count read now."""
-    return total_messages(conn) if total is None else total
-
-
-def most_collected(total: int) -> int:
-    """How many matching texts a search plan collects first, at most, among `total`
-    messages, before it reads in page order instead."""
-    return min(COMMON_NEEDLE_TEXTS, math.isqrt(ORDER_OVER_COLLECTING * total))
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    """How to find texts holding a folded needle: conditions that hold exactly for them, and
-    how many texts match when an index already knows it (None: count the rows)."""
-
-    conditions: list[ColumnElement[bool]]
-    known_count: int | None = None
 
 
 InsertedRows = set[str]
@@ -282,11 +216,10 @@ class Dialect(ABC):
         return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
 
     @abstractmethod
-    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int | None = None) -> SearchPlan:
+    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int) -> SearchPlan:
         """How to find the texts whose folded form holds `folded`, made cheap. `texts`: how
         many stored texts hold it, when the gram counts know (needles of up to three
-        characters; never 0), else None. `total`: how many messages are stored, when read
-        with `texts` (else stored_total reads it)."""
+        characters; never 0), else None. `total`: how many messages are stored."""
 
     def backup(self, destination: Path, progress: Callable[[int, int], None] | None = None) -> None:
         """Copy the database consistently to a new file while it is written.

@@ -33,12 +33,10 @@ from webhook_service.storage.dialects.base import (
     BackupUnsupported,
     Dialect,
     InsertedRows,
-    SearchPlan,
-    most_collected,
-    remaining_budget_ms,
-    stored_total,
 )
+from webhook_service.storage.dialects.budget import remaining_budget_ms
 from webhook_service.storage.dialects.deferred_counts import DeferredCounts
+from webhook_service.storage.dialects.search import SearchPlan, most_collected
 from webhook_service.storage.tables import HELD_TEXT_MAX_BYTES, messages
 
 # psycopg 3, whichever way the URL names PostgreSQL.
@@ -195,7 +193,7 @@ class PostgresDialect(Dialect):
         )
         return conn.execute(select(held + long)).scalar_one()
 
-    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int | None = None) -> SearchPlan:
+    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int) -> SearchPlan:
         """A needle of three or more characters that is not known to be common is a LIKE with
         % _ and \\ escaped, which the pg_trgm GIN index serves. A needle many texts hold is
         tested with strpos, which the trigram index does not serve, so the server reads in
@@ -208,7 +206,7 @@ class PostgresDialect(Dialect):
         if texts is None:
             return SearchPlan([like])
         found = func.strpos(messages.c.text_folded, folded) > 0
-        most = most_collected(stored_total(conn, total))
+        most = most_collected(total)
         if texts > most:
             return SearchPlan([found], known_count=texts)
         if len(folded) >= TRIGRAM_CHARS:

@@ -27,11 +27,9 @@ from webhook_service.storage.dialects.base import (
     Dialect,
     ForwarderLock,
     InsertedRows,
-    SearchPlan,
-    most_collected,
-    past_deadline,
-    stored_total,
 )
+from webhook_service.storage.dialects.budget import past_deadline
+from webhook_service.storage.dialects.search import SearchPlan, most_collected
 from webhook_service.storage.tables import MESSAGE_COLUMNS, messages, messages_text_index, text_grams
 
 # After a checkpoint the WAL file is cut back to this size; a long read can make it grow far
@@ -349,7 +347,7 @@ class SQLiteDialect(Dialect):
             driver.executemany(_ADD_TO_SENDER, list(added.items()))
             driver.execute(_ADD_TO_TOTALS, (sum(added.values()), len(added) - len(known)))
 
-    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int | None = None) -> SearchPlan:
+    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int) -> SearchPlan:
         """The text index finds a needle of three or more characters as a phrase of its
         trigrams at consecutive positions: exactly the texts holding it, and it counts them.
 
@@ -360,7 +358,6 @@ class SQLiteDialect(Dialect):
         very few do, by reading just those rows and sorting them. A needle shorter than a
         trigram that few texts hold is found through the trigrams that contain it."""
         contains = func.instr(messages.c.text_folded, folded) > 0
-        total = stored_total(conn, total)
         most = most_collected(total)
         if len(folded) < TEXT_INDEX_MIN_CHARS:
             if texts > most:
