@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from webhook_service.api import blueprints, read_blueprints
 from webhook_service.api.access import bearer_guard
 from webhook_service.api.context import (
+    COUNT_FOLDER_KEY,
     DATABASE_KEY,
     FEED_WAITERS_KEY,
     MESSAGE_WRITER_KEY,
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     folder = None
     if database.dialect.deferred is not None:
         folder = CountFolder(lambda: database.engine, after_fold=measure_feed)
+    app.extensions[COUNT_FOLDER_KEY] = folder
 
     def committed(rows: int, seconds: float) -> None:
         metrics.observe_commit(rows, seconds)

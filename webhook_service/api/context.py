@@ -13,6 +13,7 @@ from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import NewMessage
 
 SETTINGS_KEY = "webhook_service.settings"
+COUNT_FOLDER_KEY = "webhook_service.count_folder"
 DATABASE_KEY = "webhook_service.database"
 SCHEMA_HEAD_KEY = "webhook_service.schema_head"
 MESSAGE_WRITER_KEY = "webhook_service.message_writer"

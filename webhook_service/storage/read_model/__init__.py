@@ -89,28 +89,36 @@ def fold(conn: Connection) -> int:
 
 class CountFolder:
     """Folds the changes in every FOLD_INTERVAL_SECONDS from a thread of this process, once
-    started (a writing process starts it at its first write). A failed fold is logged and
-    tried again: reads stay exact, only longer to add up, until one succeeds."""
+    started (a writing process starts it at its first write), until closed. A failed fold is
+    logged and tried again: reads stay exact, only longer to add up, until one succeeds."""
 
     def __init__(self, engine_of, interval: float = FOLD_INTERVAL_SECONDS, after_fold=None) -> None:
         # `after_fold(conn)`: told after each fold, in its transaction (what metrics observe).
         self._engine_of, self._interval, self._after_fold = engine_of, interval, after_fold
         self._started_in: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._lock = threading.Lock()
 
     def start(self, pid: int) -> None:
-        """Start folding in process `pid`, unless it does already."""
+        """Start folding in process `pid`, unless it does already (threads do not survive a fork)."""
         if self._started_in == pid:
             return
         with self._lock:
-            if self._started_in != pid:
+            if self._started_in != pid and not self._stop.is_set():
                 self._started_in = pid
-                threading.Thread(target=self._run, name="count-folder", daemon=True).start()
+                self._thread = threading.Thread(target=self._run, name="count-folder", daemon=True)
+                self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop folding, and wait for a fold under way to end (before the database is disposed)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         failing = False
-        while True:
-            time.sleep(self._interval)
+        while not self._stop.wait(self._interval):
             try:
                 with self._engine_of().begin() as conn:
                     fold(conn)
