@@ -41,6 +41,7 @@ from webhook_service.storage.migrations import upgrade_to_head
 
 PLAIN_TABLE = "scale_out_plain"
 START_SECONDS = 1.0  # every process connects and is waiting before the clock starts
+CPU_MARGIN_SECONDS = 0.25
 
 
 def new_messages(rng: random.Random, prefix: str, start: int, count: int) -> list[NewMessage]:
@@ -138,9 +139,13 @@ def run(target, url: str, writers: int, batch: int, seconds: float, folder=None)
     while time.time() < start_at:
         time.sleep(0.001)
     cpu_before = server_cpu_seconds()
-    while time.time() < stop_at:
+    # Sampled before the writers stop: a backend that exits takes its time with it until the
+    # postmaster has reaped it.
+    while time.time() < stop_at - CPU_MARGIN_SECONDS:
         time.sleep(0.01)
     cpu = server_cpu_seconds() - cpu_before
+    while time.time() < stop_at:
+        time.sleep(0.01)
     stored = sum(results.get(timeout=60) for _ in processes)
     for process in processes:
         process.join(timeout=60)
@@ -148,7 +153,7 @@ def run(target, url: str, writers: int, batch: int, seconds: float, folder=None)
             process.kill()
     if folder is not None:
         folder.stop()
-    return stored / seconds, cpu / (seconds * os.cpu_count())
+    return stored / seconds, cpu / ((seconds - CPU_MARGIN_SECONDS) * os.cpu_count())
 
 
 class Folder:

@@ -132,6 +132,20 @@ def test_bad_parameters_answer_422_naming_them(client, query, location):
     assert error["loc"] == ["query", location]
 
 
+def test_a_position_past_the_feeds_end_answers_422_and_every_handed_out_one_is_taken(client, signed_post):
+    signed_post(make_message(message_id="one"))
+    end = feed(client, after="latest")["next"]
+    for forged in (str(2**63 - 1), str(int(end) + 1)):
+        response = client.get("/feed", query_string={"after": forged})
+        assert response.status_code == 422, forged
+        [error] = response.get_json()["detail"]
+        assert error["loc"] == ["query", "after"]
+    # Every position handed out stays valid, also once more is stored after it.
+    signed_post(make_message(message_id="two"))
+    assert ids(feed(client, after=end)) == ["two"]
+    assert ids(feed(client, after=feed(client)["next"])) == []
+
+
 def test_the_feed_needs_a_read_token_when_tokens_are_set(make_app, database_url):
     token = "feed-reader-token-0123456789"
     client = make_app(Settings(webhook_secrets=("s",), database_url=database_url, api_tokens=(token,))).test_client()

@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, jsonify, request
 
 from webhook_service.api.context import current_feed_waiters
-from webhook_service.api.inputs import load_feed_query
+from webhook_service.api.inputs import load_feed_query, position_beyond_end
 from webhook_service.api.outputs import feed_document
 from webhook_service.api.reads import read_transaction
 from webhook_service.storage.feed import BEGINNING, LATEST, latest_position, read_feed
@@ -30,6 +30,10 @@ def get_feed():
             latest = latest_position(conn)
             if after == LATEST:
                 after = latest
+            elif after > latest:
+                # Every position the feed hands out is at most its end then, and the end only
+                # grows: a larger one was forged or mistyped, and would skip what lies below it.
+                raise position_beyond_end()
             page = read_feed(conn, after, query.limit)
         if page.items or query.wait_seconds == 0 or not waiters.wait(counter, latest, deadline):
             return jsonify(feed_document(page))

@@ -477,6 +477,11 @@ def load_messages_query(args: MultiDict[str, str]) -> MessagesQuery:
     return _load_query(messages_query_schema, args)
 
 
+def position_beyond_end() -> RequestValidationError:
+    """The 422 for an `after` past the feed's end: a position the feed never handed out."""
+    return RequestValidationError([{"loc": ["query", "after"], "msg": NOT_A_POSITION, "type": "value_error"}])
+
+
 def load_feed_query(args: MultiDict[str, str]) -> FeedQuery:
     """Validate /feed query parameters; raises RequestValidationError listing every bad one."""
     return _load_query(feed_query_schema, args)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sqlalchemy import ColumnElement, Connection, delete, false, func, select, tuple_
+from sqlalchemy import ColumnElement, Connection, delete, func, select, tuple_
 
 from webhook_service.storage.cursor import Position
 from webhook_service.storage.dialects import Dialect, dialect_of
 from webhook_service.storage.dialects.search import SearchPlan
 from webhook_service.storage.read_model import record_deleted, record_inserted
 from webhook_service.storage.read_model.day_counts import count_since, skip_to_day
-from webhook_service.storage.read_model.grams import LONGEST_GRAM, texts_holding
+from webhook_service.storage.read_model.search import plan_search
 from webhook_service.storage.read_model.senders import sender_messages, senders_summary, total_messages
 from webhook_service.storage.tables import messages
 from webhook_service.timestamps import instant_key, utc_now_iso
@@ -186,17 +186,6 @@ def _filter_conditions(
     return conditions
 
 
-def _search_plan(conn: Connection, dialect: Dialect, needle: str) -> SearchPlan:
-    """How this request finds texts holding `needle`: a needle of up to three characters is
-    looked up in the gram counts first (absent there: no text holds it)."""
-    if len(needle) > LONGEST_GRAM:
-        return dialect.search_plan(conn, needle, None, total_messages(conn))
-    texts, total = texts_holding(conn, needle)
-    if texts == 0:
-        return SearchPlan([false()], known_count=0)
-    return dialect.search_plan(conn, needle, texts, total)
-
-
 def _count_matching(
     conn: Connection, dialect: Dialect, message_filter: MessageFilter, conditions: list, search: SearchPlan | None
 ) -> int:
@@ -258,7 +247,7 @@ def list_messages(
     """
     dialect = dialect_of(conn)
     needle = fold_text(message_filter.text_contains)
-    search = None if needle is None else _search_plan(conn, dialect, needle)
+    search = None if needle is None else plan_search(conn, needle)
     conditions = _filter_conditions(dialect, message_filter, search)
     total = _count_matching(conn, dialect, message_filter, conditions, search) if with_total else -1
     page_conditions = list(conditions)

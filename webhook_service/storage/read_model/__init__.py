@@ -1,7 +1,7 @@
 """The read model: everything derived from the stored messages for reads, and how it changes.
 
 Each kept count is one module here (senders and totals, the timeline, the gram counts, the
-day counts); storage/messages.py tells them what it stored or deleted through
+day counts), and so is the search plan that reads them (search.plan_search); storage/messages.py tells them what it stored or deleted through
 record_inserted and record_deleted, the one call on each side of a write. Where writers
 run in parallel (PostgreSQL) a write only appends its changes, and fold moves them into the
 count tables, one process at a time; CountFolder does it every second in each process that
