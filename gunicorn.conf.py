@@ -85,7 +85,9 @@ def on_starting(server):
     if not (_settings.webhook_secrets or _settings.public_keys):
         log.warning("neither WEBHOOK_SECRET nor WEBHOOK_PUBLIC_KEYS is set: POST /webhook answers 503 until one is")
     if not _settings.api_tokens:
-        log.warning("API_TOKENS is not set: GET /messages and GET /stats are open to anyone who can connect")
+        log.warning(
+            "API_TOKENS is not set: GET /messages, /stats and /feed and the console are open to anyone who can connect"
+        )
 
 
 def post_worker_init(worker):

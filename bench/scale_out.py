@@ -70,7 +70,7 @@ def service_writer(url: str, writer: int, batch: int, start_at: float, stop_at: 
 
 
 def plain_writer(url: str, writer: int, batch: int, start_at: float, stop_at: float, results) -> None:
-    engine = create_database_engine(url, create=False, pool_size=1)
+    engine = create_database_engine(url, serving=True, pool_size=1)
     plain = Table(PLAIN_TABLE, MetaData(), autoload_with=engine)
     statement = insert(plain).on_conflict_do_nothing(index_elements=[plain.c.message_id])
     rng, prefix, stored, number = random.Random(writer), f"plain-{uuid.uuid4().hex[:8]}-{writer}", 0, 0

@@ -35,7 +35,8 @@ ODD_VALUES = [
 
 
 def assert_clean(response) -> None:
-    assert response.status_code < 500 or response.status_code == 503, response.get_data(as_text=True)[:300]
+    # A healthy database answers every input: a 503 here would be a payload that broke it.
+    assert response.status_code < 500, response.get_data(as_text=True)[:300]
     assert response.is_json, response.get_data(as_text=True)[:300]
     text = response.get_data(as_text=True)
     assert "Traceback" not in text and "<html" not in text.lower()

@@ -147,7 +147,8 @@ class MakeRunServer:
         assert serving, self.log.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        stop_process(self.process, timeout=30)
+        if self.process is not None:
+            stop_process(self.process, timeout=30)
 
 
 def _answers(port: int) -> bool:
@@ -216,8 +217,8 @@ def test_every_bash_block_of_the_readme_runs_as_pasted(checkout_copy, tmp_path):
     subprocess.run(["make", "-s", "env"], cwd=checkout_copy, env=env, check=True, capture_output=True)
     server = MakeRunServer(checkout_copy, env, port)
     shell = Shell(checkout_copy, env)
-    server.start()
     try:
+        server.start()
         for step in steps:
             if step.restart_before:
                 server.stop()

@@ -1,4 +1,5 @@
-"""marshmallow schemas for the webhook payload and the /messages query, made once.
+"""marshmallow schemas for every request, made once: the webhook payload and the queries of
+/messages, /feed and /stats/timeline.
 
 Validation failures are reported as FastAPI-style error lists
 (`{"loc": [...], "msg": ..., "type": ...}`) so clients of the original API keep working.

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
+from webhook_service.config import DEFAULT_POOL_SIZE
 from webhook_service.storage.dialects import Dialect, dialect_for_url
 from webhook_service.storage.dialects.base import LOCK_WAIT_OPTION, WRITE_OPTION
 from webhook_service.storage.dialects.budget import statement_deadline
@@ -22,7 +23,6 @@ from webhook_service.storage.write_health import WRITE_HEALTH, WriteFailure, dat
 # What a failing database raises: the driver's errors, and OSError where its files cannot
 # be opened or were replaced (SQLite).
 DATABASE_ERRORS = (SQLAlchemyError, OSError)
-DEFAULT_POOL_SIZE = 16
 # A readiness probe waits this long for the write lock before calling the database stuck.
 PROBE_LOCK_WAIT_MS = 1000
 
@@ -56,14 +56,14 @@ def describe_database_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def create_database_engine(url: str, *, create: bool = True, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+def create_database_engine(url: str, *, serving: bool = False, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """An engine on `url` with the settings the service relies on.
 
-    With `create` (migrations, tools) a missing SQLite file is made and statements are not
-    bounded; without it (serving) the database must exist. Raises OSError when a SQLite
-    file's folder cannot be made.
+    `serving`: connections for requests (bounded statements; the database must exist). Else
+    for migrations and tools: a missing SQLite file is made and statements are not bounded.
+    Raises OSError when a SQLite file's folder cannot be made.
     """
-    return dialect_for_url(url).create_engine(serving=not create, pool_size=pool_size)
+    return dialect_for_url(url).create_engine(serving=serving, pool_size=pool_size)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, and_, func, not_, select
 
 from webhook_service.storage.dialects import dialect_of
-from webhook_service.storage.messages import StoredMessage, page_columns, stored_message
+from webhook_service.storage.messages import PAGE_COLUMNS, StoredMessage, stored_message
 from webhook_service.storage.tables import messages
 
 BEGINNING = 0
@@ -80,7 +80,7 @@ def messages_after(conn: Connection, after: int, limit: int) -> list[tuple[int, 
     one primary-key range, as cheap at the millionth message as at the first."""
     dialect = dialect_of(conn)
     rows = conn.execute(
-        select(messages.c.id, *page_columns())
+        select(messages.c.id, *PAGE_COLUMNS)
         .where(messages.c.id > after, *dialect.feed_horizon())
         .order_by(messages.c.id)
         .limit(limit)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, func, insert, literal, or_, select, u
 
 from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.feed import BEGINNING, latest_position, messages_after
-from webhook_service.storage.messages import StoredMessage, page_columns, stored_message
+from webhook_service.storage.messages import PAGE_COLUMNS, StoredMessage, stored_message
 from webhook_service.storage.tables import forward_deliveries, forward_destinations, messages
 from webhook_service.timestamps import instant_key, iso_from_epoch, utc_now_iso
 
@@ -177,7 +177,7 @@ def _messages_at(conn: Connection, positions: list[int]) -> dict[int, StoredMess
     if not positions:
         return {}
     dialect = dialect_of(conn)
-    rows = conn.execute(select(messages.c.id, *page_columns()).where(messages.c.id.in_(positions))).all()
+    rows = conn.execute(select(messages.c.id, *PAGE_COLUMNS).where(messages.c.id.in_(positions))).all()
     return {row.id: stored_message(dialect, row) for row in rows}
 
 
@@ -286,7 +286,7 @@ def destination_summaries(conn: Connection) -> list[DestinationSummary]:
     ]
 
 
-def list_deliveries(conn: Connection, name: str, dead_only: bool, limit: int | None = None) -> list[DeliveryState]:
+def list_deliveries(conn: Connection, name: str, dead_only: bool) -> list[DeliveryState]:
     """The deliveries still owed (or the dead letters alone), oldest message first."""
     destination_position(conn, name)
     query = (
@@ -297,8 +297,6 @@ def list_deliveries(conn: Connection, name: str, dead_only: bool, limit: int | N
     )
     if dead_only:
         query = query.where(forward_deliveries.c.state == DEAD)
-    if limit is not None:
-        query = query.limit(limit)
     dialect = dialect_of(conn)
     return [
         DeliveryState(

@@ -205,7 +205,8 @@ def _count_matching(
     return dialect.count_messages(conn, conditions, by_sender_text=by_sender_text)
 
 
-_PAGE_COLUMNS = (
+# The columns stored_message reads.
+PAGE_COLUMNS = (
     messages.c.message_id,
     messages.c.from_msisdn,
     messages.c.to_msisdn,
@@ -213,11 +214,6 @@ _PAGE_COLUMNS = (
     messages.c.text,
     messages.c.created_at,
 )
-
-
-def page_columns() -> tuple:
-    """The columns stored_message reads."""
-    return _PAGE_COLUMNS
 
 
 def stored_message(dialect: Dialect, row) -> StoredMessage:
@@ -274,7 +270,7 @@ def list_messages(
         )
         page_conditions = [messages.c.message_id.in_(page_keys.scalar_subquery())]
     rows = conn.execute(
-        select(*page_columns(), messages.c.ts_instant).where(*page_conditions).order_by(*order).limit(limit + 1)
+        select(*PAGE_COLUMNS, messages.c.ts_instant).where(*page_conditions).order_by(*order).limit(limit + 1)
     ).all()
     items = [stored_message(dialect, row) for row in rows[:limit]]
     next_position = Position(rows[limit - 1].ts_instant, items[limit - 1].message_id) if len(rows) > limit else None

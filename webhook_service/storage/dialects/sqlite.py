@@ -502,7 +502,3 @@ def _begin_transaction(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
         driver.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS:d}")
-
-
-def _matches(phrase: str):
-    return messages_text_index.c.text_folded.match(phrase)

@@ -136,7 +136,7 @@ def fold_loop(url: str, interval: float = FOLD_INTERVAL_SECONDS) -> None:
     """Fold the changes written to the database at `url` every `interval` seconds, forever
     (a process of its own, as bench/scale_out.py runs it)."""
 
-    engine = create_database_engine(url, create=False, pool_size=1)
+    engine = create_database_engine(url, serving=True, pool_size=1)
     while True:
         time.sleep(interval)
         with engine.begin() as conn:
