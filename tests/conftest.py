@@ -12,6 +12,8 @@ import io
 import json
 import logging
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -91,13 +93,22 @@ def _single_process_metrics(monkeypatch):
     monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite file the migrations brought to the newest revision, once per test process."""
+    path = tmp_path_factory.mktemp("template") / "messages.db"
+    upgrade_to_head(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
 def database_url(request, backend, tmp_path) -> str:
-    """A database migrated to the newest revision, on the test's backend."""
+    """A database migrated to the newest revision, on the test's backend (a copy of one
+    migrated once: the migrations' result is the same file every time)."""
     if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'messages.db'}"
-        upgrade_to_head(url)
-        return url
+        path = tmp_path / "messages.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite_template"), path)
+        return f"sqlite:///{path}"
     cluster = request.getfixturevalue("postgres_cluster")
     return cluster.url(cluster.create_database(template=cluster.migrated_template))
 

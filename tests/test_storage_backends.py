@@ -12,6 +12,7 @@ from sqlalchemy import event, insert, select, text
 
 from tests.support.messages import make_message
 from tests.support.postgres import APP_PASSWORD, APP_USER
+from tests.support.servers import wait_until
 from webhook_service.config import ConfigError, Settings, database_url_from_setting
 from webhook_service.storage.engine import Database, create_database_engine
 from webhook_service.storage.messages import MessageFilter, list_messages
@@ -204,6 +205,15 @@ def test_each_worker_pool_holds_at_most_its_threads_and_reconnects_after_a_dropp
         with engine.connect() as admin:
             admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid})
             admin.commit()
+            # Terminating only signals the backend: wait until it has closed the connection.
+            gone = text("SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = :pid)")
+
+            def backend_gone() -> bool:
+                answer = admin.execute(gone, {"pid": backend_pid}).scalar_one()
+                admin.commit()  # statistics are read once per transaction
+                return answer
+
+            assert wait_until(backend_gone, timeout=10)
         engine.dispose()
         # The pooled connection is dead; the checkout replaces it before the read uses it.
         with database.read_transaction() as conn:
