@@ -123,6 +123,12 @@ def test_a_reader_inside_a_purged_range_goes_on_with_the_next_remaining_message(
         ({"wait": "-1"}, "wait"),
         ({"wait": "31"}, "wait"),
         ({"wait": "1.5"}, "wait"),
+        # Strict whole numbers: no sign, no spaces (a "+" unencoded is one), no leading zeros.
+        ({"limit": "+1"}, "limit"),
+        ({"limit": " 1"}, "limit"),
+        ({"limit": "1\n"}, "limit"),
+        ({"limit": "01"}, "limit"),
+        ({"wait": "-0"}, "wait"),
     ],
 )
 def test_bad_parameters_answer_422_naming_them(client, query, location):

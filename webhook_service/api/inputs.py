@@ -48,6 +48,7 @@ TS_DOCUMENTED = {
     "example": "2025-01-15T10:00:00Z",
 }
 QUERY_INTEGER_PATTERN = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
+STRICT_INTEGER_PATTERN = re.compile(r"0|[1-9][0-9]{0,9}", re.ASCII)
 
 FIELD_REQUIRED = "Field required"
 NOT_A_STRING = "Input should be a valid string"
@@ -146,6 +147,16 @@ class QueryInteger(fields.Field):
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs) -> int:
         if not isinstance(value, str) or QUERY_INTEGER_PATTERN.fullmatch(value) is None:
+            raise ValidationError(NOT_AN_INTEGER)
+        return int(value)
+
+
+class StrictQueryInteger(fields.Field):
+    """A whole number in its plain decimal form: ASCII digits without sign, spaces or leading
+    zeros (GET /feed's own parameters; /messages keeps the first release's laxer parsing)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs) -> int:
+        if not isinstance(value, str) or STRICT_INTEGER_PATTERN.fullmatch(value) is None:
             raise ValidationError(NOT_AN_INTEGER)
         return int(value)
 
@@ -307,12 +318,12 @@ class FeedQuerySchema(Schema):
             "example": "latest",
         },
     )
-    limit = QueryInteger(
+    limit = StrictQueryInteger(
         load_default=DEFAULT_FEED_LIMIT,
         validate=_int_range(1, MAX_FEED_LIMIT, LIMIT_TOO_SMALL, FEED_LIMIT_TOO_LARGE),
         metadata={"minimum": 1, "maximum": MAX_FEED_LIMIT},
     )
-    wait = QueryInteger(
+    wait = StrictQueryInteger(
         load_default=0,
         validate=_int_range(0, MAX_FEED_WAIT_SECONDS, WAIT_TOO_SMALL, WAIT_TOO_LARGE),
         metadata={

@@ -14,6 +14,7 @@ from webhook_service.api.inputs import (
     FeedQuerySchema,
     MessagesQuerySchema,
     QueryInteger,
+    StrictQueryInteger,
     TimelineQuerySchema,
     WebhookMessageSchema,
 )
@@ -83,6 +84,7 @@ def build_openapi_document(version: str) -> dict:
         },
     )
     marshmallow.map_to_openapi_type(QueryInteger, "integer", None)
+    marshmallow.map_to_openapi_type(StrictQueryInteger, "integer", None)
     marshmallow.map_to_openapi_type(Cursor, "string", None)
     marshmallow.map_to_openapi_type(FeedPosition, "string", None)
     spec.components.security_scheme(
