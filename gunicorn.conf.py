@@ -91,14 +91,22 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, answer the held feed long-polls at once, so that they do not hold the
-    worker's graceful stop for up to their `wait`."""
+    """Start the worker's retention runner (where RETENTION_DAYS is set). On SIGTERM, answer
+    the held feed long-polls at once, so that they do not hold the worker's graceful stop for
+    up to their `wait`, and stop retention after its batch under way."""
+    from webhook_service.api.context import RETENTION_KEY
     from webhook_service.storage.commit_signal import stop_all_waiters
+
+    retention = getattr(worker.wsgi, "extensions", {}).get(RETENTION_KEY)
+    if retention is not None:
+        retention.start()
 
     stop_serving = worker.handle_exit
 
     def handle_exit(sig, frame):
         stop_all_waiters()
+        if retention is not None:
+            retention.close(timeout=0)
         stop_serving(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.support.messages import SECRET, signed_body
 from webhook_service import create_app
-from webhook_service.api.context import COUNT_FOLDER_KEY, DATABASE_KEY, FEED_WAITERS_KEY
+from webhook_service.api.context import COUNT_FOLDER_KEY, DATABASE_KEY, FEED_WAITERS_KEY, RETENTION_KEY
 from webhook_service.config import Settings
 from webhook_service.observability.logging import json_formatter
 from webhook_service.signatures import sign_legacy
@@ -132,8 +132,9 @@ def make_app():
     yield build
     for app in apps:
         app.extensions[FEED_WAITERS_KEY].close()
-        if app.extensions[COUNT_FOLDER_KEY] is not None:
-            app.extensions[COUNT_FOLDER_KEY].close()
+        for stoppable in (app.extensions[COUNT_FOLDER_KEY], app.extensions[RETENTION_KEY]):
+            if stoppable is not None:
+                stoppable.close()
         app.extensions[DATABASE_KEY].dispose()
 
 

@@ -55,6 +55,9 @@ def test_database_url_accepts_urls_and_bare_paths(value, url):
         ({"QUERY_BUDGET_MS": "2s"}, "QUERY_BUDGET_MS"),
         ({"QUERY_BUDGET_MS": "5"}, "QUERY_BUDGET_MS"),
         ({"BODY_READ_TIMEOUT_SECONDS": "0"}, "BODY_READ_TIMEOUT_SECONDS"),
+        ({"RETENTION_DAYS": "0"}, "RETENTION_DAYS"),
+        ({"RETENTION_DAYS": "7d"}, "RETENTION_DAYS"),
+        ({"RETENTION_DAYS": "1.5"}, "RETENTION_DAYS"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(env, variable):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry
@@ -15,6 +16,7 @@ from webhook_service.api.context import (
     FEED_WAITERS_KEY,
     MESSAGE_WRITER_KEY,
     METRICS_KEY,
+    RETENTION_KEY,
     SCHEMA_HEAD_KEY,
     SETTINGS_KEY,
     VERIFIER_KEY,
@@ -31,6 +33,8 @@ from webhook_service.storage.group_commit import GroupCommit
 from webhook_service.storage.messages import insert_messages_if_new
 from webhook_service.storage.migrations import head_revision
 from webhook_service.storage.read_model import CountFolder
+from webhook_service.storage.retention import RetentionRunner
+from webhook_service.timestamps import epoch_from_iso
 from webhook_service.version import __version__
 
 __all__ = ["__version__", "create_app"]
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     if database.dialect.deferred is not None:
         folder = CountFolder(lambda: database.engine, after_fold=measure_feed)
     app.extensions[COUNT_FOLDER_KEY] = folder
+    app.extensions[RETENTION_KEY] = _retention_runner(settings, database, metrics)
 
     def committed(rows: int, seconds: float) -> None:
         metrics.observe_commit(rows, seconds)
@@ -97,6 +102,27 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
     for blueprint in read_blueprints:
         app.before_request_funcs.setdefault(blueprint.name, []).append(read_guard)
     return app
+
+
+def _retention_runner(settings: Settings, database: Database, metrics) -> RetentionRunner | None:
+    """Where RETENTION_DAYS is set, the runner each worker starts once forked (gunicorn.conf.py)."""
+    if settings.retention_days is None:
+        return None
+
+    def observe(state, oldest: str | None) -> None:
+        completed = None if state is None else state.last_completed_at
+        metrics.retention_last_completed.set(completed or 0)
+        metrics.oldest_message_age.set(0 if oldest is None else max(0.0, time.time() - epoch_from_iso(oldest)))
+
+    def ran(result) -> None:
+        if result is None:
+            metrics.retention_runs.labels("failed").inc()
+            return
+        metrics.retention_runs.labels(result.outcome).inc()
+        metrics.retention_removed.inc(result.removed)
+        metrics.retention_deliveries_ended.inc(result.deliveries_ended)
+
+    return RetentionRunner(database, settings.retention_days, observe=observe, ran=ran)
 
 
 def _options_response() -> Response:

@@ -51,6 +51,8 @@ from webhook_service.storage.messages import (
 from webhook_service.storage.migrations import MigrationFailed
 from webhook_service.storage.migrations import migrate as run_migrations
 from webhook_service.storage.read_model import fold
+from webhook_service.storage.retention import count_stored_before, new_owner, run_retention
+from webhook_service.storage.retention import cutoff as retention_cutoff
 from webhook_service.timestamps import instant_key
 from webhook_service.version import __version__
 
@@ -266,6 +268,37 @@ def purge(before: str, dry_run: bool) -> None:
         with database.engine.begin() as conn:
             fold(conn)
     click.echo(f"deleted {deleted} messages with ts before {before}")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="only count what would be removed")
+def retention(dry_run: bool) -> None:
+    """Run retention once now: remove messages stored more than RETENTION_DAYS days ago."""
+    settings = _settings()
+    if settings.retention_days is None:
+        raise click.UsageError("RETENTION_DAYS is not set: every message is kept")
+    with _database(settings) as database:
+        before = retention_cutoff(settings.retention_days, time.time())
+        with database.read_transaction() as conn:
+            count = count_stored_before(conn, before)
+        if dry_run:
+            click.echo(f"would remove {count} messages stored before {before}")
+            return
+        bar = _progress(count, "retention")
+        result = run_retention(
+            database, settings.retention_days, new_owner(), progress=None if bar is None else bar.update
+        )
+        if bar is not None:
+            bar.render_finish()
+        # Where counts are deferred, what the run changed is folded in now.
+        with database.engine.begin() as conn:
+            fold(conn)
+    if result is None:
+        raise click.ClickException("another process is running retention on this database now; try again later")
+    click.echo(
+        f"removed {result.removed} messages stored before {result.cutoff}"
+        f" ({result.deliveries_ended} deliveries still owed for them ended)"
+    )
 
 
 @main.command()

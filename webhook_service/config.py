@@ -24,6 +24,8 @@ DEFAULT_QUERY_BUDGET_MS = 2000
 # Connections each worker process may hold (PostgreSQL): one per gunicorn thread.
 DEFAULT_POOL_SIZE = 16
 DEFAULT_FEED_MAX_WAITERS = 4
+# RETENTION_DAYS at most: 100 years.
+MAX_RETENTION_DAYS = 36_500
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 # PostgreSQL is reached through psycopg 3, whichever way the URL names it.
 POSTGRES_DRIVERNAME = "postgresql+psycopg"
@@ -54,6 +56,8 @@ class Settings:
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)
     feed_max_waiters: int = DEFAULT_FEED_MAX_WAITERS
+    # Messages stored (created_at) longer ago than this many days are removed; None keeps all.
+    retention_days: int | None = None
 
     def verifier(self) -> Verifier:
         """A Verifier for these secrets, keys and schemes (validated by from_env already)."""
@@ -102,6 +106,7 @@ class Settings:
             feed_max_waiters=parse_int(
                 "FEED_MAX_WAITERS", env.get("FEED_MAX_WAITERS"), DEFAULT_FEED_MAX_WAITERS, 0, 1000
             ),
+            retention_days=_optional_int(env, "RETENTION_DAYS", 1, MAX_RETENTION_DAYS),
         )
         _check_keys(settings)
         return settings
@@ -173,6 +178,14 @@ def parse_int(name: str, value: str | None, default: int, minimum: int, maximum:
     if not minimum <= number <= maximum:
         raise ConfigError(f"{name}: expected {minimum}..{maximum}, got {number}")
     return number
+
+
+def _optional_int(env: Mapping[str, str], name: str, minimum: int, maximum: int) -> int | None:
+    """A whole number within bounds, or None when the variable is unset or empty."""
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return parse_int(name, value, minimum, minimum, maximum)
 
 
 def parse_log_level(value: str) -> str:

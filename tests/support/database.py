@@ -55,3 +55,15 @@ def fold_counts(url: str) -> None:
                     return
     finally:
         engine.dispose()
+
+
+def store_at(database, monkeypatch, stored_at: float, messages: list) -> None:
+    """Store messages through the service's write path as if they arrived at `stored_at`
+    (epoch seconds): their created_at, the timeline and retention go by it."""
+    from webhook_service.storage import messages as message_storage
+    from webhook_service.timestamps import iso_from_epoch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(message_storage, "utc_now_iso", lambda: iso_from_epoch(stored_at))
+        with database.write_transaction() as conn:
+            message_storage.insert_messages_if_new(conn, messages)

@@ -14,6 +14,7 @@ from webhook_service.storage.messages import NewMessage
 
 SETTINGS_KEY = "webhook_service.settings"
 COUNT_FOLDER_KEY = "webhook_service.count_folder"
+RETENTION_KEY = "webhook_service.retention"
 DATABASE_KEY = "webhook_service.database"
 SCHEMA_HEAD_KEY = "webhook_service.schema_head"
 MESSAGE_WRITER_KEY = "webhook_service.message_writer"

@@ -59,6 +59,11 @@ class ServiceMetrics:
     build_info: Gauge
     feed_long_polls: Gauge
     feed_held_back_seconds: Gauge
+    retention_removed: Counter
+    retention_deliveries_ended: Counter
+    retention_runs: Counter
+    retention_last_completed: Gauge
+    oldest_message_age: Gauge
     _child_cache: dict = field(default_factory=dict)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
@@ -98,6 +103,9 @@ class ServiceMetrics:
     def count_database_error(self, operation: str) -> None:
         """A database operation (write, read, readiness) failed."""
         self.database_errors.labels(operation).inc()
+
+
+RETENTION_OUTCOMES = ("completed", "stopped", "failed")
 
 
 def create_metrics(registry: CollectorRegistry, version: str) -> ServiceMetrics:
@@ -164,7 +172,39 @@ def create_metrics(registry: CollectorRegistry, version: str) -> ServiceMetrics:
             registry=registry,
             multiprocess_mode="livemax",
         ),
+        retention_removed=Counter(
+            "webhook_retention_removed_total",
+            "Messages retention removed: stored longer ago than RETENTION_DAYS.",
+            registry=registry,
+        ),
+        retention_deliveries_ended=Counter(
+            "webhook_retention_deliveries_ended_total",
+            "Deliveries still owed (waiting or dead letters) that ended because retention removed their message.",
+            registry=registry,
+        ),
+        retention_runs=Counter(
+            "webhook_retention_runs_total",
+            "Retention runs this service's processes made, by outcome: completed, stopped (the process was "
+            "stopping), failed (the database failed; tried again within minutes).",
+            ["outcome"],
+            registry=registry,
+        ),
+        retention_last_completed=Gauge(
+            "webhook_retention_last_completed_timestamp_seconds",
+            "When a retention run last completed on this database, by any host (epoch seconds; 0 before the "
+            "first). Set where RETENTION_DAYS is.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        ),
+        oldest_message_age=Gauge(
+            "webhook_oldest_message_age_seconds",
+            "How long ago the oldest stored message was stored (0 when none is). Set where RETENTION_DAYS is.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        ),
     )
+    for outcome in RETENTION_OUTCOMES:
+        metrics.retention_runs.labels(outcome)
     for result in WebhookResult:
         metrics.webhook_requests.labels(result.value)
     for operation in DATABASE_OPERATIONS:

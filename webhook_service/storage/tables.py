@@ -54,6 +54,8 @@ messages = Table(
     Column("created_at", Text, nullable=False, comment="Ingestion time, UTC ISO-8601 with microseconds."),
     UniqueConstraint("message_id", name="uq_messages_message_id"),
     Index("ix_messages_ts_instant", "ts_instant", "message_id"),
+    # Retention removes the messages stored longest ago first.
+    Index("ix_messages_created_at", "created_at"),
     # ix_messages_from_ts_instant (SENDER_INDEX_NAME, below) is made by the migrations only.
 )
 
@@ -147,6 +149,20 @@ count_changes = Table(
         nullable=False,
         comment='One write\'s changes: {counter: {key: n}}, counters as in storage/read_model/, e.g. {"message_totals": {"total_messages": 3}}.',
     ),
+)
+
+# Work one process at a time does for the whole database (retention), whichever host it runs
+# on: who holds it now, and how it last ended, for every host's metrics to tell.
+maintenance_runs = Table(
+    "maintenance_runs",
+    metadata,
+    Column("task", OrderedText, primary_key=True, comment="What runs: retention."),
+    Column("owner", Text, nullable=True, comment="The process running it now (host:pid:random), if any."),
+    Column("lease_until", Float, nullable=True, comment="Until when that owner holds it, epoch seconds."),
+    Column("last_started_at", Float, nullable=True, comment="When the last run started, epoch seconds."),
+    Column("last_completed_at", Float, nullable=True, comment="When a run last completed, epoch seconds."),
+    Column("last_outcome", Text, nullable=True, comment="completed, or failed: the reason in one line."),
+    Column("last_removed", BigInteger, nullable=True, comment="Messages the last run removed."),
 )
 
 write_probe = Table(

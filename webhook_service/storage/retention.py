@@ -1,0 +1,288 @@
+"""Retention: messages stored longer ago than RETENTION_DAYS are removed by the service.
+
+Every worker of every host runs a RetentionRunner; a run is taken by one process at a time
+per database (a lease in maintenance_runs, renewed with every batch, so a process that dies
+holding it is replaced once the lease runs out). A run removes the messages stored longest
+ago first, in batches of its own short write transactions, and after each batch lets the
+writers have the database for as long as the batch took. The read model uncounts what each
+batch removes in the same transaction, and deliveries still owed for a removed message end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Connection, delete, func, or_, select, update
+
+from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
+from webhook_service.storage.read_model import record_deleted
+from webhook_service.storage.tables import forward_deliveries, maintenance_runs, messages
+from webhook_service.timestamps import iso_from_epoch
+
+RETENTION = "retention"
+COMPLETED = "completed"
+STOPPED = "stopped: the process was stopping"
+DAY_SECONDS = 86_400
+# Messages removed per write transaction.
+BATCH = 500
+# A run's lease: renewed by every batch, so only a run that stopped (its process died) lets
+# it lapse, and another process takes over after this long.
+LEASE_SECONDS = 120
+# How soon after a worker starts it looks, how often it looks again, and how long after a
+# run started the next one is due (a failed one sooner).
+FIRST_LOOK_SECONDS = 15
+LOOK_EVERY_SECONDS = 60
+RUN_EVERY_SECONDS = 3600
+RETRY_FAILED_AFTER_SECONDS = 300
+# A pause after each batch, as long as the batch took, up to this: writers get their turn.
+MOST_PAUSE_SECONDS = 1.0
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What a run removed (messages, and deliveries owed for them that ended with them), and
+    how it ended: completed, or stopped (its process was stopping)."""
+
+    cutoff: str
+    removed: int
+    deliveries_ended: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class RunState:
+    """How retention last ran on this database, as every host sees it."""
+
+    last_started_at: float | None
+    last_completed_at: float | None
+    last_outcome: str | None
+    last_removed: int | None
+
+
+def cutoff(days: int, now: float) -> str:
+    """The created_at before which messages are removed: `days` whole days before `now`."""
+    return iso_from_epoch(now - days * DAY_SECONDS)
+
+
+def count_stored_before(conn: Connection, before: str) -> int:
+    """How many messages were stored (created_at) before `before`."""
+    return conn.execute(select(func.count()).select_from(messages).where(messages.c.created_at < before)).scalar_one()
+
+
+def oldest_stored_at(conn: Connection) -> str | None:
+    """When the oldest stored message was stored (None when none is)."""
+    return conn.execute(select(func.min(messages.c.created_at))).scalar_one()
+
+
+def remove_stored_before(conn: Connection, before: str, limit: int) -> tuple[int, int]:
+    """Remove up to `limit` of the messages stored before `before`, oldest first, keeping the
+    counts exact, and the deliveries owed for them; returns (messages, deliveries) removed.
+    Run in a write transaction; raises SQLAlchemyError."""
+    oldest = select(messages.c.id).where(messages.c.created_at < before).order_by(messages.c.created_at).limit(limit)
+    rows = conn.execute(
+        delete(messages)
+        .where(messages.c.id.in_(oldest.scalar_subquery()))
+        .returning(
+            messages.c.id, messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant
+        )
+    ).all()
+    if not rows:
+        return 0, 0
+    record_deleted(conn, [row._asdict() for row in rows])
+    ended = conn.execute(
+        delete(forward_deliveries)
+        .where(forward_deliveries.c.position.in_([row.id for row in rows]))
+        .returning(forward_deliveries.c.position)
+    ).all()
+    return len(rows), len(ended)
+
+
+def run_state(conn: Connection) -> RunState | None:
+    """How retention last ran (None before its first run on this database)."""
+    row = conn.execute(select(maintenance_runs).where(maintenance_runs.c.task == RETENTION)).one_or_none()
+    if row is None:
+        return None
+    return RunState(row.last_started_at, row.last_completed_at, row.last_outcome, row.last_removed)
+
+
+def _take_lease(conn: Connection, owner: str, now: float) -> bool:
+    conn.execute(
+        dialect_of(conn)
+        .insert(maintenance_runs)
+        .values(task=RETENTION)
+        .on_conflict_do_nothing(index_elements=[maintenance_runs.c.task])
+    )
+    taken = conn.execute(
+        update(maintenance_runs)
+        .where(
+            maintenance_runs.c.task == RETENTION,
+            or_(
+                maintenance_runs.c.owner.is_(None),
+                maintenance_runs.c.lease_until < now,
+                maintenance_runs.c.owner == owner,
+            ),
+        )
+        .values(owner=owner, lease_until=now + LEASE_SECONDS, last_started_at=now)
+        .returning(maintenance_runs.c.task)
+    ).all()
+    return bool(taken)
+
+
+def _renew_lease(conn: Connection, owner: str, now: float) -> None:
+    conn.execute(
+        update(maintenance_runs)
+        .where(maintenance_runs.c.task == RETENTION, maintenance_runs.c.owner == owner)
+        .values(lease_until=now + LEASE_SECONDS)
+    )
+
+
+def _end_run(conn: Connection, owner: str, now: float, outcome: str, removed: int) -> None:
+    values = {"owner": None, "lease_until": None, "last_outcome": outcome, "last_removed": removed}
+    if outcome == COMPLETED:
+        values["last_completed_at"] = now
+    conn.execute(
+        update(maintenance_runs)
+        .where(maintenance_runs.c.task == RETENTION, maintenance_runs.c.owner == owner)
+        .values(**values)
+    )
+
+
+def new_owner() -> str:
+    """A name for this process's runs: its host, its pid, and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def run_retention(
+    database: Database,
+    days: int,
+    owner: str,
+    progress: Callable[[int], None] | None = None,
+    pause: Callable[[float], bool] | None = None,
+) -> RetentionResult | None:
+    """One run now: remove every message stored more than `days` days ago, in batches.
+    None when another process is running one. `pause(seconds)` waits between batches and
+    says whether to go on (False: the process is stopping; the run ends as stopped, and the
+    next is due sooner). Raises what the database raised (the run is recorded as failed,
+    and its lease let go)."""
+    now = time.time()
+    before = cutoff(days, now)
+    with database.write_transaction() as conn:
+        if not _take_lease(conn, owner, now):
+            return None
+    removed = ended = 0
+    outcome = COMPLETED
+    try:
+        while True:
+            started = time.monotonic()
+            with database.write_transaction() as conn:
+                batch, owed = remove_stored_before(conn, before, BATCH)
+                _renew_lease(conn, owner, time.time())
+            removed, ended = removed + batch, ended + owed
+            if progress is not None:
+                progress(batch)
+            if batch < BATCH:
+                break
+            if not (pause or _sleep)(min(MOST_PAUSE_SECONDS, time.monotonic() - started)):
+                outcome = STOPPED
+                break
+    except DATABASE_ERRORS as error:
+        try:
+            with database.write_transaction() as conn:
+                _end_run(conn, owner, time.time(), f"failed: {describe_database_error(error)}", removed)
+        except DATABASE_ERRORS:
+            pass  # the lease runs out by itself
+        raise
+    with database.write_transaction() as conn:
+        _end_run(conn, owner, time.time(), outcome, removed)
+    return RetentionResult(before, removed, ended, outcome.split(":", 1)[0])
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return True
+
+
+class RetentionRunner:
+    """Runs retention from a thread of this process when it is due and no other process runs
+    it, until closed; tells `observe(state, oldest_stored_at)` what it sees at every look and
+    `ran(result or None, failed)` after every run it made."""
+
+    def __init__(
+        self,
+        database: Database,
+        days: int,
+        observe: Callable[[RunState | None, str | None], None] | None = None,
+        ran: Callable[[RetentionResult | None], None] | None = None,
+        first_look: float = FIRST_LOOK_SECONDS,
+        look_every: float = LOOK_EVERY_SECONDS,
+    ) -> None:
+        self.database, self.days = database, days
+        self._observe, self._ran = observe, ran
+        self._first_look, self._look_every = first_look, look_every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._owner = ""
+
+    def start(self) -> None:
+        """Start looking from a thread of this process (a gunicorn worker calls it once forked)."""
+        self._owner = new_owner()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop after the batch under way, if any."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        wait = self._first_look
+        while not self._stop.wait(wait):
+            wait = self._look_every
+            try:
+                self._look()
+            except DATABASE_ERRORS as error:
+                logger.warning("retention_failed", error=describe_database_error(error))
+                if self._ran is not None:
+                    self._ran(None)
+
+    def _look(self) -> None:
+        with self.database.read_transaction() as conn:
+            state, oldest = run_state(conn), oldest_stored_at(conn)
+        if self._observe is not None:
+            self._observe(state, oldest)
+        if not self._due(state, time.time()):
+            return
+        result = run_retention(self.database, self.days, self._owner, pause=self._pause)
+        if result is None:
+            return
+        logger.info(
+            "retention_run",
+            outcome=result.outcome,
+            removed=result.removed,
+            deliveries_ended=result.deliveries_ended,
+            before=result.cutoff,
+        )
+        if self._ran is not None:
+            self._ran(result)
+
+    def _pause(self, seconds: float) -> bool:
+        return not self._stop.wait(seconds)
+
+    @staticmethod
+    def _due(state: RunState | None, now: float) -> bool:
+        if state is None or state.last_started_at is None:
+            return True
+        if state.last_outcome is not None and state.last_outcome != COMPLETED:
+            return now - state.last_started_at >= RETRY_FAILED_AFTER_SECONDS
+        return now - state.last_started_at >= RUN_EVERY_SECONDS
