@@ -31,8 +31,9 @@ RETENTION = "retention"
 COMPLETED = "completed"
 STOPPED = "stopped: the process was stopping"
 DAY_SECONDS = 86_400
-# Messages removed per write transaction.
-BATCH = 500
+# Messages removed per write transaction: each holds SQLite's write lock, which deliveries wait
+# for (100,000 sms messages, in process, median: 100 held it 14 ms, 250 36 ms, 500 56 ms, 1,000 90 ms).
+BATCH = 200
 # A run's lease: renewed by every batch, so only a run that stopped (its process died) lets
 # it lapse, and another process takes over after this long.
 LEASE_SECONDS = 120
