@@ -58,6 +58,9 @@ def test_database_url_accepts_urls_and_bare_paths(value, url):
         ({"RETENTION_DAYS": "0"}, "RETENTION_DAYS"),
         ({"RETENTION_DAYS": "7d"}, "RETENTION_DAYS"),
         ({"RETENTION_DAYS": "1.5"}, "RETENTION_DAYS"),
+        ({"ARCHIVE_URL": "http://archive.example/"}, "ARCHIVE_URL"),
+        ({"ARCHIVE_URL": "s3://"}, "ARCHIVE_URL"),
+        ({"ARCHIVE_URL": "s3://key:secret@bucket/prefix"}, "ARCHIVE_URL"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(env, variable):

@@ -22,6 +22,7 @@ from webhook_service.api.context import (
     VERIFIER_KEY,
 )
 from webhook_service.api.errors import register_error_handlers
+from webhook_service.archive.stores import archive_store
 from webhook_service.config import Settings
 from webhook_service.observability.logging import configure_logging
 from webhook_service.observability.metrics import init_metrics
@@ -120,9 +121,11 @@ def _retention_runner(settings: Settings, database: Database, metrics) -> Retent
             return
         metrics.retention_runs.labels(result.outcome).inc()
         metrics.retention_removed.inc(result.removed)
+        metrics.retention_archived.inc(result.archived)
         metrics.retention_deliveries_ended.inc(result.deliveries_ended)
 
-    return RetentionRunner(database, settings.retention_days, observe=observe, ran=ran)
+    archive = None if settings.archive_url is None else archive_store(settings.archive_url)
+    return RetentionRunner(database, settings.retention_days, observe=observe, ran=ran, archive=archive)
 
 
 def _options_response() -> Response:

@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from webhook_service.api.outputs import message_document, stats_document
+from webhook_service.archive.stores import ArchiveFailed, archive_store
 from webhook_service.config import ConfigError, Settings, apply_env_file
 from webhook_service.forwarding.config import ForwardConfigError, load_config
 from webhook_service.forwarding.process import run_forwarder
@@ -285,9 +286,17 @@ def retention(dry_run: bool) -> None:
             click.echo(f"would remove {count} messages stored before {before}")
             return
         bar = _progress(count, "retention")
-        result = run_retention(
-            database, settings.retention_days, new_owner(), progress=None if bar is None else bar.update
-        )
+        archive = None if settings.archive_url is None else archive_store(settings.archive_url)
+        try:
+            result = run_retention(
+                database,
+                settings.retention_days,
+                new_owner(),
+                progress=None if bar is None else bar.update,
+                archive=archive,
+            )
+        except ArchiveFailed as error:
+            raise click.ClickException(f"archiving failed, nothing of that part was removed: {error}") from None
         if bar is not None:
             bar.render_finish()
         # Where counts are deferred, what the run changed is folded in now.
@@ -295,8 +304,9 @@ def retention(dry_run: bool) -> None:
             fold(conn)
     if result is None:
         raise click.ClickException("another process is running retention on this database now; try again later")
+    archived = "" if archive is None else f"archived {result.archived} to {archive.describe()}, "
     click.echo(
-        f"removed {result.removed} messages stored before {result.cutoff}"
+        f"{archived}removed {result.removed} messages stored before {result.cutoff}"
         f" ({result.deliveries_ended} deliveries still owed for them ended)"
     )
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from webhook_service.archive.stores import parse_archive_url
 from webhook_service.signatures import Scheme, Verifier
 
 DEFAULT_DATABASE_URL = "sqlite:///data/messages.db"
@@ -58,6 +59,8 @@ class Settings:
     feed_max_waiters: int = DEFAULT_FEED_MAX_WAITERS
     # Messages stored (created_at) longer ago than this many days are removed; None keeps all.
     retention_days: int | None = None
+    # Where retention archives what it removes, first (a folder or s3://bucket/prefix); None: nowhere.
+    archive_url: str | None = None
 
     def verifier(self) -> Verifier:
         """A Verifier for these secrets, keys and schemes (validated by from_env already)."""
@@ -107,6 +110,7 @@ class Settings:
                 "FEED_MAX_WAITERS", env.get("FEED_MAX_WAITERS"), DEFAULT_FEED_MAX_WAITERS, 0, 1000
             ),
             retention_days=_optional_int(env, "RETENTION_DAYS", 1, MAX_RETENTION_DAYS),
+            archive_url=_archive_url(env.get("ARCHIVE_URL")),
         )
         _check_keys(settings)
         return settings
@@ -178,6 +182,16 @@ def parse_int(name: str, value: str | None, default: int, minimum: int, maximum:
     if not minimum <= number <= maximum:
         raise ConfigError(f"{name}: expected {minimum}..{maximum}, got {number}")
     return number
+
+
+def _archive_url(value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        parse_archive_url(value.strip())
+    except ValueError as exc:
+        raise ConfigError(f"ARCHIVE_URL: {exc}") from None
+    return value.strip()
 
 
 def _optional_int(env: Mapping[str, str], name: str, minimum: int, maximum: int) -> int | None:

@@ -60,6 +60,7 @@ class ServiceMetrics:
     feed_long_polls: Gauge
     feed_held_back_seconds: Gauge
     retention_removed: Counter
+    retention_archived: Counter
     retention_deliveries_ended: Counter
     retention_runs: Counter
     retention_last_completed: Gauge
@@ -175,6 +176,11 @@ def create_metrics(registry: CollectorRegistry, version: str) -> ServiceMetrics:
         retention_removed=Counter(
             "webhook_retention_removed_total",
             "Messages retention removed: stored longer ago than RETENTION_DAYS.",
+            registry=registry,
+        ),
+        retention_archived=Counter(
+            "webhook_retention_archived_total",
+            "Messages retention wrote to ARCHIVE_URL (read back and checked) before removing them.",
             registry=registry,
         ),
         retention_deliveries_ended=Counter(

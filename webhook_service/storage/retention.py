@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import Connection, delete, func, or_, select, update
 
+from webhook_service.archive.stores import ArchiveFailed, ArchiveStore
 from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
+from webhook_service.storage.messages import PAGE_COLUMNS, stored_message
 from webhook_service.storage.read_model import record_deleted
 from webhook_service.storage.tables import forward_deliveries, maintenance_runs, messages
 from webhook_service.timestamps import iso_from_epoch
@@ -34,6 +36,8 @@ DAY_SECONDS = 86_400
 # Messages removed per write transaction: each holds SQLite's write lock, which deliveries wait
 # for (100,000 sms messages, in process, median: 100 held it 14 ms, 250 36 ms, 500 56 ms, 1,000 90 ms).
 BATCH = 200
+# Messages read (and archived) at a time, then removed in batches.
+CHUNK = 10_000
 # A run's lease: renewed by every batch, so only a run that stopped (its process died) lets
 # it lapse, and another process takes over after this long.
 LEASE_SECONDS = 120
@@ -51,13 +55,14 @@ logger = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class RetentionResult:
-    """What a run removed (messages, and deliveries owed for them that ended with them), and
-    how it ended: completed, or stopped (its process was stopping)."""
+    """What a run archived and removed (messages, and deliveries owed for them that ended with
+    them), and how it ended: completed, or stopped (its process was stopping)."""
 
     cutoff: str
     removed: int
     deliveries_ended: int
     outcome: str
+    archived: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,24 +90,48 @@ def oldest_stored_at(conn: Connection) -> str | None:
     return conn.execute(select(func.min(messages.c.created_at))).scalar_one()
 
 
-def remove_stored_before(conn: Connection, before: str, limit: int) -> tuple[int, int]:
-    """Remove up to `limit` of the messages stored before `before`, oldest first, keeping the
-    counts exact, and the deliveries owed for them; returns (messages, deliveries) removed.
-    Run in a write transaction; raises SQLAlchemyError."""
-    oldest = select(messages.c.id).where(messages.c.created_at < before).order_by(messages.c.created_at).limit(limit)
+def oldest_stored_before(conn: Connection, before: str, limit: int) -> list[dict]:
+    """Up to `limit` of the messages stored before `before`, oldest first, as archives hold
+    them (position, message_id, from, to, ts, text, created_at: strings as /messages gives)."""
+    dialect = dialect_of(conn)
+    rows = conn.execute(
+        select(messages.c.id, *PAGE_COLUMNS)
+        .where(messages.c.created_at < before)
+        .order_by(messages.c.created_at)
+        .limit(limit)
+    )
+    found = []
+    for row in rows:
+        message = stored_message(dialect, row)
+        found.append(
+            {
+                "position": row.id,
+                "message_id": message.message_id,
+                "from": message.sender,
+                "to": message.recipient,
+                "ts": message.ts,
+                "text": message.text,
+                "created_at": message.created_at,
+            }
+        )
+    return found
+
+
+def remove_positions(conn: Connection, positions: list[int]) -> tuple[int, int]:
+    """Remove the messages at `positions`, keeping the counts exact, and the deliveries owed
+    for them; returns (messages, deliveries) removed. Run in a write transaction; raises
+    SQLAlchemyError."""
     rows = conn.execute(
         delete(messages)
-        .where(messages.c.id.in_(oldest.scalar_subquery()))
-        .returning(
-            messages.c.id, messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant
-        )
+        .where(messages.c.id.in_(positions))
+        .returning(messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant)
     ).all()
     if not rows:
         return 0, 0
     record_deleted(conn, [row._asdict() for row in rows])
     ended = conn.execute(
         delete(forward_deliveries)
-        .where(forward_deliveries.c.position.in_([row.id for row in rows]))
+        .where(forward_deliveries.c.position.in_(positions))
         .returning(forward_deliveries.c.position)
     ).all()
     return len(rows), len(ended)
@@ -169,43 +198,56 @@ def run_retention(
     owner: str,
     progress: Callable[[int], None] | None = None,
     pause: Callable[[float], bool] | None = None,
+    archive: ArchiveStore | None = None,
 ) -> RetentionResult | None:
-    """One run now: remove every message stored more than `days` days ago, in batches.
-    None when another process is running one. `pause(seconds)` waits between batches and
-    says whether to go on (False: the process is stopping; the run ends as stopped, and the
-    next is due sooner). Raises what the database raised (the run is recorded as failed,
-    and its lease let go)."""
+    """One run now: remove every message stored more than `days` days ago, a chunk at a time
+    (with `archive`, written there and checked first), in batches. None when another process
+    is running one. `pause(seconds)` waits between batches and says whether to go on (False:
+    the process is stopping; the run ends as stopped, and the next is due sooner). Raises
+    what the database raised, or ArchiveFailed (then nothing of that chunk was removed); the
+    run is recorded as failed and its lease let go."""
     now = time.time()
     before = cutoff(days, now)
     with database.write_transaction() as conn:
         if not _take_lease(conn, owner, now):
             return None
-    removed = ended = 0
+    removed = ended = archived = 0
     outcome = COMPLETED
     try:
-        while True:
-            started = time.monotonic()
-            with database.write_transaction() as conn:
-                batch, owed = remove_stored_before(conn, before, BATCH)
-                _renew_lease(conn, owner, time.time())
-            removed, ended = removed + batch, ended + owed
-            if progress is not None:
-                progress(batch)
-            if batch < BATCH:
+        while outcome == COMPLETED:
+            with database.read_transaction() as conn:
+                chunk = oldest_stored_before(conn, before, CHUNK)
+            if not chunk:
                 break
-            if not (pause or _sleep)(min(MOST_PAUSE_SECONDS, time.monotonic() - started)):
-                outcome = STOPPED
+            if archive is not None:
+                from webhook_service.archive.parquet import archive_messages  # pyarrow, where archives are written
+
+                archived += archive_messages(archive, chunk)
+            positions = [row["position"] for row in chunk]
+            for start in range(0, len(positions), BATCH):
+                started = time.monotonic()
+                with database.write_transaction() as conn:
+                    batch, owed = remove_positions(conn, positions[start : start + BATCH])
+                    _renew_lease(conn, owner, time.time())
+                removed, ended = removed + batch, ended + owed
+                if progress is not None:
+                    progress(batch)
+                if not (pause or _sleep)(min(MOST_PAUSE_SECONDS, time.monotonic() - started)):
+                    outcome = STOPPED
+                    break
+            if len(chunk) < CHUNK:
                 break
-    except DATABASE_ERRORS as error:
+    except (*DATABASE_ERRORS, ArchiveFailed) as error:
+        reason = str(error) if isinstance(error, ArchiveFailed) else describe_database_error(error)
         try:
             with database.write_transaction() as conn:
-                _end_run(conn, owner, time.time(), f"failed: {describe_database_error(error)}", removed)
+                _end_run(conn, owner, time.time(), f"failed: {reason}", removed)
         except DATABASE_ERRORS:
             pass  # the lease runs out by itself
         raise
     with database.write_transaction() as conn:
         _end_run(conn, owner, time.time(), outcome, removed)
-    return RetentionResult(before, removed, ended, outcome.split(":", 1)[0])
+    return RetentionResult(before, removed, ended, outcome.split(":", 1)[0], archived)
 
 
 def _sleep(seconds: float) -> bool:
@@ -226,8 +268,9 @@ class RetentionRunner:
         ran: Callable[[RetentionResult | None], None] | None = None,
         first_look: float = FIRST_LOOK_SECONDS,
         look_every: float = LOOK_EVERY_SECONDS,
+        archive: ArchiveStore | None = None,
     ) -> None:
-        self.database, self.days = database, days
+        self.database, self.days, self.archive = database, days, archive
         self._observe, self._ran = observe, ran
         self._first_look, self._look_every = first_look, look_every
         self._stop = threading.Event()
@@ -252,8 +295,9 @@ class RetentionRunner:
             wait = self._look_every
             try:
                 self._look()
-            except DATABASE_ERRORS as error:
-                logger.warning("retention_failed", error=describe_database_error(error))
+            except (*DATABASE_ERRORS, ArchiveFailed) as error:
+                reason = str(error) if isinstance(error, ArchiveFailed) else describe_database_error(error)
+                logger.warning("retention_failed", error=reason)
                 if self._ran is not None:
                     self._ran(None)
 
@@ -264,12 +308,13 @@ class RetentionRunner:
             self._observe(state, oldest)
         if not self._due(state, time.time()):
             return
-        result = run_retention(self.database, self.days, self._owner, pause=self._pause)
+        result = run_retention(self.database, self.days, self._owner, pause=self._pause, archive=self.archive)
         if result is None:
             return
         logger.info(
             "retention_run",
             outcome=result.outcome,
+            archived=result.archived,
             removed=result.removed,
             deliveries_ended=result.deliveries_ended,
             before=result.cutoff,
