@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.database import store_at
 from tests.support.servers import free_port, stop_process, wait_until
-from webhook_service.archive.parquet import read_archive
+from webhook_service.archive.parquet import erase_number, read_archive
 from webhook_service.archive.stores import ArchiveFailed, FolderStore, archive_store
 from webhook_service.storage.engine import Database
 from webhook_service.storage.messages import MessageFilter, NewMessage, list_messages
@@ -184,3 +184,9 @@ def test_an_s3_archive_is_written_and_read_back_on_an_s3_compatible_store(
     for key in keys:
         ids += read_archive(s3.get_object(Bucket="archive", Key=key)["Body"].read()).column("message_id").to_pylist()
     assert ids == ["a\x00nul", "b", "c0", "c1", "c2"]
+    # Erasure rewrites a file without the number's messages, and removes one left empty.
+    store = archive_store("s3://archive/webhook/")
+    assert erase_number(store, "+4") == (3, 1)
+    assert erase_number(store, "+3") == (1, 1)
+    [key] = store.keys("messages/")
+    assert read_archive(store.get(key)).column("message_id").to_pylist() == ["a\x00nul"]

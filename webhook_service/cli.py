@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from webhook_service.api.inputs import E164_PATTERN
 from webhook_service.api.outputs import message_document, stats_document
 from webhook_service.archive.stores import ArchiveFailed, archive_store
 from webhook_service.config import ConfigError, Settings, apply_env_file
@@ -31,6 +32,7 @@ from webhook_service.forwarding.process import run_forwarder
 from webhook_service.signatures import LEGACY_HEADER, sign_legacy, standard_headers
 from webhook_service.storage.dialects import BackupFailed, BackupUnsupported
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
+from webhook_service.storage.erasure import erase_number, positions_of_number
 from webhook_service.storage.feed import (
     BEGINNING,
     LATEST,
@@ -309,6 +311,42 @@ def retention(dry_run: bool) -> None:
         f"{archived}removed {result.removed} messages stored before {result.cutoff}"
         f" ({result.deliveries_ended} deliveries still owed for them ended)"
     )
+
+
+@main.command()
+@click.option("--number", required=True, help="an E.164 number: every message from or to it goes")
+@click.option("--dry-run", is_flag=True, help="only count what would be erased")
+def erase(number: str, dry_run: bool) -> None:
+    """Erase a person's messages: every one from or to --number, from the database, from the
+    deliveries still owed, and from every archive file (written again without them)."""
+    if E164_PATTERN.fullmatch(number) is None:
+        raise click.BadParameter("expected E.164: '+' then 1 to 15 digits", param_hint="--number")
+    settings = _settings()
+    archive = None if settings.archive_url is None else archive_store(settings.archive_url)
+    with _database(settings) as database:
+        with database.read_transaction() as conn:
+            count = len(positions_of_number(conn, number))
+        bar = None if dry_run else _progress(count, "erase")
+        result = erase_number(database, number, dry_run=dry_run, progress=None if bar is None else bar.update)
+        if bar is not None:
+            bar.render_finish()
+        if not dry_run:
+            with database.engine.begin() as conn:
+                fold(conn)
+    archived = files = 0
+    if archive is not None:
+        from webhook_service.archive.parquet import erase_number as erase_archived  # pyarrow
+
+        try:
+            archived, files = erase_archived(archive, number, dry_run=dry_run)
+        except ArchiveFailed as error:
+            raise click.ClickException(f"erasing from the archives failed (the database is done): {error}") from None
+    # The record of the erasure says how many, never whose.
+    record = {"event": "erasure", "dry_run": dry_run, "messages": result.messages, "archived_messages": archived}
+    click.echo(json.dumps({**record, "archive_files": files, "deliveries_ended": result.deliveries_ended}), err=True)
+    verb = "would erase" if dry_run else "erased"
+    where = "" if archive is None else f", and {archived} from {files} archive files"
+    click.echo(f"{verb} {result.messages} messages from or to the number from the database{where}")
 
 
 @main.command()

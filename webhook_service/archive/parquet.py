@@ -29,9 +29,12 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 
 
+ARCHIVE_PREFIX = "messages/"
+
+
 def archive_key(day: str, first: int, last: int) -> str:
     """Where the messages of `day` at positions `first` to `last` go."""
-    return f"messages/day={day}/{first}-{last}.parquet"
+    return f"{ARCHIVE_PREFIX}day={day}/{first}-{last}.parquet"
 
 
 def to_parquet(rows: list[dict]) -> bytes:
@@ -65,6 +68,41 @@ def archive_messages(store: ArchiveStore, rows: Iterable[dict]) -> int:
             raise ArchiveFailed(f"{store.describe()} {key}: read back {back.num_rows} rows, wrote {len(batch)}")
         archived += len(batch)
     return archived
+
+
+def erase_number(store: ArchiveStore, number: str, dry_run: bool = False) -> tuple[int, int]:
+    """Remove every archived message from or to `number` (E.164): each file that holds one is
+    written again without them, whole (or removed when nothing is left). Returns (messages,
+    files) it took them out of; with `dry_run`, only counts. Raises ArchiveFailed."""
+    import pyarrow.compute as pc
+
+    erased = files = 0
+    for key in store.keys(ARCHIVE_PREFIX):
+        if not key.endswith(".parquet"):
+            continue
+        try:
+            table = read_archive(store.get(key))
+            held = pc.or_(pc.equal(table.column("from"), number), pc.equal(table.column("to"), number))
+            found = pc.sum(pc.cast(held, pa.int64())).as_py() or 0
+            if not found:
+                continue
+            erased, files = erased + found, files + 1
+            if dry_run:
+                continue
+            kept = table.filter(pc.invert(held))
+            if kept.num_rows == 0:
+                store.delete(key)
+                continue
+            buffer = io.BytesIO()
+            pq.write_table(kept, buffer, compression="zstd")
+            store.put(key, buffer.getvalue())
+            if read_archive(store.get(key)).num_rows != kept.num_rows:
+                raise ArchiveFailed(f"{store.describe()} {key}: did not read back as written")
+        except ArchiveFailed:
+            raise
+        except Exception as error:
+            raise ArchiveFailed(f"{store.describe()} {key}: {type(error).__name__}: {error}") from error
+    return erased, files
 
 
 def _day(row: dict) -> str:

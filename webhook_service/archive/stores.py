@@ -27,6 +27,12 @@ class ArchiveStore(Protocol):
     def get(self, key: str) -> bytes:
         """What is stored at `key`. Raises OSError or the client's error."""
 
+    def keys(self, prefix: str) -> list[str]:
+        """Every key that starts with `prefix`, in order."""
+
+    def delete(self, key: str) -> None:
+        """Remove what is stored at `key`."""
+
     def describe(self) -> str:
         """Where this store is, without credentials (for logs and errors)."""
 
@@ -60,6 +66,15 @@ class FolderStore:
     def get(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
 
+    def keys(self, prefix: str) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = (path.relative_to(self.root).as_posix() for path in self.root.rglob("*") if path.is_file())
+        return sorted(key for key in found if key.startswith(prefix) and not key.rsplit("/", 1)[-1].startswith("."))
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
     def describe(self) -> str:
         return str(self.root)
 
@@ -77,6 +92,13 @@ class S3Store:
 
     def get(self, key: str) -> bytes:
         return self._s3().get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        return sorted(item["Key"][len(self.prefix) :] for page in pages for item in page.get("Contents", ()))
+
+    def delete(self, key: str) -> None:
+        self._s3().delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def _s3(self):
         # Made on first use, in the process that uses it: boto3 is loaded only where
