@@ -10,6 +10,7 @@ import csv
 import functools
 import json
 import os
+import re
 import secrets
 import signal
 import sys
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import click
 
-from webhook_service.api.inputs import E164_PATTERN
+from webhook_service.api.errors import RequestValidationError
+from webhook_service.api.inputs import E164_PATTERN, load_webhook_message
 from webhook_service.api.outputs import message_document, stats_document
 from webhook_service.archive.stores import ArchiveFailed, archive_store
 from webhook_service.config import ConfigError, Settings, apply_env_file
@@ -46,8 +48,10 @@ from webhook_service.storage.forwarding import ReplaySelection, UnknownDestinati
 from webhook_service.storage.forwarding import replay as replay_messages
 from webhook_service.storage.messages import (
     MessageFilter,
+    StoredMessage,
     count_messages_before,
     delete_messages_before,
+    insert_stored_if_new,
     list_messages,
     message_stats,
 )
@@ -60,6 +64,8 @@ from webhook_service.timestamps import instant_key
 from webhook_service.version import __version__
 
 PURGE_BATCH = 100
+# Messages stored per write transaction by import.
+IMPORT_BATCH = 500
 EXPORT_PAGE = 1000
 EXPORT_FIELDS = ("message_id", "from", "to", "ts", "text", "created_at")
 TAIL_PAGE = 500
@@ -347,6 +353,80 @@ def erase(number: str, dry_run: bool) -> None:
     verb = "would erase" if dry_run else "erased"
     where = "" if archive is None else f", and {archived} from {files} archive files"
     click.echo(f"{verb} {result.messages} messages from or to the number from the database{where}")
+
+
+@main.command(name="import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_messages(files: tuple[Path, ...]) -> None:
+    """Store the messages of export files (JSON lines) and archive files (Parquet) whose
+    message_id is not stored yet, keeping their created_at; run it again at will."""
+    settings = _settings()
+    stored = skipped = 0
+    with _database(settings) as database:
+        batch: list[StoredMessage] = []
+
+        def write() -> None:
+            nonlocal stored, skipped
+            with database.write_transaction() as conn:
+                results = insert_stored_if_new(conn, batch)
+            stored, skipped = stored + sum(results), skipped + len(results) - sum(results)
+            batch.clear()
+
+        for path in files:
+            for where, record in _import_records(path):
+                batch.append(_imported_message(where, record))
+                if len(batch) == IMPORT_BATCH:
+                    write()
+        if batch:
+            write()
+        with database.engine.begin() as conn:
+            fold(conn)
+    click.echo(f"imported {stored} messages ({skipped} stored already) from {len(files)} files")
+
+
+def _import_records(path: Path):
+    """(where, record) of each message in an export (JSON lines) or archive (Parquet) file."""
+    with open(path, "rb") as file:
+        is_parquet = file.read(4) == b"PAR1"
+    if is_parquet:
+        import pyarrow.parquet as pq  # loaded only for archive files
+
+        number = 0
+        for rows in pq.ParquetFile(path).iter_batches(batch_size=IMPORT_BATCH):
+            for record in rows.to_pylist():
+                number += 1
+                yield f"{path} row {number}", record
+        return
+    with open(path, encoding="utf-8", errors="strict") as lines:
+        try:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise click.ClickException(f"{path}:{number}: not JSON ({error.msg}); {_RUN_AGAIN}") from None
+                yield f"{path}:{number}", record
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{path}: not UTF-8 text, nor a Parquet file") from None
+
+
+_RUN_AGAIN = "the messages before it are stored: mend it and run import again (it skips what is stored)"
+_CREATED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z", re.ASCII)
+
+
+def _imported_message(where: str, record) -> StoredMessage:
+    if not isinstance(record, dict):
+        raise click.ClickException(f"{where}: not a JSON object; {_RUN_AGAIN}")
+    try:
+        message = load_webhook_message(record)
+    except RequestValidationError as error:
+        reasons = "; ".join(f"{'.'.join(map(str, item['loc'][1:])) or 'body'}: {item['msg']}" for item in error.detail)
+        raise click.ClickException(f"{where}: {reasons}; {_RUN_AGAIN}") from None
+    created_at = record.get("created_at")
+    if not isinstance(created_at, str) or _CREATED_AT.fullmatch(created_at) is None:
+        raise click.ClickException(f"{where}: created_at: expected YYYY-MM-DDTHH:MM:SS.ffffffZ; {_RUN_AGAIN}")
+    return StoredMessage(message.message_id, message.sender, message.recipient, message.ts, message.text, created_at)
 
 
 @main.command()

@@ -123,12 +123,29 @@ def insert_messages_if_new(conn: Connection, batch: list[NewMessage]) -> list[bo
     the same order. The read model counts what was stored, in the same transaction.
     Raises sqlalchemy.exc.SQLAlchemyError when the database fails.
     """
-    if not batch:
+    created_at = utc_now_iso()
+    return _insert_rows_if_new(conn, [message_row(dialect_of(conn), message, 0, created_at) for message in batch])
+
+
+def insert_stored_if_new(conn: Connection, batch: list[StoredMessage]) -> list[bool]:
+    """As insert_messages_if_new, keeping each message's created_at (messages stored before,
+    from an export or an archive): they take new feed positions, so the feed hands them out
+    as newly stored."""
+    dialect = dialect_of(conn)
+    return _insert_rows_if_new(
+        conn,
+        [
+            message_row(dialect, NewMessage(m.message_id, m.sender, m.recipient, m.ts, m.text), 0, m.created_at)
+            for m in batch
+        ],
+    )
+
+
+def _insert_rows_if_new(conn: Connection, rows: list[dict]) -> list[bool]:
+    if not rows:
         return []
     dialect = dialect_of(conn)
-    created_at = utc_now_iso()
-    rows = [message_row(dialect, message, 0, created_at) for message in batch]
-    last_position = dialect.reserve_positions(conn, len(batch))
+    last_position = dialect.reserve_positions(conn, len(rows))
     for offset, row in enumerate(rows, 1):
         row["id"] = last_position + offset
     # sorted() is stable: of two deliveries of one id, the earlier still comes first.
