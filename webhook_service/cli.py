@@ -109,8 +109,19 @@ def _timestamp(value: str) -> str:
 
 
 def _progress(total: int, label: str):
-    # A bar on a terminal only: scripts and pipes stay quiet.
-    return click.progressbar(length=total, label=label, file=sys.stderr) if sys.stderr.isatty() else None
+    """A bar on a terminal only (scripts and pipes stay quiet): rows done of the total, the
+    rate and the time left."""
+    if not sys.stderr.isatty():
+        return None
+    started = time.monotonic()
+    bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True, show_eta=True)
+
+    def rate(_item) -> str:
+        elapsed = time.monotonic() - started
+        return f"{bar.pos / elapsed:,.0f}/s" if elapsed > 0 and bar.pos else ""
+
+    bar.item_show_func = rate
+    return bar
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
