@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory bench-scale-out install install-dev clean
+.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,11 @@ bench-wal: install
 bench-scale-out: install
 	@test -n "$(POSTGRES_URL)" || { echo "set POSTGRES_URL=postgresql://user:pw@host:5432/db"; exit 2; }
 	$(BIN)/python bench/scale_out.py --postgres-url '$(POSTGRES_URL)'
+
+# A retention run removing old messages while 4 senders post: removed/s and the senders' p99
+# with and without it (ROWS=...; POSTGRES_URL=... measures on that empty database instead).
+bench-retention: install
+	$(BIN)/python bench/retention.py --rows $(if $(filter 1000000,$(ROWS)),200000,$(ROWS)) $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
 
 clean:
 	rm -rf $(VENV) .pytest_cache
