@@ -104,9 +104,10 @@ bench-scale-out: install
 	$(BIN)/python bench/scale_out.py --postgres-url '$(POSTGRES_URL)'
 
 # A retention run removing old messages while 4 senders post: removed/s and the senders' p99
-# with and without it (ROWS=...; POSTGRES_URL=... measures on that empty database instead).
+# with and without it (POSTGRES_URL=... measures on that empty database instead).
+RETENTION_ROWS ?= 200000
 bench-retention: install
-	$(BIN)/python bench/retention.py --rows $(if $(filter 1000000,$(ROWS)),200000,$(ROWS)) $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
+	$(BIN)/python bench/retention.py --rows $(RETENTION_ROWS) $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
 
 clean:
 	rm -rf $(VENV) .pytest_cache
