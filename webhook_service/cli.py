@@ -620,6 +620,8 @@ def deliveries(destination: str, failed: bool, output_format: str) -> None:
     """List the deliveries still owed to a destination (waiting for a retry, or dead letters)."""
     with _database(_settings()) as database, database.read_transaction() as conn:
         owed = list_deliveries(conn, destination, dead_only=failed)
+    if output_format == "table" and owed:
+        click.echo("message_id\tstate\tattempts\tlast outcome\tlast attempt at")
     for item in owed:
         if output_format == "jsonl":
             record = {
@@ -634,7 +636,7 @@ def deliveries(destination: str, failed: bool, output_format: str) -> None:
         else:
             last = item.last_error if item.last_status is None else f"HTTP {item.last_status}"
             click.echo(
-                f"{item.message_id}\t{item.state}\t{item.attempts} attempts\t{last or '-'}\t{item.last_attempt_at or '-'}"
+                f"{item.message_id}\t{item.state}\t{item.attempts}\t{last or '-'}\t{item.last_attempt_at or '-'}"
             )
     if output_format == "table":
         click.echo(f"{len(owed)} {'dead letters' if failed else 'deliveries owed'} to {destination}", err=True)

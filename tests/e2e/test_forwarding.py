@@ -233,6 +233,10 @@ def test_replay_of_a_time_range_and_of_dead_letters(tmp_path, server_env, served
     assert wait_until(
         lambda: "1 dead letters" in cli(server_env, "deliveries", "--destination", "billing", "--failed").stderr
     )
+    header, row = cli(server_env, "deliveries", "--destination", "billing", "--failed").stdout.splitlines()
+    assert header.split("\t") == ["message_id", "state", "attempts", "last outcome", "last attempt at"]
+    message_id, state, attempts, outcome, _at = row.split("\t")
+    assert (message_id, state, outcome) == ("refused", "dead", "HTTP 400") and int(attempts) >= 1
 
     dry = cli(server_env, "replay", "--destination", "billing", "--since", "2025-03-02T00:00:00Z", "--dry-run")
     assert dry.returncode == 0 and dry.stdout.strip() == "would queue 2 messages for billing"

@@ -176,7 +176,10 @@ class PostgresDialect(Dialect):
         return set(conn.execute(_INSERT_IF_NEW, rows).scalars())
 
     def backup(self, destination, progress=None) -> None:
-        raise BackupUnsupported("backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)")
+        raise BackupUnsupported(
+            'backup copies SQLite databases; on PostgreSQL use pg_dump -Fc -f messages.dump "$DATABASE_URL" '
+            "(docs/postgresql.md, Backup)"
+        )
 
     def count_messages(self, conn: Connection, conditions: list[ColumnElement[bool]], *, by_sender_text: bool) -> int:
         """A sender's texts are counted in two parts, each read from a sender index alone: the
