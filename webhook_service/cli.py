@@ -114,7 +114,7 @@ def _progress(total: int, label: str):
     if not sys.stderr.isatty():
         return None
     started = time.monotonic()
-    bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True, show_eta=True)
+    bar = click.progressbar(length=total, label=label, file=sys.stderr, show_percent=True, show_pos=True, show_eta=True)
 
     def rate(_item) -> str:
         elapsed = time.monotonic() - started
