@@ -11,13 +11,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select
 
 from webhook_service.storage.dialects import dialect_of
-from webhook_service.storage.dialects.base import WRITE_OPTION
+from webhook_service.storage.dialects.base import LOCK_WAIT_OPTION, WRITE_OPTION
 from webhook_service.storage.engine import DATABASE_ERRORS, create_database_engine, describe_database_error
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 # alembic's own bookkeeping table, read directly so that a readiness probe stays quiet.
 _version_table = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
+
+# How long a migrator waits for another to finish (processes and hosts starting together).
+MIGRATION_LOCK_WAIT_MS = 120_000
 
 
 def alembic_config(database_url: str) -> Config:
@@ -102,8 +105,9 @@ def _run_alembic(database_url: str, alembic_command, revision: str, check=None) 
     try:
         with engine.connect() as conn:
             # One transaction (immediate on SQLite, under an advisory lock on PostgreSQL): a
-            # second migrator waits, then finds the work done, rather than interleaving.
-            conn.execution_options(**{WRITE_OPTION: True})
+            # second migrator waits, then finds the work done, rather than interleaving. It
+            # waits as long as the migrations before it may take, not a delivery's 5 s.
+            conn.execution_options(**{WRITE_OPTION: True, LOCK_WAIT_OPTION: MIGRATION_LOCK_WAIT_MS})
             with conn.begin():
                 dialect_of(conn).lock_migrations(conn)
                 if check is not None:
