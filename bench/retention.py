@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import Server
 from bench.queries import build
 from webhook_service.signatures import sign_legacy
+from webhook_service.storage import retention
 from webhook_service.storage.engine import Database
 from webhook_service.storage.migrations import upgrade_to_head
 from webhook_service.storage.retention import new_owner, run_retention
@@ -109,7 +110,9 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure on instead of SQLite")
+    parser.add_argument("--batch", type=int, default=retention.BATCH, help="messages removed per transaction")
     args = parser.parse_args()
+    retention.BATCH = args.batch
     workdir = Path(tempfile.mkdtemp(prefix="webhook-retention-"))
     try:
         url = args.postgres_url or f"sqlite:///{workdir / 'messages.db'}"
@@ -142,7 +145,10 @@ def main() -> int:
             finally:
                 senders.stop()
         where = "PostgreSQL" if args.postgres_url else "SQLite"
-        print(f"{where}, {args.rows:,} messages stored long ago, {args.senders} senders posting throughout")
+        print(
+            f"{where}, {args.rows:,} messages stored long ago, {args.senders} senders posting throughout,"
+            f" {args.batch} removed per transaction"
+        )
         print(f"{'':28} {'p50 ms':>8} {'p99 ms':>8} {'answers':>8}")
         print(f"{'senders alone':28} {percentile(alone, 0.5):8.1f} {percentile(alone, 0.99):8.1f} {len(alone):8}")
         print(
