@@ -125,7 +125,7 @@ def test_message_documents_are_what_the_documented_schemas_dump():
 
     from webhook_service.api import outputs
     from webhook_service.storage.feed import FeedPage
-    from webhook_service.storage.messages import MessagePage, StoredMessage
+    from webhook_service.storage.messages import MessagePage, StoredMessage, message_document
 
     rng = random.Random(3)
     pieces = ["a", "É", "\x00", '"', "😀", " ", "\\", "<b>"]
@@ -152,4 +152,4 @@ def test_message_documents_are_what_the_documented_schemas_dump():
     assert outputs.feed_document(feed) == outputs.FeedPageSchema().dump(
         {"items": items, "next": outputs.encode_position(12)}
     )
-    assert [outputs.message_document(item) for item in items] == outputs.MessageSchema(many=True).dump(items)
+    assert [message_document(item) for item in items] == outputs.MessageSchema(many=True).dump(items)

@@ -26,7 +26,7 @@ import click
 
 from webhook_service.api.errors import RequestValidationError
 from webhook_service.api.inputs import E164_PATTERN, load_webhook_message
-from webhook_service.api.outputs import message_document, stats_document
+from webhook_service.api.outputs import stats_document
 from webhook_service.archive.stores import ArchiveFailed, archive_store
 from webhook_service.config import ConfigError, Settings, apply_env_file
 from webhook_service.forwarding.config import ForwardConfigError, load_config
@@ -53,6 +53,7 @@ from webhook_service.storage.messages import (
     delete_messages_before,
     insert_stored_if_new,
     list_messages,
+    message_document,
     message_stats,
 )
 from webhook_service.storage.migrations import MigrationFailed

@@ -11,7 +11,7 @@ from marshmallow import Schema, fields
 
 from webhook_service.storage.feed import FeedPage, encode_position
 from webhook_service.storage.forwarding import DestinationSummary
-from webhook_service.storage.messages import MessagePage, MessageStats, StoredMessage
+from webhook_service.storage.messages import MessagePage, MessageStats, message_document
 from webhook_service.timestamps import epoch_from_iso
 
 
@@ -181,19 +181,6 @@ _status = StatusSchema()
 _readiness = ReadinessSchema()
 _error = ErrorSchema()
 _validation_error = ValidationErrorSchema()
-
-
-def message_document(message: StoredMessage) -> dict:
-    """A stored message in the API's field names: what MessageSchema dumps, built directly
-    (a page of 50 took 1.7 ms through marshmallow; a test holds the two to one output)."""
-    return {
-        "message_id": message.message_id,
-        "from": message.sender,
-        "to": message.recipient,
-        "ts": message.ts,
-        "text": message.text,
-        "created_at": message.created_at,
-    }
 
 
 def page_document(page: MessagePage, limit: int, offset: int, next_cursor: str | None) -> dict:

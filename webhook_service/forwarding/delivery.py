@@ -14,10 +14,9 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from webhook_service.api.outputs import message_document
 from webhook_service.forwarding.config import Destination
 from webhook_service.signatures import standard_headers
-from webhook_service.storage.messages import StoredMessage
+from webhook_service.storage.messages import StoredMessage, message_document
 
 # Statuses tried again later; any other non-2xx answer makes a dead letter at once.
 RETRIED_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))

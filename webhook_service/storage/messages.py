@@ -93,6 +93,21 @@ class MessageStats:
     last_message_ts: str | None
 
 
+def message_document(message: StoredMessage) -> dict:
+    """A stored message in the API's field names, the one shape a message has outside the
+    database (GET /messages and /feed, forwarded deliveries, export, archives): what the API's
+    MessageSchema dumps, built directly (a page of 50 took 1.7 ms through marshmallow; a test
+    holds the two to one output)."""
+    return {
+        "message_id": message.message_id,
+        "from": message.sender,
+        "to": message.recipient,
+        "ts": message.ts,
+        "text": message.text,
+        "created_at": message.created_at,
+    }
+
+
 def fold_text(text: str | None) -> str | None:
     """The form of a text that substring search compares: Unicode case-folded, NUL as U+24B6."""
     return None if text is None else text.casefold().replace("\x00", FOLDED_NUL)

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, delete, func, or_, select, update
 from webhook_service.archive.stores import ArchiveFailed, ArchiveStore
 from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
-from webhook_service.storage.messages import PAGE_COLUMNS, stored_message
+from webhook_service.storage.messages import PAGE_COLUMNS, message_document, stored_message
 from webhook_service.storage.read_model import record_deleted
 from webhook_service.storage.tables import forward_deliveries, maintenance_runs, messages
 from webhook_service.timestamps import iso_from_epoch
@@ -100,21 +100,7 @@ def oldest_stored_before(conn: Connection, before: str, limit: int) -> list[dict
         .order_by(messages.c.created_at)
         .limit(limit)
     )
-    found = []
-    for row in rows:
-        message = stored_message(dialect, row)
-        found.append(
-            {
-                "position": row.id,
-                "message_id": message.message_id,
-                "from": message.sender,
-                "to": message.recipient,
-                "ts": message.ts,
-                "text": message.text,
-                "created_at": message.created_at,
-            }
-        )
-    return found
+    return [{"position": row.id, **message_document(stored_message(dialect, row))} for row in rows]
 
 
 def remove_positions(conn: Connection, positions: list[int]) -> tuple[int, int]:
