@@ -9,17 +9,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, Executable, Insert, Table, bindparam, func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
+from webhook_service.storage.dialects.deferred_counts import DeferredCounts
 from webhook_service.storage.dialects.search import SearchPlan
 from webhook_service.storage.tables import message_totals, messages, sender_counts
-
-if TYPE_CHECKING:
-    from webhook_service.storage.dialects.deferred_counts import DeferredCounts
 
 # The engine attribute that carries its dialect (see dialect_of).
 ENGINE_DIALECT_ATTRIBUTE = "webhook_service_dialect"
@@ -67,12 +65,6 @@ class BackupFailed(Exception):
 
 
 InsertedRows = set[str]
-
-
-def key_parameter(key) -> str:
-    """The parameter that carries a key column's value in kept-count statements (a column's
-    own name is reserved in the SET clause of an UPDATE)."""
-    return f"k_{key.name}"
 
 
 class Dialect(ABC):

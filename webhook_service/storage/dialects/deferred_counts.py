@@ -29,7 +29,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from webhook_service.storage.dialects.base import key_parameter
 from webhook_service.storage.tables import count_changes
 
 # The advisory lock a folder holds for its transaction (a fixed number naming this service's
@@ -45,6 +44,12 @@ _TAKE_CHANGES = text(
     "FROM taken, jsonb_each(taken.changes) AS counter, jsonb_each_text(counter.value) AS entry "
     "GROUP BY counter.key, entry.key HAVING sum(entry.value::bigint) <> 0"
 )
+
+
+def key_parameter(key) -> str:
+    """The parameter that carries a key column's value in kept-count statements (a column's
+    own name is reserved in the SET clause of an UPDATE)."""
+    return f"k_{key.name}"
 
 
 class DeferredCounts:

@@ -16,7 +16,7 @@ from itertools import chain
 from sqlalchemy import Column, Connection, Select, and_, bindparam, delete, func, literal, select, union_all, update
 
 from webhook_service.storage.dialects import Dialect, dialect_of
-from webhook_service.storage.dialects.base import key_parameter
+from webhook_service.storage.dialects.deferred_counts import key_parameter
 
 
 class KeptCounts:
