@@ -3,7 +3,8 @@
 Every test that uses a database runs twice: on a SQLite file and on a new database of a
 throwaway PostgreSQL cluster (tests/support/postgres.py). Without PostgreSQL installed the second
 run is skipped, saying so; with REQUIRE_POSTGRES=1 (CI) it fails instead. Tests marked
-`sqlite_only` are about SQLite's files and run once.
+`sqlite_only` are about SQLite's files, and tests marked `http_only` about what no database
+changes (HTTP framing, proxies, logs, metrics, settings): both run once, on SQLite.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ BACKENDS = ("sqlite", "postgresql")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: about SQLite's files or pragmas; runs on SQLite alone")
+    config.addinivalue_line(
+        "markers",
+        "http_only: about HTTP, the server, its logs, metrics or settings, which no database changes; "
+        "runs once, on SQLite (what differs by database is tested on both elsewhere)",
+    )
     config.addinivalue_line("markers", "postgresql_only: about PostgreSQL alone")
 
 
@@ -38,7 +44,7 @@ def pytest_generate_tests(metafunc):
     if "backend" not in metafunc.fixturenames:
         return
     backends = BACKENDS
-    if metafunc.definition.get_closest_marker("sqlite_only"):
+    if metafunc.definition.get_closest_marker("sqlite_only") or metafunc.definition.get_closest_marker("http_only"):
         backends = ("sqlite",)
     elif metafunc.definition.get_closest_marker("postgresql_only"):
         backends = ("postgresql",)

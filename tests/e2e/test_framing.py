@@ -12,7 +12,7 @@ from tests.support.metrics import value as count
 from tests.support.servers import chunked_post, request, scrape, wait_until
 from webhook_service.signatures import sign_legacy
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.http_only]
 
 
 def exchange(port: int, raw: bytes, half_close: bool = False) -> bytes:

@@ -81,6 +81,7 @@ def test_acknowledged_messages_survive_killed_workers(gunicorn_server, server_en
     assert len(stored_ids(server_env["DATABASE_URL"])) == 20
 
 
+@pytest.mark.http_only
 def test_without_a_secret_it_serves_but_is_not_ready(tmp_path, server_env):
     env = dict(server_env, WEBHOOK_SECRET="")
     server = Gunicorn(workdir=tmp_path, env=env).start()
@@ -93,6 +94,7 @@ def test_without_a_secret_it_serves_but_is_not_ready(tmp_path, server_env):
         server.stop()
 
 
+@pytest.mark.http_only
 @pytest.mark.parametrize(
     "env_change, named",
     [
@@ -128,6 +130,7 @@ def test_unwritable_database_fails_at_start_without_a_traceback(tmp_path, server
     assert any("database migration failed" in line for line in server.log_lines())
 
 
+@pytest.mark.http_only
 def test_chunked_bodies_are_limited_too(gunicorn_server, server_env):
     port = gunicorn_server.port
     large = json.dumps(make_message(message_id="chunked-large", text="x" * 70_000)).encode()
@@ -139,6 +142,7 @@ def test_chunked_bodies_are_limited_too(gunicorn_server, server_env):
     assert stored_ids(server_env["DATABASE_URL"]) == ["chunked-small"]
 
 
+@pytest.mark.http_only
 @pytest.mark.parametrize(
     "raw",
     [
@@ -159,6 +163,7 @@ def test_requests_gunicorn_cannot_parse_get_json_errors(gunicorn_server, raw):
     assert "detail" in json.loads(body)
 
 
+@pytest.mark.http_only
 def test_requests_gunicorn_cannot_parse_log_no_query_string_and_no_header_value(gunicorn_server):
     for raw in (
         b"GET /messages?q=searched-words&from=+1555 HTTP/1.1 trailing\r\nHost: x\r\n\r\n",
@@ -178,6 +183,7 @@ def test_requests_gunicorn_cannot_parse_log_no_query_string_and_no_header_value(
     assert all(warning["level"] == "WARNING" for warning in warnings)
 
 
+@pytest.mark.http_only
 def test_host_port_and_web_concurrency_alone_configure_the_server(tmp_path, server_env):
     port = free_port()
     env = dict(server_env, HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2")
@@ -238,6 +244,7 @@ def test_stalled_request_heads_hold_no_thread_and_are_refused_after_the_timeout(
     assert "Traceback" not in server.output()
 
 
+@pytest.mark.http_only
 def test_a_head_sent_in_pieces_within_the_timeout_is_served(gunicorn_server):
     with socket.create_connection(("127.0.0.1", gunicorn_server.port), timeout=10) as client:
         for piece in (b"GET /health/li", b"ve HTTP/1.1\r\nHo", b"st: x\r\n", b"\r\n"):

@@ -14,7 +14,7 @@ from tests.support.messages import make_message
 from tests.support.servers import Gunicorn, Nginx, Response, nginx_binary, request, signed_post
 from webhook_service.signatures import sign_legacy
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.http_only]
 
 if nginx_binary() is None:
     if os.environ.get("REQUIRE_NGINX"):

@@ -10,7 +10,7 @@ from tests.support.messages import make_message
 from tests.support.metrics import value as count
 from tests.support.servers import Gunicorn, concurrent_posts, request, scrape, signed_post
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.http_only]
 
 
 def test_every_scrape_sums_all_workers(gunicorn_server):
