@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
+.PHONY: run env test test-fast migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ backup: install
 PYTEST_WORKERS ?= 3
 test: install-dev
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+
+# The unit tests alone (no servers but PostgreSQL's throwaway cluster, where installed).
+test-fast: install-dev
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests --ignore=tests/e2e
 
 lint: install-dev
 	$(BIN)/ruff check --line-length 120 --target-version py311 .
