@@ -87,13 +87,13 @@ def create_app(settings: Settings | None = None, *, metrics_registry: CollectorR
         database.write_transaction, insert_messages_if_new, on_commit=committed
     )
 
-    def feed_end_in_database() -> int:
+    def newest_in_database() -> int:
         with database.read_transaction() as conn:
             return newest_position(conn)
 
     app.extensions[FEED_WAITERS_KEY] = FeedWaiters(
         settings.feed_max_waiters,
-        latest_position=feed_end_in_database if database.dialect.shared_by_hosts else None,
+        newest_position=newest_in_database if database.dialect.shared_by_hosts else None,
         on_waiting=metrics.feed_long_polls.set,
     )
     init_request_observability(app, metrics, settings.trusted_proxies)

@@ -63,8 +63,9 @@ COMMITS = CommitSignal()
 class FeedWaiters:
     """The long-polls one process holds: at most `max_waiters` at once.
 
-    `latest_position` (where several hosts write) reads the feed's end from the database;
-    it is called by the watcher thread, never by a waiting request. `on_waiting` is told
+    `newest_position` (where several hosts write) reads from the database the position of the
+    newest message a reader may read, which grows only when a message enters the feed; it is
+    called by the watcher thread, never by a waiting request. `on_waiting` is told
     how many are held whenever that changes (a gauge).
     """
 
@@ -72,13 +73,13 @@ class FeedWaiters:
         self,
         max_waiters: int,
         signal: CommitSignal = COMMITS,
-        latest_position: Callable[[], int] | None = None,
+        newest_position: Callable[[], int] | None = None,
         on_waiting: Callable[[int], None] | None = None,
     ) -> None:
         self.max_waiters = max_waiters
         self._on_waiting = on_waiting
         self._signal = signal
-        self._latest_position = latest_position
+        self._newest_position = newest_position
         self._condition = threading.Condition()
         self._waiting = 0
         self._stopping = False
@@ -167,7 +168,7 @@ class FeedWaiters:
             counter = self._signal.value()
             moved = counter != last_counter
             last_counter = counter
-            if self._latest_position is not None and time.monotonic() >= next_remote_check:
+            if self._newest_position is not None and time.monotonic() >= next_remote_check:
                 next_remote_check = time.monotonic() + REMOTE_INTERVAL_SECONDS
                 moved |= self._check_remote()
             if moved:
@@ -176,7 +177,7 @@ class FeedWaiters:
 
     def _check_remote(self) -> bool:
         try:
-            latest = self._latest_position()
+            latest = self._newest_position()
         except Exception as error:  # noqa: BLE001 - a failed look is tried again next interval
             logger.debug("feed watcher could not read the feed's end", error=type(error).__name__)
             return False
