@@ -111,8 +111,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure on instead of SQLite")
     parser.add_argument("--batch", type=int, default=retention.BATCH, help="messages removed per transaction")
+    parser.add_argument(
+        "--pause", type=float, default=retention.PAUSE_PER_BATCH, help="pause after a batch, in times its duration"
+    )
     args = parser.parse_args()
-    retention.BATCH = args.batch
+    retention.BATCH, retention.PAUSE_PER_BATCH = args.batch, args.pause
     workdir = Path(tempfile.mkdtemp(prefix="webhook-retention-"))
     try:
         url = args.postgres_url or f"sqlite:///{workdir / 'messages.db'}"
@@ -147,7 +150,7 @@ def main() -> int:
         where = "PostgreSQL" if args.postgres_url else "SQLite"
         print(
             f"{where}, {args.rows:,} messages stored long ago, {args.senders} senders posting throughout,"
-            f" {args.batch} removed per transaction"
+            f" {args.batch} removed per transaction, pauses {args.pause:g}x as long"
         )
         print(f"{'':28} {'p50 ms':>8} {'p99 ms':>8} {'answers':>8}")
         print(f"{'senders alone':28} {percentile(alone, 0.5):8.1f} {percentile(alone, 0.99):8.1f} {len(alone):8}")
