@@ -156,6 +156,14 @@ def run(target, url: str, writers: int, batch: int, seconds: float, folder=None)
     return stored / seconds, cpu / ((seconds - CPU_MARGIN_SECONDS) * os.cpu_count())
 
 
+def _fold_every(url: str, fold, interval: float) -> None:
+    engine = create_database_engine(url, serving=True, pool_size=1)
+    while True:
+        time.sleep(interval)
+        with engine.begin() as conn:
+            fold(conn)
+
+
 class Folder:
     """Folds the kept counts once a second in a process of its own, as a serving host does
     (where the service defers its counts; a no-op otherwise)."""
@@ -166,11 +174,11 @@ class Folder:
 
     def start(self) -> None:
         try:
-            from webhook_service.storage.read_model import fold_loop
+            from webhook_service.storage.read_model import FOLD_INTERVAL_SECONDS, fold
         except ImportError:  # a build that keeps its counts in place
             return
         context = multiprocessing.get_context("fork")
-        self._process = context.Process(target=fold_loop, args=(self.url,), daemon=True)
+        self._process = context.Process(target=_fold_every, args=(self.url, fold, FOLD_INTERVAL_SECONDS), daemon=True)
         self._process.start()
 
     def stop(self) -> None:

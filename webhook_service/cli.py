@@ -109,6 +109,13 @@ def _timestamp(value: str) -> str:
     return value
 
 
+def _fold_now(database: Database) -> None:
+    # Where counts are deferred (PostgreSQL), what a command changed is folded in before it
+    # ends, also when no server is running to do it.
+    with database.engine.begin() as conn:
+        fold(conn)
+
+
 def _progress(total: int, label: str):
     """A bar on a terminal only (scripts and pipes stay quiet): rows done of the total, the
     rate and the time left."""
@@ -284,10 +291,7 @@ def purge(before: str, dry_run: bool) -> None:
                 break
         if bar is not None:
             bar.render_finish()
-        # Where counts are deferred, what the purge changed is folded in now, also when no
-        # server is running to do it.
-        with database.engine.begin() as conn:
-            fold(conn)
+        _fold_now(database)
     click.echo(f"deleted {deleted} messages with ts before {before}")
 
 
@@ -319,9 +323,7 @@ def retention(dry_run: bool) -> None:
             raise click.ClickException(f"archiving failed, nothing of that part was removed: {error}") from None
         if bar is not None:
             bar.render_finish()
-        # Where counts are deferred, what the run changed is folded in now.
-        with database.engine.begin() as conn:
-            fold(conn)
+        _fold_now(database)
     if result is None:
         raise click.ClickException("another process is running retention on this database now; try again later")
     archived = "" if archive is None else f"archived {result.archived} to {archive.describe()}, "
@@ -349,8 +351,7 @@ def erase(number: str, dry_run: bool) -> None:
         if bar is not None:
             bar.render_finish()
         if not dry_run:
-            with database.engine.begin() as conn:
-                fold(conn)
+            _fold_now(database)
     archived = files = 0
     if archive is not None:
         from webhook_service.archive.parquet import erase_number as erase_archived  # pyarrow
@@ -391,8 +392,7 @@ def import_messages(files: tuple[Path, ...]) -> None:
                     write()
         if batch:
             write()
-        with database.engine.begin() as conn:
-            fold(conn)
+        _fold_now(database)
     click.echo(f"imported {stored} messages ({skipped} stored already) from {len(files)} files")
 
 

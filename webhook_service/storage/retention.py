@@ -229,7 +229,7 @@ def run_retention(
             if len(chunk) < CHUNK:
                 break
     except (*DATABASE_ERRORS, ArchiveFailed) as error:
-        reason = str(error) if isinstance(error, ArchiveFailed) else describe_database_error(error)
+        reason = _reason(error)
         try:
             with database.write_transaction() as conn:
                 _end_run(conn, owner, time.time(), f"failed: {reason}", removed)
@@ -239,6 +239,11 @@ def run_retention(
     with database.write_transaction() as conn:
         _end_run(conn, owner, time.time(), outcome, removed)
     return RetentionResult(before, removed, ended, outcome.split(":", 1)[0], archived)
+
+
+def _reason(error: BaseException) -> str:
+    """Why a run failed, in one line: the archive's message, or the database driver's reason."""
+    return str(error) if isinstance(error, ArchiveFailed) else describe_database_error(error)
 
 
 def _sleep(seconds: float) -> bool:
@@ -287,8 +292,7 @@ class RetentionRunner:
             try:
                 self._look()
             except (*DATABASE_ERRORS, ArchiveFailed) as error:
-                reason = str(error) if isinstance(error, ArchiveFailed) else describe_database_error(error)
-                logger.warning("retention_failed", error=reason)
+                logger.warning("retention_failed", error=_reason(error))
                 if self._ran is not None:
                     self._ran(None)
 

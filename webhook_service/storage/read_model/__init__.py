@@ -11,14 +11,13 @@ writes. Writes go only down: messages -> read model -> dialect.
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 
 import structlog
 from sqlalchemy import Connection
 
 from webhook_service.storage.dialects import dialect_of
-from webhook_service.storage.engine import create_database_engine, describe_database_error
+from webhook_service.storage.engine import describe_database_error
 from webhook_service.storage.read_model import senders
 from webhook_service.storage.read_model.day_counts import DAYS
 from webhook_service.storage.read_model.grams import GRAMS
@@ -130,14 +129,3 @@ class CountFolder:
                 failing = True
                 continue
             failing = False
-
-
-def fold_loop(url: str, interval: float = FOLD_INTERVAL_SECONDS) -> None:
-    """Fold the changes written to the database at `url` every `interval` seconds, forever
-    (a process of its own, as bench/scale_out.py runs it)."""
-
-    engine = create_database_engine(url, serving=True, pool_size=1)
-    while True:
-        time.sleep(interval)
-        with engine.begin() as conn:
-            fold(conn)
