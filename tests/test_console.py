@@ -48,7 +48,7 @@ def test_forwarding_summaries_count_pending_and_dead_letters(client, settings, s
         with database.write_transaction() as conn:
             register_destination(conn, "billing", "beginning")
             register_destination(conn, "audit", "latest")
-            claimed, _ = claim_new(conn, "billing", "me", now + 60, now, 10)
+            claimed = claim_new(conn, "billing", "me", now + 60, now, 10).claimed
             first, second, third = (claim.position for claim in claimed)
             record_outcomes(
                 conn,

@@ -50,7 +50,7 @@ def test_a_run_removes_exactly_what_was_stored_before_the_period_and_keeps_every
     # A forwarder owes deliveries of an old message and of a kept one.
     with database.write_transaction() as conn:
         register_destination(conn, "billing", "beginning")
-        claimed, _ = claim_new(conn, "billing", "me", now + 60, now, 4)
+        claimed = claim_new(conn, "billing", "me", now + 60, now, 4).claimed
     assert len(claimed) == 4
 
     monkeypatch.setattr(retention, "BATCH", 2)  # several batches

@@ -30,6 +30,7 @@ from webhook_service.api.outputs import stats_document
 from webhook_service.archive.stores import ArchiveFailed, archive_store
 from webhook_service.config import ConfigError, Settings, apply_env_file
 from webhook_service.forwarding.config import ForwardConfigError, load_config
+from webhook_service.forwarding.policy import Policy
 from webhook_service.forwarding.process import run_forwarder
 from webhook_service.signatures import LEGACY_HEADER, sign_legacy, standard_headers
 from webhook_service.storage.dialects import BackupFailed, BackupUnsupported
@@ -44,7 +45,7 @@ from webhook_service.storage.feed import (
     latest_position,
     read_feed,
 )
-from webhook_service.storage.forwarding import ReplaySelection, UnknownDestination, list_deliveries
+from webhook_service.storage.forwarding import ReplaySelection, UnknownDestination, destination_policy, list_deliveries
 from webhook_service.storage.forwarding import replay as replay_messages
 from webhook_service.storage.messages import (
     MessageFilter,
@@ -662,5 +663,7 @@ def replay(
         raise click.UsageError("choose one of --failed, --message-id ID, --since TS [--before TS]")
     selection = ReplaySelection(failed=failed, message_id=message_id, since=since, before=before)
     with _database(_settings()) as database, database.write_transaction() as conn:
-        count = replay_messages(conn, destination, selection, time.time(), dry_run)
+        # Chosen by the match and ordered by the key the forwarder serves the destination with.
+        policy = Policy.from_document(destination_policy(conn, destination))
+        count = replay_messages(conn, destination, selection, time.time(), dry_run, policy)
     click.echo(f"{'would queue' if dry_run else 'queued'} {count} messages for {destination}")

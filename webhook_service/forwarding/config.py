@@ -6,14 +6,17 @@ A bad file raises ForwardConfigError with one line naming the destination and th
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from webhook_service.forwarding.policy import ORDER_NONE, ORDERS, Match, Policy
 from webhook_service.signatures import SIGNING_KEY_PREFIX, secret_key_bytes
 from webhook_service.storage.forwarding import START_BEGINNING, START_LATEST
+from webhook_service.storage.messages import fold_text
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TIMEOUT_SECONDS = 300
@@ -27,7 +30,47 @@ DEFAULTS = {
     "backoff_initial_seconds": 5,
     "backoff_max_seconds": 3600,
 }
-KNOWN_FIELDS = {"url", "secret", "secret_file", "ca_file", *DEFAULTS}
+KNOWN_FIELDS = {
+    "url",
+    "secret",
+    "secret_file",
+    "ca_file",
+    "match",
+    "headers",
+    "header_files",
+    "bearer_token_file",
+    "client_cert_file",
+    "client_key_file",
+    "rate_per_second",
+    "order",
+    *DEFAULTS,
+}
+MATCH_FIELDS = ("from", "to", "text_contains")
+MAX_MATCH_ENTRIES = 1000
+MAX_RATE_PER_SECOND = 100_000
+# Headers the forwarder writes itself, and hop-by-hop ones (RFC 9110 7.6.1): never replaced.
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+NUMBER_PATTERN = re.compile(r"\+[0-9]{1,15}|\+[0-9]{0,15}\*")
+MAX_HEADER_VALUE = 8192
 
 
 class ForwardConfigError(ValueError):
@@ -49,6 +92,12 @@ class Destination:
     backoff_initial_seconds: float = 5
     backoff_max_seconds: float = 3600
     ca_file: str | None = None
+    # Sent with every attempt, after the file holding a value was read at start (never logged).
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    rate_per_second: float | None = None
+    policy: Policy = field(default_factory=Policy)
 
 
 def load_config(path: str | Path) -> list[Destination]:
@@ -79,6 +128,7 @@ def _destination(name: str, table: Any) -> Destination:
     if unknown:
         raise ForwardConfigError(f"{where}: {min(unknown)}: unknown field")
     values = {**DEFAULTS, **table}
+    client_certificate = _client_certificate(where, values)
     return Destination(
         name=name,
         url=_url(where, values.get("url")),
@@ -92,16 +142,37 @@ def _destination(name: str, table: Any) -> Destination:
             where, "backoff_initial_seconds", values["backoff_initial_seconds"], 0.01, 86_400
         ),
         backoff_max_seconds=_backoff_max(where, values),
-        ca_file=_ca_file(where, values.get("ca_file")),
+        ca_file=_file(where, "ca_file", values.get("ca_file")),
+        headers=_headers(where, values),
+        client_cert_file=client_certificate[0],
+        client_key_file=client_certificate[1],
+        rate_per_second=None if values.get("rate_per_second") is None else _rate(where, values["rate_per_second"]),
+        policy=Policy(
+            match=_match(where, values.get("match")),
+            order=_choice(where, "order", values.get("order", ORDER_NONE), ORDERS),
+        ),
     )
 
 
 def _url(where: str, value: Any) -> str:
     if value is None:
         raise ForwardConfigError(f"{where}: url: required")
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ForwardConfigError(f"{where}: url: expected an http:// or https:// URL with a host")
+    expected = f"{where}: url: expected an http:// or https:// URL with a host"
+    if not isinstance(value, str):
+        raise ForwardConfigError(expected)
+    if any(character.isspace() or ord(character) < 32 or ord(character) == 127 for character in value):
+        raise ForwardConfigError(f"{where}: url: holds whitespace or a control character")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ForwardConfigError(expected)
+    if parts.username is not None or parts.password is not None:
+        raise ForwardConfigError(f"{where}: url: holds a user or password; use headers or bearer_token_file")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (parts.netloc.endswith(":") and port is None):
+        raise ForwardConfigError(f"{where}: url: the port must be a number from 1 to 65535")
     return value
 
 
@@ -156,9 +227,109 @@ def _backoff_max(where: str, values: dict) -> float:
     return maximum
 
 
-def _ca_file(where: str, value: Any) -> str | None:
+def _file(where: str, name: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not Path(value).is_file():
-        raise ForwardConfigError(f"{where}: ca_file: no such file")
+        raise ForwardConfigError(f"{where}: {name}: no such file")
     return value
+
+
+def _one_line(where: str, name: str, path: Any) -> str:
+    """The value held by a file (one line; surrounding whitespace dropped), never echoed."""
+    path = _file(where, name, path)
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ForwardConfigError(f"{where}: {name}: cannot read {path}: {type(error).__name__}") from None
+    if len(lines) != 1:
+        raise ForwardConfigError(f"{where}: {name}: expected one value on one line in {path}")
+    return lines[0]
+
+
+def _headers(where: str, values: dict) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for field_name in ("headers", "header_files"):
+        table = values.get(field_name, {})
+        if not isinstance(table, dict):
+            raise ForwardConfigError(f"{where}: {field_name}: expected a table of header = value")
+        for name, value in table.items():
+            here = f"{field_name}.{name}"
+            if not HEADER_NAME.fullmatch(name):
+                raise ForwardConfigError(f"{where}: {here}: not a header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ForwardConfigError(f"{where}: {here}: the forwarder sets this header itself; it is not replaced")
+            if name.lower() in {existing.lower() for existing in headers}:
+                raise ForwardConfigError(f"{where}: {here}: given twice")
+            if field_name == "header_files":
+                value = _one_line(where, here, value)
+            headers[name] = _header_value(where, here, value)
+    token_file = values.get("bearer_token_file")
+    if token_file is not None:
+        if "authorization" in {existing.lower() for existing in headers}:
+            raise ForwardConfigError(f"{where}: bearer_token_file: an Authorization header is given as well")
+        headers["Authorization"] = "Bearer " + _header_value(
+            where, "bearer_token_file", _one_line(where, "bearer_token_file", token_file)
+        )
+    return headers
+
+
+def _header_value(where: str, name: str, value: Any) -> str:
+    # Never the value in a message: only what is wrong with its form.
+    if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE:
+        raise ForwardConfigError(f"{where}: {name}: expected a string of at most {MAX_HEADER_VALUE} characters")
+    if any(ord(character) < 32 and character != "\t" or ord(character) == 127 for character in value):
+        raise ForwardConfigError(f"{where}: {name}: the value holds a control character")
+    if not value.isascii():
+        raise ForwardConfigError(f"{where}: {name}: the value must be ASCII")
+    return value
+
+
+def _client_certificate(where: str, values: dict) -> tuple[str | None, str | None]:
+    certificate, key = values.get("client_cert_file"), values.get("client_key_file")
+    if (certificate is None) != (key is None):
+        raise ForwardConfigError(f"{where}: client_cert_file: give client_cert_file and client_key_file together")
+    certificate, key = _file(where, "client_cert_file", certificate), _file(where, "client_key_file", key)
+    if certificate is not None:
+        try:
+            ssl.create_default_context().load_cert_chain(certificate, key)
+        except (OSError, ssl.SSLError) as error:
+            raise ForwardConfigError(
+                f"{where}: client_cert_file: not a certificate with its key ({type(error).__name__})"
+            ) from None
+    return certificate, key
+
+
+def _rate(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RATE_PER_SECOND:
+        raise ForwardConfigError(
+            f"{where}: rate_per_second: expected a number above 0 and at most {MAX_RATE_PER_SECOND}"
+        )
+    return float(value)
+
+
+def _match(where: str, table: Any) -> Match | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ForwardConfigError(f"{where}: match: expected a table with from, to or text_contains")
+    unknown = set(table) - set(MATCH_FIELDS)
+    if unknown:
+        raise ForwardConfigError(f"{where}: match.{min(unknown)}: unknown field; expected from, to or text_contains")
+    lists = {}
+    for name in MATCH_FIELDS:
+        entries = table.get(name, [])
+        if not isinstance(entries, list) or len(entries) > MAX_MATCH_ENTRIES or (name in table and not entries):
+            raise ForwardConfigError(f"{where}: match.{name}: expected a list of 1 to {MAX_MATCH_ENTRIES} strings")
+        for entry in entries:
+            if name == "text_contains":
+                if not isinstance(entry, str) or not entry or len(entry) > 1000:
+                    raise ForwardConfigError(f"{where}: match.text_contains: expected texts of 1 to 1000 characters")
+            elif not isinstance(entry, str) or not NUMBER_PATTERN.fullmatch(entry):
+                raise ForwardConfigError(
+                    f"{where}: match.{name}: expected E.164 numbers ('+' then 1 to 15 digits) or prefixes ending in *"
+                )
+        lists[name] = tuple(fold_text(entry) for entry in entries) if name == "text_contains" else tuple(entries)
+    if not any(lists.values()):
+        raise ForwardConfigError(f"{where}: match: give at least one of from, to or text_contains")
+    return Match(lists["from"], lists["to"], lists["text_contains"])

@@ -20,6 +20,7 @@ class ForwarderMetrics:
     dead_lettered: Counter
     lag_seconds: Gauge
     attempt_seconds: Gauge
+    skipped: Counter
 
 
 def create_forwarder_metrics(destinations: list[str], registry: CollectorRegistry | None = None) -> ForwarderMetrics:
@@ -64,11 +65,23 @@ def create_forwarder_metrics(destinations: list[str], registry: CollectorRegistr
             ["destination"],
             registry=registry,
         ),
+        skipped=Counter(
+            "webhook_forward_skipped_total",
+            "Messages the destination's match left out: never attempted, owed or dead.",
+            ["destination"],
+            registry=registry,
+        ),
     )
     for name in destinations:
         for result in Result:
             metrics.attempts.labels(name, result.value)
-        for family in (metrics.in_flight, metrics.dead_letters, metrics.dead_lettered, metrics.lag_seconds):
+        for family in (
+            metrics.in_flight,
+            metrics.dead_letters,
+            metrics.dead_lettered,
+            metrics.lag_seconds,
+            metrics.skipped,
+        ):
             family.labels(name)
         metrics.attempt_seconds.labels(name)
     return metrics

@@ -9,6 +9,11 @@ max_attempts or max_age_seconds a message is a dead letter, and any status other
 is taken for down: one attempt at a time, spaced out the same way (a probe, preferring a
 message not yet tried, so that one message it keeps refusing cannot keep it closed), and
 nothing new is taken from the feed until an attempt succeeds. The backlog stays the feed.
+
+Messages the destination's match leaves out are passed over as they are taken. With
+`rate_per_second`, an attempt (retries included) starts only while the second before it saw
+fewer; with an `order`, the database hands out only the first owed message of each key, and
+once one is settled the next of its key is looked for at once.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from webhook_service.forwarding.config import Destination
 from webhook_service.forwarding.delivery import Attempt, Result, Sender, webhook_id
 from webhook_service.forwarding.http_loop import HttpLoop
 from webhook_service.forwarding.metrics import ForwarderMetrics
+from webhook_service.forwarding.policy import RateLimit
 from webhook_service.storage import forwarding as state
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
 from webhook_service.storage.feed import newest_position
@@ -89,6 +95,7 @@ class DestinationWorker(threading.Thread):
         self._next_renewal = 0.0
         self._last_flush = 0.0
         self._sole_forwarder = False
+        self._rate = None if destination.rate_per_second is None else RateLimit(destination.rate_per_second)
 
     # The loop.
 
@@ -124,7 +131,9 @@ class DestinationWorker(threading.Thread):
         while not self.stopping.is_set():
             try:
                 with self.database.write_transaction() as conn:
-                    self._position = state.register_destination(conn, self.destination.name, self.destination.start)
+                    self._position = state.register_destination(
+                        conn, self.destination.name, self.destination.start, self.destination.policy.document()
+                    )
                 logger.info("forwarding", destination=self.destination.name, position=self._position)
                 return True
             except DATABASE_ERRORS as error:
@@ -154,6 +163,8 @@ class DestinationWorker(threading.Thread):
                 timeout = max(0.001, FLUSH_SECONDS - (time.time() - self._last_flush))
             now = time.time()
             ready = self._queue and now >= self._paused_until and self._in_flight < self._allowed(now)
+            if ready and self._rate is not None and (wait := self._rate.wait_seconds()) > 0:
+                ready, timeout = False, min(timeout, wait)
             if not ready:
                 self._condition.wait(timeout)
 
@@ -162,7 +173,12 @@ class DestinationWorker(threading.Thread):
         if len(self._queue) < self.destination.concurrency and self._allowed(now) > 0:
             self._take(now)
         with self._condition:
-            while self._in_flight < self._allowed(now) and (claimed := self._next_to_send()) is not None:
+            while (
+                self._in_flight < self._allowed(now)
+                and self._queue
+                and self._rate_allows()
+                and (claimed := self._next_to_send()) is not None
+            ):
                 self._in_flight += 1
                 self._http.launch([self._send_chain(claimed)])
             self.metrics.in_flight.labels(self.destination.name).set(self._in_flight)
@@ -177,6 +193,10 @@ class DestinationWorker(threading.Thread):
             logger.info("forward skipped: message purged", destination=self.destination.name, position=claimed.position)
             self._results.append((claimed, Attempt(Result.DELIVERED, 0.0), time.time()))
         return None
+
+    def _rate_allows(self) -> bool:
+        """Count one attempt's start against rate_per_second; False when the second is full."""
+        return self._rate is None or self._rate.try_start()
 
     def _probing(self) -> bool:
         return self._failures_in_a_row >= BREAKER_FAILURES
@@ -219,10 +239,13 @@ class DestinationWorker(threading.Thread):
             if newest_position(conn) <= self._position:
                 return []
         with self.database.write_transaction() as conn:
-            claimed, self._position = state.claim_new(
-                conn, self.destination.name, self.owner, self._lease_until(now), now, limit
+            taken = state.claim_new(
+                conn, self.destination.name, self.owner, self._lease_until(now), now, limit, self.destination.policy
             )
-        return claimed
+        self._position = taken.position
+        if taken.skipped:
+            self.metrics.skipped.labels(self.destination.name).inc(taken.skipped)
+        return taken.claimed
 
     def _renew_leases(self, now: float) -> None:
         if now < self._next_renewal:
@@ -245,7 +268,8 @@ class DestinationWorker(threading.Thread):
                 self._results.append((claimed, attempt, time.time()))
                 now = time.time()
                 allowed = self._in_flight <= self._allowed(now) and now >= self._paused_until
-                claimed = self._next_to_send() if allowed and not self.stopping.is_set() else None
+                allowed = allowed and bool(self._queue) and not self.stopping.is_set() and self._rate_allows()
+                claimed = self._next_to_send() if allowed else None
                 if claimed is None:
                     self._in_flight -= 1
                     self.metrics.in_flight.labels(name).set(self._in_flight)
@@ -298,6 +322,9 @@ class DestinationWorker(threading.Thread):
             raise
         self._last_flush = now
         self._held.difference_update(outcome.position for outcome in outcomes)
+        if self.destination.policy.ordered and any(outcome.delivered or outcome.dead for outcome in outcomes):
+            # The next message of a settled key may be waiting for it: look at once.
+            self._next_retry_check = 0.0
 
     def _outcome(self, claimed: state.Claimed, attempt: Attempt, finished: float) -> state.Outcome:
         destination = self.destination

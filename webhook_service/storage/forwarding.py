@@ -2,17 +2,26 @@
 and a row per message not yet delivered (leased while it is tried, or a dead letter).
 
 A destination's backlog is the feed after its position. Messages are taken from it in
-batches: the destination's row is locked, the batch gets rows leased to the forwarder that
-took it, and the position moves past it, in one transaction. So several forwarders of one
-destination (PostgreSQL hosts) never take the same message at once, and a forwarder killed
-at any moment leaves only leased rows behind, which expire and are tried again.
+batches: the destination's row is locked, the batch's messages that the destination's match
+keeps get rows leased to the forwarder that took it, and the position moves past it, in one
+transaction. So several forwarders of one destination (PostgreSQL hosts) never take the same
+message at once, and a forwarder killed at any moment leaves only leased rows behind, which
+expire and are tried again.
+
+With an order, each row carries its message's key, and a pending row is taken only when no
+pending row of its key has an earlier position: the next message of a key waits, in the
+database, for the one before it to be delivered (its row goes) or dead-lettered, whichever
+forwarder holds it and across restarts and replays.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-from sqlalchemy import Connection, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, insert, not_, or_, select, update
 
 from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.feed import BEGINNING, latest_position, messages_after
@@ -24,6 +33,29 @@ PENDING = "pending"
 DEAD = "dead"
 START_LATEST = "latest"
 START_BEGINNING = "beginning"
+
+
+# Rows a replay chooses are read and written this many at a time.
+REPLAY_CHUNK = 1000
+
+
+class DeliveryPolicy(Protocol):
+    """Which messages a destination is owed, and the key that orders them (None: unordered)."""
+
+    def keeps(self, message: StoredMessage) -> bool: ...
+
+    def key(self, message: StoredMessage) -> str | None: ...
+
+
+class _EveryMessage:
+    def keeps(self, message: StoredMessage) -> bool:
+        return True
+
+    def key(self, message: StoredMessage) -> str | None:
+        return None
+
+
+EVERY_MESSAGE = _EveryMessage()
 
 
 class UnknownDestination(LookupError):
@@ -68,21 +100,32 @@ class DeliveryState:
     last_attempt_at: str | None
 
 
-def register_destination(conn: Connection, name: str, start: str) -> int:
+def register_destination(conn: Connection, name: str, start: str, policy: dict | None = None) -> int:
     """Make sure the destination has a position (the feed's end, or its beginning, the first
-    time); returns its position. Run in a write transaction."""
+    time) and note the match and order it is served with (`policy`, as JSON); returns its
+    position. Run in a write transaction."""
+    document = None if policy is None else json.dumps(policy, sort_keys=True)
     position = _position_of(conn, name)
-    if position is not None:
-        return position
-    position = latest_position(conn) if start == START_LATEST else BEGINNING
-    statement = (
-        dialect_of(conn)
-        .insert(forward_destinations)
-        .on_conflict_do_nothing(index_elements=[forward_destinations.c.name])
-    )
-    conn.execute(statement.values(name=name, position=position, created_at=utc_now_iso()))
-    # Another forwarder may have registered it first: its position counts.
-    return _position_of(conn, name)
+    if position is None:
+        position = latest_position(conn) if start == START_LATEST else BEGINNING
+        statement = (
+            dialect_of(conn)
+            .insert(forward_destinations)
+            .on_conflict_do_nothing(index_elements=[forward_destinations.c.name])
+        )
+        conn.execute(statement.values(name=name, position=position, created_at=utc_now_iso(), policy=document))
+        # Another forwarder may have registered it first: its position counts.
+        position = _position_of(conn, name)
+    conn.execute(update(forward_destinations).where(forward_destinations.c.name == name).values(policy=document))
+    return position
+
+
+def destination_policy(conn: Connection, name: str) -> dict | None:
+    """The match and order a forwarder last served the destination with; raises UnknownDestination."""
+    row = conn.execute(select(forward_destinations.c.policy).where(forward_destinations.c.name == name)).first()
+    if row is None:
+        raise UnknownDestination(name)
+    return None if row.policy is None else json.loads(row.policy)
 
 
 def _position_of(conn: Connection, name: str, lock: bool = False) -> int | None:
@@ -98,18 +141,43 @@ def destination_position(conn: Connection, name: str) -> int:
     return position
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What claim_new took: the deliveries leased to be tried now, the destination's position
+    after the batch, how many messages its match skipped, and how many wait for an earlier
+    message of their key."""
+
+    claimed: list[Claimed]
+    position: int
+    skipped: int = 0
+    waiting: int = 0
+
+
 def claim_new(
-    conn: Connection, name: str, owner: str, lease_until: float, now: float, limit: int
-) -> tuple[list[Claimed], int]:
-    """Take up to `limit` messages after the destination's position, leased to `owner`, and
-    move the position past them; returns them and the position now. Run in a write transaction."""
+    conn: Connection,
+    name: str,
+    owner: str,
+    lease_until: float,
+    now: float,
+    limit: int,
+    policy: DeliveryPolicy = EVERY_MESSAGE,
+) -> Taken:
+    """Take up to `limit` messages after the destination's position and move the position past
+    them: those the policy keeps are owed (leased to `owner` unless an earlier message of their
+    key is still owed: those wait, unleased), the rest are skipped. Run in a write transaction."""
     position = _position_of(conn, name, lock=True)
     found = messages_after(conn, position, limit)
     if not found:
-        return [], position
-    conn.execute(
-        insert(forward_deliveries),
-        [
+        return Taken([], position)
+    kept = [(position, message, policy.key(message)) for position, message in found if policy.keeps(message)]
+    # A key with a row still pending (in the database, or earlier in this batch) waits for it.
+    busy = _keys_pending(conn, name, {key for _position, _message, key in kept if key is not None})
+    rows, claimed = [], []
+    for position, message, key in kept:
+        leased = key is None or key not in busy
+        if key is not None:
+            busy.add(key)
+        rows.append(
             {
                 "destination": name,
                 "position": position,
@@ -117,15 +185,40 @@ def claim_new(
                 "attempts": 0,
                 "queued_at": now,
                 "next_attempt_at": now,
-                "lease_owner": owner,
-                "lease_until": lease_until,
+                "lease_owner": owner if leased else None,
+                "lease_until": lease_until if leased else None,
+                "order_key": key,
             }
-            for position, _message in found
-        ],
-    )
+        )
+        if leased:
+            claimed.append(Claimed(position, 0, now, message))
+    if rows:
+        conn.execute(insert(forward_deliveries), rows)
     position = found[-1][0]
     conn.execute(update(forward_destinations).where(forward_destinations.c.name == name).values(position=position))
-    return [Claimed(position, 0, now, message) for position, message in found], position
+    return Taken(claimed, position, skipped=len(found) - len(kept), waiting=len(rows) - len(claimed))
+
+
+def _keys_pending(conn: Connection, name: str, keys: set[str]) -> set[str]:
+    if not keys:
+        return set()
+    # Keys are made of E.164 numbers: stored as they are, as the numbers themselves are.
+    found: set[str] = set()
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), REPLAY_CHUNK):
+        chunk = ordered[start : start + REPLAY_CHUNK]
+        found.update(
+            conn.execute(
+                select(forward_deliveries.c.order_key)
+                .where(
+                    forward_deliveries.c.destination == name,
+                    forward_deliveries.c.state == PENDING,
+                    forward_deliveries.c.order_key.in_(chunk),
+                )
+                .distinct()
+            ).scalars()
+        )
+    return found
 
 
 def has_due(conn: Connection, name: str, owner: str, now: float, sole_forwarder: bool = False) -> bool:
@@ -134,16 +227,34 @@ def has_due(conn: Connection, name: str, owner: str, now: float, sole_forwarder:
     return conn.execute(select(forward_deliveries.c.position).where(*due).limit(1)).first() is not None
 
 
+_earlier = forward_deliveries.alias("earlier")
+
+
 def _due(name: str, owner: str, now: float, sole_forwarder: bool) -> list:
     free = [forward_deliveries.c.lease_until.is_(None), forward_deliveries.c.lease_until < now]
     if sole_forwarder:
         # No other forwarder is alive: what another one holds, it held when it was killed.
         free.append(forward_deliveries.c.lease_owner != owner)
+    # With an order, only the first pending row of its key (leased or not) may be tried.
+    head_of_its_key = or_(
+        forward_deliveries.c.order_key.is_(None),
+        not_(
+            exists().where(
+                and_(
+                    _earlier.c.destination == forward_deliveries.c.destination,
+                    _earlier.c.order_key == forward_deliveries.c.order_key,
+                    _earlier.c.state == PENDING,
+                    _earlier.c.position < forward_deliveries.c.position,
+                )
+            )
+        ),
+    )
     return [
         forward_deliveries.c.destination == name,
         forward_deliveries.c.state == PENDING,
         forward_deliveries.c.next_attempt_at <= now,
         or_(*free),
+        head_of_its_key,
     ]
 
 
@@ -322,10 +433,18 @@ class ReplaySelection:
     before: str | None = None
 
 
-def replay(conn: Connection, name: str, selection: ReplaySelection, now: float, dry_run: bool) -> int:
-    """Queue the selected messages (only those the destination has been given or owed: the
-    feed after its position brings the rest anyway) to be sent again now, dead letters
-    included; returns how many. Run in a write transaction."""
+def replay(
+    conn: Connection,
+    name: str,
+    selection: ReplaySelection,
+    now: float,
+    dry_run: bool,
+    policy: DeliveryPolicy = EVERY_MESSAGE,
+) -> int:
+    """Queue the selected messages that the policy keeps (only those the destination has been
+    given or owed: the feed after its position brings the rest anyway) to be sent again now,
+    dead letters included, each in its key's order among what is owed; returns how many. Run
+    in a write transaction."""
     position = destination_position(conn, name)
     reset = {"state": PENDING, "attempts": 0, "queued_at": now, "next_attempt_at": now}
     if selection.failed:
@@ -334,27 +453,44 @@ def replay(conn: Connection, name: str, selection: ReplaySelection, now: float, 
             return conn.execute(select(func.count()).select_from(forward_deliveries).where(*dead)).scalar_one()
         return conn.execute(update(forward_deliveries).where(*dead).values(**reset)).rowcount
     dialect = dialect_of(conn)
-    chosen = select(messages.c.id).where(messages.c.id <= position)
+    chosen = [messages.c.id <= position]
     if selection.message_id is not None:
-        chosen = chosen.where(messages.c.message_id == dialect.to_column(selection.message_id))
+        chosen.append(messages.c.message_id == dialect.to_column(selection.message_id))
     if selection.since is not None:
-        chosen = chosen.where(messages.c.ts_instant >= instant_key(selection.since))
+        chosen.append(messages.c.ts_instant >= instant_key(selection.since))
     if selection.before is not None:
-        chosen = chosen.where(messages.c.ts_instant < instant_key(selection.before))
-    if dry_run:
-        return conn.execute(select(func.count()).select_from(chosen.subquery())).scalar_one()
-    rows = select(
-        literal(name).label("destination"),
-        messages.c.id.label("position"),
-        literal(PENDING).label("state"),
-        literal(0).label("attempts"),
-        literal(now).label("queued_at"),
-        literal(now).label("next_attempt_at"),
-    ).where(messages.c.id.in_(chosen.scalar_subquery()))
-    statement = dialect.insert(forward_deliveries).from_select(
-        ["destination", "position", "state", "attempts", "queued_at", "next_attempt_at"], rows
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=[forward_deliveries.c.destination, forward_deliveries.c.position], set_=reset
-    ).returning(forward_deliveries.c.position)
-    return len(conn.execute(statement).all())
+        chosen.append(messages.c.ts_instant < instant_key(selection.before))
+    queued = 0
+    for chunk in _chosen_messages(conn, chosen):
+        rows = [
+            {"destination": name, "position": found_at, **reset, "order_key": policy.key(message)}
+            for found_at, message in chunk
+            if policy.keeps(message)
+        ]
+        queued += len(rows)
+        if rows and not dry_run:
+            statement = dialect.insert(forward_deliveries).values(rows)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[forward_deliveries.c.destination, forward_deliveries.c.position],
+                    set_={**reset, "order_key": statement.excluded.order_key},
+                )
+            )
+    return queued
+
+
+def _chosen_messages(conn: Connection, chosen: list) -> Iterator[list[tuple[int, StoredMessage]]]:
+    """The messages meeting `chosen`, in feed order, REPLAY_CHUNK at a time."""
+    dialect = dialect_of(conn)
+    after = BEGINNING
+    while True:
+        rows = conn.execute(
+            select(messages.c.id, *PAGE_COLUMNS)
+            .where(*chosen, messages.c.id > after)
+            .order_by(messages.c.id)
+            .limit(REPLAY_CHUNK)
+        ).all()
+        if not rows:
+            return
+        yield [(row.id, stored_message(dialect, row)) for row in rows]
+        after = rows[-1].id

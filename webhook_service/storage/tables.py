@@ -225,8 +225,9 @@ def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
 
 
 # The forwarder's state. Every message with a position up to a destination's `position`
-# has been delivered to it, or has a row in forward_deliveries (waiting, leased, or dead);
-# the messages after it are the destination's backlog: the feed itself, not a copy.
+# that its match keeps has been delivered to it, or has a row in forward_deliveries
+# (waiting, leased, or dead); the messages after it are the destination's backlog: the feed
+# itself, not a copy.
 forward_destinations = Table(
     "forward_destinations",
     metadata,
@@ -238,6 +239,12 @@ forward_destinations = Table(
         comment="Feed position up to which every message is delivered or has a forward_deliveries row.",
     ),
     Column("created_at", Text, nullable=False, comment="When the forwarder first served it, UTC ISO-8601."),
+    Column(
+        "policy",
+        Text,
+        nullable=True,
+        comment="JSON: the match and order the forwarder last served it with (replay chooses by them).",
+    ),
 )
 
 forward_deliveries = Table(
@@ -259,5 +266,12 @@ forward_deliveries = Table(
     Column("last_status", Integer, nullable=True, comment="The HTTP status of the last attempt, if it got one."),
     Column("last_error", Text, nullable=True, comment="What went wrong in the last attempt, in one line."),
     Column("last_attempt_at", Float, nullable=True, comment="When the last attempt ended, epoch seconds."),
+    Column(
+        "order_key",
+        OrderedText,
+        nullable=True,
+        comment="With an order: the sender (or sender and recipient); tried after every earlier pending row of it.",
+    ),
     Index("ix_forward_deliveries_due", "destination", "state", "next_attempt_at"),
+    Index("ix_forward_deliveries_order", "destination", "order_key", "position"),
 )
