@@ -1,5 +1,6 @@
 import pytest
 
+from tests.support.forwarder import Forwarder
 from tests.support.servers import Gunicorn
 
 SECRET = "e2e-secret"
@@ -24,3 +25,17 @@ def gunicorn_server(tmp_path, server_env):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def served(tmp_path, server_env):
+    """A 2-worker gunicorn, and a list of the consumers and forwarders the test starts:
+    every one is stopped after the test (forwarders killed), the server last."""
+    server = Gunicorn(workdir=tmp_path, env=server_env, workers=2).start()
+    started: list = [server]
+    yield server, started
+    for process in reversed(started):
+        if isinstance(process, Forwarder):
+            process.kill()
+        else:
+            process.stop()

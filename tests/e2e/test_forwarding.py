@@ -10,48 +10,15 @@ import pytest
 
 from tests.support.certificates import make_server_certificate
 from tests.support.consumer import Answer, Consumer
-from tests.support.forwarder import FORWARD_SECRET, Forwarder, destination_toml
+from tests.support.forwarder import FORWARD_SECRET, Forwarder, consumer, destination_toml, forwarder, post_messages
 from tests.support.messages import make_message
 from tests.support.metrics import parse_metrics, value
-from tests.support.servers import Gunicorn, Load, run_cli, signed_post, wait_until
+from tests.support.servers import Load, run_cli, signed_post, wait_until
 from webhook_service.timestamps import epoch_from_iso
 
 pytestmark = pytest.mark.e2e
 
 FAST_RETRIES = {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1, "timeout_seconds": 2}
-
-
-@pytest.fixture
-def served(tmp_path, server_env):
-    server = Gunicorn(workdir=tmp_path, env=server_env, workers=2).start()
-    started: list = [server]
-    yield server, started
-    for process in reversed(started):
-        if isinstance(process, Consumer):
-            process.stop()
-        elif isinstance(process, Forwarder):
-            process.kill()
-        else:
-            process.stop()
-
-
-def post_messages(port: int, prefix: str, count: int) -> list[str]:
-    ids = [f"{prefix}-{number:03d}" for number in range(count)]
-    for message_id in ids:
-        assert signed_post(port, make_message(message_id=message_id, text=f"text of {message_id}")).status == 200
-    return ids
-
-
-def forwarder(tmp_path, server_env, started, config: str) -> Forwarder:
-    process = Forwarder(workdir=tmp_path, env=server_env, config=config).start()
-    started.append(process)
-    return process
-
-
-def consumer(started, answer=None) -> Consumer:
-    process = Consumer(FORWARD_SECRET, answer).start()
-    started.append(process)
-    return process
 
 
 def test_every_message_arrives_signed_with_a_stable_id_and_the_messages_document(tmp_path, server_env, served):

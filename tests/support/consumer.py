@@ -29,6 +29,7 @@ class Received:
     at: float
     verified: bool
     answered: int
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
 
 
 @dataclass
@@ -43,10 +44,15 @@ class Consumer:
     `start()` brings it back on the same port."""
 
     def __init__(
-        self, secret: str, answer: Callable[[dict], Answer] | None = None, tls: tuple[Path, Path] | None = None
+        self,
+        secret: str,
+        answer: Callable[[dict], Answer] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        client_ca: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.tls = tls  # (certificate, key): serve https
+        self.client_ca = client_ca  # with tls: require a client certificate issued by this CA
         self.secret = secret
         self.answer = answer or (lambda _message: Answer())
         self.received: list[Received] = []
@@ -77,6 +83,9 @@ class Consumer:
         if self.tls:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*self.tls)
+            if self.client_ca is not None:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(self.client_ca)
             server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -110,7 +119,7 @@ class Consumer:
             if answer.delay and not self._still_connected(request, answer.delay):
                 return  # the forwarder gave up on this attempt (a timeout) and closed the connection
             with self._lock:
-                self.received.append(Received(webhook_id, message, time.time(), verified, answer.status))
+                self.received.append(Received(webhook_id, message, time.time(), verified, answer.status, headers))
             payload = b'{"ok":true}'
             request.send_response(answer.status)
             for name, value in answer.headers.items():

@@ -11,19 +11,28 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.consumer import Consumer
+from tests.support.messages import make_message
 from tests.support.metrics import parse_metrics, value
-from tests.support.servers import ROOT, free_port, request, stop_process, wait_until
+from tests.support.servers import ROOT, free_port, request, signed_post, stop_process, wait_until
 
 FORWARD_SECRET = "whsec_" + "Zm9yd2FyZGVyLXRlc3Qtc2VjcmV0LTMyYnl0ZXM="
 
 
 def destination_toml(name: str, url: str, **fields) -> str:
-    """One [destinations.NAME] table; fields as TOML values (str, int, float)."""
+    """One [destinations.NAME] table; fields as TOML values (str, int, float, lists of
+    strings, and tables of those)."""
     values = {"url": url, "secret": FORWARD_SECRET, "start": "beginning", **fields}
     lines = [f"[destinations.{name}]"]
     for key, setting in values.items():
-        lines.append(f"{key} = {json.dumps(setting)}")
+        lines.append(f"{key} = {_toml(setting)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml(setting) -> str:
+    if isinstance(setting, dict):
+        return "{ " + ", ".join(f"{json.dumps(key)} = {_toml(item)}" for key, item in setting.items()) + " }"
+    return json.dumps(setting)
 
 
 @dataclass
@@ -98,3 +107,25 @@ class Forwarder:
             if line.strip():
                 lines.append(json.loads(line))
         return lines
+
+
+def post_messages(port: int, prefix: str, count: int) -> list[str]:
+    """`count` signed deliveries to the service, one after another; returns their message_ids."""
+    ids = [f"{prefix}-{number:03d}" for number in range(count)]
+    for message_id in ids:
+        assert signed_post(port, make_message(message_id=message_id, text=f"text of {message_id}")).status == 200
+    return ids
+
+
+def forwarder(tmp_path: Path, server_env: dict, started: list, config: str) -> Forwarder:
+    """A forwarder started with `config`, stopped with the test's other processes."""
+    process = Forwarder(workdir=tmp_path, env=server_env, config=config).start()
+    started.append(process)
+    return process
+
+
+def consumer(started: list, answer=None, **options) -> Consumer:
+    """A consumer started now, stopped with the test's other processes."""
+    process = Consumer(FORWARD_SECRET, answer, **options).start()
+    started.append(process)
+    return process
