@@ -8,6 +8,7 @@ from tests.support.messages import make_message
 from webhook_service.config import Settings
 from webhook_service.storage.engine import Database
 from webhook_service.storage.forwarding import Outcome, claim_new, record_outcomes, register_destination
+from webhook_service.timestamps import iso_from_epoch
 
 TOKEN = "console-token-0123456789"
 
@@ -69,7 +70,14 @@ def test_forwarding_summaries_count_pending_and_dead_letters(client, settings, s
         "lag_seconds": 0.0,
         "pending": 0,
         "dead_letters": 0,
+        "latest_dead_letters": [],
+        "waiting": [],
     }
     assert billing["name"] == "billing" and (billing["pending"], billing["dead_letters"]) == (1, 1)
+    [dead] = billing["latest_dead_letters"]
+    assert (dead["message_id"], dead["attempts"], dead["last_status"], dead["next_attempt_at"]) == ("f1", 15, 400, None)
+    [waiting] = billing["waiting"]
+    assert (waiting["message_id"], waiting["attempts"], waiting["last_status"]) == ("f2", 1, 503)
+    assert waiting["next_attempt_at"] == iso_from_epoch(now + 30)
     # The oldest message it has not had (the retry) was stored moments ago.
     assert 0 < billing["lag_seconds"] < 60

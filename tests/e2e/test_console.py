@@ -238,9 +238,13 @@ def test_the_forwarding_view_shows_each_destinations_dead_letters(browser, conso
     )
     run_sql(
         url,
-        "INSERT INTO forward_deliveries (destination, position, state, attempts, queued_at, next_attempt_at) "
-        "VALUES ('billing', 1, 'dead', 15, 0, 0), ('billing', 2, 'dead', 15, 0, 0), ('billing', 3, 'pending', 2, 0, 0)",
+        "INSERT INTO forward_deliveries "
+        "(destination, position, state, attempts, queued_at, next_attempt_at, last_status, last_error, last_attempt_at) "
+        "VALUES ('billing', 1, 'dead', 15, 0, 100, 400, NULL, 100), "
+        "('billing', 2, 'dead', 15, 0, 200, NULL, 'timed out', 200), "
+        "('billing', 3, 'pending', 2, 0, 4102444800, 503, NULL, 300)",
     )
+    ids = {position: message_id for position, message_id in run_sql(url, "SELECT id, message_id FROM messages")}
     port = console_server.port
     with watched_page(browser, f"http://127.0.0.1:{port}") as (page, watched):
         page.goto(f"http://127.0.0.1:{port}/console#forwarding")
@@ -251,6 +255,17 @@ def test_the_forwarding_view_shows_each_destinations_dead_letters(browser, conso
         [destination] = api(port, "/stats/forwarding")["destinations"]
         assert destination["dead_letters"] == 2 and destination["pending"] == 1 and destination["lag_seconds"] > 0
         assert cells[0] == "billing" and cells[2:] == ["1", "2"]
+        # Its dead letters, the last to die first, and what waits, with when it is tried next.
+        rows = page.eval_on_selector_all(
+            '#owed section[data-destination="billing"] tbody tr',
+            "rows => rows.map(row => [...row.cells].map(cell => cell.textContent))",
+        )
+        assert rows == [
+            [ids.get(2, "(removed)"), "15", "timed out", "1970-01-01T00:03:20.000000Z"],
+            [ids.get(1, "(removed)"), "15", "HTTP 400", "1970-01-01T00:01:40.000000Z"],
+            [ids.get(3, "(removed)"), "2", "HTTP 503", "2100-01-01T00:00:00.000000Z"],
+        ]
+        assert page.locator('#owed section[data-kind="dead"] h2').text_content() == "Dead letters of billing"
         page.screenshot(path=str(tmp_path / "console-forwarding.png"), full_page=True)
     assert watched.page_errors == []
 

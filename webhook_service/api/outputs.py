@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from webhook_service.storage.feed import FeedPage, encode_position
-from webhook_service.storage.forwarding import DestinationSummary
+from webhook_service.storage.forwarding import DeliveryState, DestinationSummary
 from webhook_service.storage.messages import MessagePage, MessageStats, message_document
 from webhook_service.timestamps import epoch_from_iso
 
@@ -105,6 +105,25 @@ class TimelineSchema(Schema):
     )
 
 
+class OwedDeliverySchema(Schema):
+    """A delivery still owed to a destination: waiting for its next attempt, or dead."""
+
+    message_id = fields.String(
+        required=True, allow_none=True, metadata={"description": "null when the message was removed since."}
+    )
+    attempts = fields.Integer(required=True, metadata={"description": "Attempts since it was queued or replayed."})
+    last_status = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "The HTTP status of the last attempt, if any."}
+    )
+    last_error = fields.String(
+        required=True, allow_none=True, metadata={"description": "What went wrong in the last attempt, in one line."}
+    )
+    last_attempt_at = fields.String(required=True, allow_none=True, metadata={"example": "2025-01-15T10:00:03Z"})
+    next_attempt_at = fields.String(
+        required=True, allow_none=True, metadata={"description": "Not tried again before this; null for a dead letter."}
+    )
+
+
 class DestinationSchema(Schema):
     """Where one forwarding destination stands."""
 
@@ -118,6 +137,18 @@ class DestinationSchema(Schema):
     )
     pending = fields.Integer(required=True, metadata={"description": "Messages waiting for a retry or in flight."})
     dead_letters = fields.Integer(required=True)
+    latest_dead_letters = fields.List(
+        fields.Nested(OwedDeliverySchema),
+        required=True,
+        metadata={"description": "The 20 dead letters that died last, newest first (deliveries --failed lists all)."},
+    )
+    waiting = fields.List(
+        fields.Nested(OwedDeliverySchema),
+        required=True,
+        metadata={
+            "description": "The 20 pending deliveries due soonest (in flight, or waiting for a retry or their turn)."
+        },
+    )
 
 
 class ForwardingSchema(Schema):
@@ -222,11 +253,24 @@ def forwarding_document(summaries: list[DestinationSummary], now: float) -> dict
                     else max(0.0, round(now - epoch_from_iso(summary.oldest_undelivered_at), 3)),
                     "pending": summary.pending,
                     "dead_letters": summary.dead_letters,
+                    "latest_dead_letters": [_owed_delivery(item) for item in summary.latest_dead_letters],
+                    "waiting": [_owed_delivery(item) for item in summary.waiting],
                 }
                 for summary in summaries
             ]
         }
     )
+
+
+def _owed_delivery(item: DeliveryState) -> dict:
+    return {
+        "message_id": item.message_id,
+        "attempts": item.attempts,
+        "last_status": item.last_status,
+        "last_error": item.last_error,
+        "last_attempt_at": item.last_attempt_at,
+        "next_attempt_at": item.next_attempt_at,
+    }
 
 
 def status_document(status: str) -> dict:

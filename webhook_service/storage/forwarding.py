@@ -98,6 +98,7 @@ class DeliveryState:
     last_status: int | None
     last_error: str | None
     last_attempt_at: str | None
+    next_attempt_at: str | None = None
 
 
 def register_destination(conn: Connection, name: str, start: str, policy: dict | None = None) -> int:
@@ -370,6 +371,12 @@ class DestinationSummary:
     oldest_undelivered_at: str | None
     pending: int
     dead_letters: int
+    latest_dead_letters: list[DeliveryState]
+    waiting: list[DeliveryState]
+
+
+# The console shows this many dead letters and waiting deliveries of each destination.
+SUMMARY_DELIVERIES = 20
 
 
 def destination_summaries(conn: Connection) -> list[DestinationSummary]:
@@ -392,6 +399,8 @@ def destination_summaries(conn: Connection) -> list[DestinationSummary]:
             oldest_undelivered_at=oldest_undelivered_at(conn, row.name),
             pending=counts.get((row.name, PENDING), 0),
             dead_letters=counts.get((row.name, DEAD), 0),
+            latest_dead_letters=latest_deliveries(conn, row.name, DEAD, SUMMARY_DELIVERIES),
+            waiting=latest_deliveries(conn, row.name, PENDING, SUMMARY_DELIVERIES),
         )
         for row in rows
     ]
@@ -400,14 +409,34 @@ def destination_summaries(conn: Connection) -> list[DestinationSummary]:
 def list_deliveries(conn: Connection, name: str, dead_only: bool) -> list[DeliveryState]:
     """The deliveries still owed (or the dead letters alone), oldest message first."""
     destination_position(conn, name)
+    query = _deliveries_of(name).order_by(forward_deliveries.c.position)
+    if dead_only:
+        query = query.where(forward_deliveries.c.state == DEAD)
+    return _delivery_states(conn, query)
+
+
+def latest_deliveries(conn: Connection, name: str, state: str, limit: int) -> list[DeliveryState]:
+    """At most `limit` deliveries in `state`: the dead letters that died last, or the pending
+    ones due soonest (a dead letter's next_attempt_at is when it died: one index serves both)."""
+    column = forward_deliveries.c.next_attempt_at
     query = (
+        _deliveries_of(name)
+        .where(forward_deliveries.c.state == state)
+        .order_by(column.desc() if state == DEAD else column, forward_deliveries.c.position)
+        .limit(limit)
+    )
+    return _delivery_states(conn, query)
+
+
+def _deliveries_of(name: str):
+    return (
         select(forward_deliveries, messages.c.message_id)
         .select_from(forward_deliveries.outerjoin(messages, messages.c.id == forward_deliveries.c.position))
         .where(forward_deliveries.c.destination == name)
-        .order_by(forward_deliveries.c.position)
     )
-    if dead_only:
-        query = query.where(forward_deliveries.c.state == DEAD)
+
+
+def _delivery_states(conn: Connection, query) -> list[DeliveryState]:
     dialect = dialect_of(conn)
     return [
         DeliveryState(
@@ -418,6 +447,7 @@ def list_deliveries(conn: Connection, name: str, dead_only: bool) -> list[Delive
             last_status=row.last_status,
             last_error=row.last_error,
             last_attempt_at=None if row.last_attempt_at is None else iso_from_epoch(row.last_attempt_at),
+            next_attempt_at=None if row.state == DEAD else iso_from_epoch(row.next_attempt_at),
         )
         for row in conn.execute(query)
     ]

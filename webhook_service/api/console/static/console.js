@@ -404,9 +404,52 @@ async function loadForwarding() {
         return row;
       }),
     );
+    $("owed").replaceChildren(...destinations.flatMap(owedTables));
   } catch (error) {
     if (!(error instanceof Unauthorized)) $("forwarding-error").textContent = error.message;
   }
+}
+
+// A destination's latest dead letters and the deliveries due soonest, read-only: the
+// command line (deliveries, replay) acts on them.
+function owedTables(destination) {
+  const tables = [];
+  const lists = [
+    ["dead", `Dead letters of ${destination.name}`, destination.latest_dead_letters, destination.dead_letters],
+    ["waiting", `Waiting at ${destination.name}`, destination.waiting, destination.pending],
+  ];
+  for (const [kind, title, items, count] of lists) {
+    if (items.length === 0) continue;
+    const section = element("section", "owed");
+    section.dataset.destination = destination.name;
+    section.dataset.kind = kind;
+    const shown = items.length < count ? ` (${items.length} of ${count.toLocaleString("en")})` : "";
+    const table = element("table");
+    const head = element("tr");
+    const last = kind === "dead" ? "Died at" : "Next attempt";
+    for (const name of ["Message", "Attempts", "Last outcome", last]) {
+      const cell = element("th", "", name);
+      cell.scope = "col";
+      head.append(cell);
+    }
+    table.createTHead().append(head);
+    const body = table.createTBody();
+    for (const item of items) {
+      const row = element("tr");
+      const outcome = item.last_status !== null ? `HTTP ${item.last_status}` : item.last_error || "not tried yet";
+      row.append(
+        element("td", "message-id", item.message_id ?? "(removed)"),
+        element("td", "", String(item.attempts)),
+        element("td", "", outcome),
+        element("td", "", (kind === "dead" ? item.last_attempt_at : item.next_attempt_at) || "-"),
+      );
+      body.append(row);
+    }
+    section.append(element("h2", "", title + shown), element("div", "scroll"));
+    section.lastChild.append(table);
+    tables.push(section);
+  }
+  return tables;
 }
 
 // --- start -------------------------------------------------------------------------------
