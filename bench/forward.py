@@ -3,11 +3,21 @@
 Starts the service (gunicorn.conf.py) on a new database, a local consumer that answers 200 at
 once (a separate process), and `webhook-service forward` to it; drives POST /webhook with wrk
 as fast as the service answers for SECONDS, then waits for the forwarder to drain. Prints
-ingested per second (rows stored in the window), forwarded per second (arrivals at the
-consumer in the same window), their ratio, and the delay from each message's store
-(created_at, taken in the transaction its 200 waits for) to its arrival at the consumer, p50/p99.
+ingested per second (rows stored in the window that the destination is owed), forwarded per
+second (arrivals at the consumer in the same window), their ratio, and the delay from each
+message's store (created_at, taken in the transaction its 200 waits for) to its arrival at
+the consumer, p50/p99. Destinations (--variants):
+
+  every         every message, as stored
+  match-half    a match (text_contains "even") that keeps every other message
+  conversation  order = "conversation", over 1,000 conversations (1,000 senders, one recipient)
+  rate          rate_per_second = 50: a backlog is stored first, then arrivals are counted
+                over 20 s (the rate achieved, and the most arrivals in any second: the
+                forwarder bounds starts, and arrivals carry the network's and the
+                consumer's jitter on top, so the most in any 0.95 s is shown too)
 
     python bench/forward.py [--seconds 10] [--connections 32] [--concurrency 8] [--postgres-url URL]
+                            [--variants every,match-half,conversation,rate]
 
 With --postgres-url (an empty database) the same is measured on PostgreSQL too. Needs wrk.
 Everything listens on 127.0.0.1 and stops by itself.
@@ -37,6 +47,14 @@ from webhook_service.timestamps import epoch_from_iso
 
 FORWARD_SECRET = "whsec_" + "YmVuY2gtZm9yd2FyZGVyLXNlY3JldC0zMg=="
 DRAIN_SECONDS = 60
+VARIANTS = {
+    # name: (extra TOML for the destination, senders, parity tags in texts)
+    "every": ("", 5000, False),
+    "match-half": ('[destinations.bench.match]\ntext_contains = ["even"]\n', 5000, True),
+    "conversation": ('order = "conversation"\n', 1000, False),
+    "rate": ("rate_per_second = 50\n", 5000, False),
+}
+RATE_WINDOW_SECONDS = 20
 
 
 def consume(port: int, record: str) -> None:
@@ -62,23 +80,30 @@ def consume(port: int, record: str) -> None:
     server.serve_forever()
 
 
-def measure(name: str, database_url: str, workdir: Path, seconds: int, connections: int, concurrency: int) -> dict:
-    messages = workdir / f"messages-{name}.txt"
-    write_signed_messages(messages, 8_000 * seconds, prefix=f"forward-{name}")
-    record = workdir / f"arrivals-{name}.txt"
+def measure(
+    name: str, variant: str, database_url: str, workdir: Path, seconds: int, connections: int, concurrency: int
+) -> dict:
+    extra, senders, parity = VARIANTS[variant]
+    messages = workdir / f"messages-{name}-{variant}.txt"
+    write_signed_messages(messages, 8_000 * seconds, prefix=f"forward-{name}-{variant}", senders=senders, parity=parity)
+    record = workdir / f"arrivals-{name}-{variant}.txt"
     consumer_port, metrics_port = free_port(), free_port()
     consumer = subprocess.Popen(
         [sys.executable, __file__, "--consume", str(consumer_port), str(record)], start_new_session=True
     )
-    config = workdir / f"forward-{name}.toml"
+    config = workdir / f"forward-{name}-{variant}.toml"
+    # The match table comes last: it ends the destination's own table.
+    table, match = (extra, "") if not extra.startswith("[") else ("", extra)
+    # One destination per variant: on one database, each starts at the feed's end.
+    match = match.replace("[destinations.bench.", f"[destinations.bench-{variant}.")
     config.write_text(
-        f'[destinations.bench]\nurl = "http://127.0.0.1:{consumer_port}/"\nsecret = "{FORWARD_SECRET}"\n'
-        f'start = "beginning"\nconcurrency = {concurrency}\n'
+        f'[destinations.bench-{variant}]\nurl = "http://127.0.0.1:{consumer_port}/"\nsecret = "{FORWARD_SECRET}"\n'
+        f'start = "latest"\nconcurrency = {concurrency}\n{table}{match}'
     )
     env = {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
     try:
-        with Server(env, workdir / f"gunicorn-{name}.log") as server:
-            forwarder_log = open(workdir / f"forwarder-{name}.log", "wb")  # noqa: SIM115
+        with Server(env, workdir / f"gunicorn-{name}-{variant}.log") as server:
+            forwarder_log = open(workdir / f"forwarder-{name}-{variant}.log", "wb")  # noqa: SIM115
             forwarder = subprocess.Popen(
                 [sys.executable, "-m", "webhook_service", "forward", "--config", str(config)]
                 + ["--metrics-port", str(metrics_port)],
@@ -90,13 +115,18 @@ def measure(name: str, database_url: str, workdir: Path, seconds: int, connectio
             )
             try:
                 time.sleep(2)
+                before = get_json(server.port, "/stats")["total_messages"]
                 started = time.time()
-                wrk = run_wrk(server.port, messages, seconds, connections, 2)
+                wrk = run_wrk(server.port, messages, 2 if variant == "rate" else seconds, connections, 2)
                 ended = time.time()
-                stored = get_json(server.port, "/stats")["total_messages"]
-                deadline = time.monotonic() + DRAIN_SECONDS
-                while time.monotonic() < deadline and _count(record) < stored:
-                    time.sleep(0.2)
+                stored = get_json(server.port, "/stats")["total_messages"] - before
+                owed = _owed(server.port, stored, parity)
+                if variant == "rate":
+                    time.sleep(RATE_WINDOW_SECONDS + 3)
+                else:
+                    deadline = time.monotonic() + DRAIN_SECONDS
+                    while time.monotonic() < deadline and _count(record) < owed:
+                        time.sleep(0.2)
             finally:
                 os.killpg(forwarder.pid, signal.SIGTERM)
                 forwarder.wait(timeout=60)
@@ -105,6 +135,8 @@ def measure(name: str, database_url: str, workdir: Path, seconds: int, connectio
         consumer.wait(timeout=10)
     rows = [line.split() for line in record.read_text().splitlines()]
     arrivals = [(float(arrived), epoch_from_iso(created)) for arrived, created in rows]
+    if variant == "rate":
+        return _rate(arrivals, wrk, owed)
     in_window = [pair for pair in arrivals if started <= pair[1] <= ended]
     forwarded_in_window = sum(1 for arrived, _ in arrivals if started <= arrived <= ended)
     delays = sorted((arrived - created) * 1000 for arrived, created in in_window)
@@ -112,10 +144,34 @@ def measure(name: str, database_url: str, workdir: Path, seconds: int, connectio
         "ingested_per_second": len(in_window) / (ended - started),
         "forwarded_per_second": forwarded_in_window / (ended - started),
         "wrk_rps": wrk["rps"],
-        "stored": stored,
+        "owed": owed,
         "arrived": len(arrivals),
         "p50_ms": statistics.median(delays),
         "p99_ms": delays[int(len(delays) * 0.99) - 1],
+    }
+
+
+def _owed(port: int, stored: int, parity: bool) -> int:
+    """How many of the stored messages the destination is owed."""
+    if not parity:
+        return stored
+    return get_json(port, "/messages?q=even&limit=1")["total"]
+
+
+def _rate(arrivals: list[tuple[float, float]], wrk: dict, owed: int) -> dict:
+    times = sorted(arrived for arrived, _created in arrivals)
+    first = times[0]
+    window = [at for at in times if first + 1 <= at < first + 1 + RATE_WINDOW_SECONDS]
+
+    def most_within(seconds: float) -> int:
+        return max(sum(1 for other in times[index:] if other < at + seconds) for index, at in enumerate(times))
+
+    return {
+        "rate": len(window) / RATE_WINDOW_SECONDS,
+        "most_in_a_second": most_within(1.0),
+        "most_in_095": most_within(0.95),
+        "owed": owed,
+        "wrk_rps": wrk["rps"],
     }
 
 
@@ -129,11 +185,15 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=8, help="the destination's concurrency")
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure on as well")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--consume", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.consume:
         consume(int(args.consume[0]), args.consume[1])
         return 0
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"unknown variant {min(unknown)}")
     if problem := load_test_problem(args.postgres_url):
         print(problem, file=sys.stderr)
         return 2
@@ -145,17 +205,27 @@ def main() -> int:
         f"POST /webhook with wrk for {args.seconds} s, {args.connections} connections; one destination, concurrency {args.concurrency}"
     )
     print(
-        f"{'':11} {'ingested/s':>10} {'forwarded/s':>11} {'ratio':>6} {'delay p50 ms':>12} {'p99 ms':>8} {'all arrived':>11}"
+        f"{'':24} {'ingested/s':>10} {'forwarded/s':>11} {'ratio':>6} {'delay p50 ms':>12} {'p99 ms':>8} {'all arrived':>11}"
     )
     try:
         for name, url in runs:
-            result = measure(name, url, workdir, args.seconds, args.connections, args.concurrency)
-            print(
-                f"{name:11} {result['ingested_per_second']:10.0f} {result['forwarded_per_second']:11.0f} "
-                f"{result['forwarded_per_second'] / result['ingested_per_second']:6.2f} {result['p50_ms']:12.1f} "
-                f"{result['p99_ms']:8.1f} {result['arrived'] >= result['stored']!s:>11}",
-                flush=True,
-            )
+            for variant in variants:
+                result = measure(name, variant, url, workdir, args.seconds, args.connections, args.concurrency)
+                label = f"{name} {variant}"
+                if variant == "rate":
+                    print(
+                        f"{label:24} rate_per_second 50: {result['rate']:.2f}/s over {RATE_WINDOW_SECONDS} s "
+                        f"({(result['rate'] / 50 - 1) * 100:+.1f}%); arrivals in any second at most {result['most_in_a_second']}, "
+                        f"in any 0.95 s {result['most_in_095']} (backlog {result['owed']})",
+                        flush=True,
+                    )
+                    continue
+                print(
+                    f"{label:24} {result['ingested_per_second']:10.0f} {result['forwarded_per_second']:11.0f} "
+                    f"{result['forwarded_per_second'] / result['ingested_per_second']:6.2f} {result['p50_ms']:12.1f} "
+                    f"{result['p99_ms']:8.1f} {result['arrived'] >= result['owed']!s:>11}",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

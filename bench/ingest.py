@@ -43,17 +43,21 @@ MESSAGES_PER_SECOND_CEILING = 12_000
 WARMUP_SECONDS = 3
 
 
-def write_signed_messages(path: Path, count: int, prefix: str = "bench") -> None:
-    """Two lines per message: its signature, then its JSON body."""
+def write_signed_messages(
+    path: Path, count: int, prefix: str = "bench", senders: int = 5000, parity: bool = False
+) -> None:
+    """Two lines per message: its signature, then its JSON body. `senders` distinct senders
+    in turn (one recipient); with `parity`, every other text says "even", the others "odd"."""
     with open(path, "w") as out:
         for number in range(count):
+            tag = (" even" if number % 2 == 0 else " odd") if parity else ""
             body = json.dumps(
                 {
                     "message_id": f"{prefix}-{number}",
-                    "from": f"+91{9_000_000_000 + number % 5000}",
+                    "from": f"+91{9_000_000_000 + number % senders}",
                     "to": "+14155550100",
                     "ts": f"2025-01-{number % 28 + 1:02d}T10:{number % 60:02d}:{number % 60:02d}.{number % 1000:03d}Z",
-                    "text": f"Benchmark message {number}: hello from the load generator",
+                    "text": f"Benchmark message {number}: hello from the load generator{tag}",
                 },
                 separators=(",", ":"),
             ).encode()

@@ -92,29 +92,41 @@ class Policy:
 
 class RateLimit:
     """At most `per_second` attempts started in any second (for a rate below one, one in
-    every 1/rate seconds): a start is allowed while fewer than that began in the window."""
+    every 1/rate seconds), spread out rather than in bursts.
+
+    Two rules, both must allow a start: a log of the starts in the last window (the hard
+    bound: fewer than the limit began in it), and a pace of one start every 1/rate seconds
+    that a late start may catch up on by one (so that a scheduler waking late does not lower
+    the rate over time), which keeps a consumer from seeing a second's starts at once.
+    """
 
     def __init__(self, per_second: float) -> None:
         self.window = max(1.0, 1.0 / per_second)
         self.limit = max(1, int(per_second * self.window + 1e-9))
+        self.interval = 1.0 / per_second
         self._starts: deque[float] = deque()
+        self._paced_until = 0.0  # the pace's next start, when it is on time
         self._lock = threading.Lock()
 
     def try_start(self, now: float | None = None) -> bool:
-        """Count a start now if the window allows one; False when it does not."""
+        """Count a start now if both rules allow one; False when they do not."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            while self._starts and self._starts[0] <= now - self.window:
-                self._starts.popleft()
-            if len(self._starts) >= self.limit:
+            if self._wait(now) > 0:
                 return False
             self._starts.append(now)
+            self._paced_until = max(self._paced_until, now - self.interval) + self.interval
             return True
 
     def wait_seconds(self, now: float | None = None) -> float:
         """How long until a start would be allowed (0 when it is now)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            if len(self._starts) < self.limit:
-                return 0.0
-            return max(0.0, self._starts[-self.limit] + self.window - now)
+            return self._wait(now)
+
+    def _wait(self, now: float) -> float:
+        while self._starts and self._starts[0] <= now - self.window:
+            self._starts.popleft()
+        by_log = 0.0 if len(self._starts) < self.limit else self._starts[-self.limit] + self.window - now
+        by_pace = self._paced_until - self.interval - now
+        return max(0.0, by_log, by_pace)

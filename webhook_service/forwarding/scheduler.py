@@ -18,6 +18,7 @@ once one is settled the next of its key is looked for at once.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -173,13 +174,15 @@ class DestinationWorker(threading.Thread):
         if len(self._queue) < self.destination.concurrency and self._allowed(now) > 0:
             self._take(now)
         with self._condition:
+            launched = 0
             while (
                 self._in_flight < self._allowed(now)
                 and self._queue
-                and self._rate_allows()
+                and self._rate_ready(launched)
                 and (claimed := self._next_to_send()) is not None
             ):
                 self._in_flight += 1
+                launched += 1
                 self._http.launch([self._send_chain(claimed)])
             self.metrics.in_flight.labels(self.destination.name).set(self._in_flight)
 
@@ -194,9 +197,18 @@ class DestinationWorker(threading.Thread):
             self._results.append((claimed, Attempt(Result.DELIVERED, 0.0), time.time()))
         return None
 
-    def _rate_allows(self) -> bool:
-        """Count one attempt's start against rate_per_second; False when the second is full."""
-        return self._rate is None or self._rate.try_start()
+    def _rate_ready(self, launched: int = 0) -> bool:
+        """Whether rate_per_second allows a start now. Under a rate the scheduler starts one
+        chain of attempts at a time (`launched` so far): chains go on by themselves."""
+        return self._rate is None or (launched == 0 and self._rate.wait_seconds() == 0)
+
+    async def _paced(self) -> None:
+        """On the event loop, just before an attempt is sent: wait for rate_per_second to
+        allow it and count it (the start is counted when the request leaves, not before)."""
+        if self._rate is None:
+            return
+        while not self._rate.try_start():
+            await asyncio.sleep(max(0.001, self._rate.wait_seconds()))
 
     def _probing(self) -> bool:
         return self._failures_in_a_row >= BREAKER_FAILURES
@@ -263,12 +275,13 @@ class DestinationWorker(threading.Thread):
         loop hands messages on itself; the scheduler only refills the queue."""
         name = self.destination.name
         while claimed is not None:
+            await self._paced()
             attempt = await self._attempt(claimed)
             with self._condition:
                 self._results.append((claimed, attempt, time.time()))
                 now = time.time()
                 allowed = self._in_flight <= self._allowed(now) and now >= self._paused_until
-                allowed = allowed and bool(self._queue) and not self.stopping.is_set() and self._rate_allows()
+                allowed = allowed and bool(self._queue) and not self.stopping.is_set() and self._rate_ready()
                 claimed = self._next_to_send() if allowed else None
                 if claimed is None:
                     self._in_flight -= 1
