@@ -156,12 +156,11 @@ def run(target, url: str, writers: int, batch: int, seconds: float, folder=None)
     return stored / seconds, cpu / ((seconds - CPU_MARGIN_SECONDS) * os.cpu_count())
 
 
-def _fold_every(url: str, fold, interval: float) -> None:
+def _fold_every(url: str, fold_all, interval: float) -> None:
     engine = create_database_engine(url, serving=True, pool_size=1)
     while True:
         time.sleep(interval)
-        with engine.begin() as conn:
-            fold(conn)
+        fold_all(engine)
 
 
 class Folder:
@@ -174,11 +173,13 @@ class Folder:
 
     def start(self) -> None:
         try:
-            from webhook_service.storage.read_model import FOLD_INTERVAL_SECONDS, fold
+            from webhook_service.storage.read_model import FOLD_INTERVAL_SECONDS, fold_all
         except ImportError:  # a build that keeps its counts in place
             return
         context = multiprocessing.get_context("fork")
-        self._process = context.Process(target=_fold_every, args=(self.url, fold, FOLD_INTERVAL_SECONDS), daemon=True)
+        self._process = context.Process(
+            target=_fold_every, args=(self.url, fold_all, FOLD_INTERVAL_SECONDS), daemon=True
+        )
         self._process.start()
 
     def stop(self) -> None:

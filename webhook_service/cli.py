@@ -59,7 +59,7 @@ from webhook_service.storage.messages import (
 )
 from webhook_service.storage.migrations import MigrationFailed
 from webhook_service.storage.migrations import migrate as run_migrations
-from webhook_service.storage.read_model import fold
+from webhook_service.storage.read_model import fold_all
 from webhook_service.storage.retention import count_stored_before, new_owner, run_retention
 from webhook_service.storage.retention import cutoff as retention_cutoff
 from webhook_service.timestamps import instant_key
@@ -113,8 +113,7 @@ def _timestamp(value: str) -> str:
 def _fold_now(database: Database) -> None:
     # Where counts are deferred (PostgreSQL), what a command changed is folded in before it
     # ends, also when no server is running to do it.
-    with database.engine.begin() as conn:
-        fold(conn)
+    fold_all(database.engine)
 
 
 def _progress(total: int, label: str):

@@ -78,6 +78,20 @@ def test_only_matching_messages_arrive_with_the_destinations_headers_and_the_res
 def test_per_conversation_first_arrivals_are_in_feed_order_through_random_failures_and_sigkill(
     tmp_path, server_env, served
 ):
+    conversations_in_order(tmp_path, server_env, served, forwarders=1)
+
+
+@pytest.mark.postgresql_only
+def test_two_forwarders_of_one_destination_keep_each_conversation_in_order_and_one_is_killed(
+    tmp_path, server_env, served
+):
+    conversations_in_order(tmp_path, server_env, served, forwarders=2)
+
+
+def conversations_in_order(tmp_path, server_env, served, forwarders: int) -> None:
+    """Ten conversations forwarded with random failures while `forwarders` forwarders serve the
+    destination and one is SIGKILLed; then a new one starts. Per conversation, first arrivals
+    are in feed order, and the conversation whose head keeps failing holds back only itself."""
     server, started = served
     rng = random.Random(7)
     failing = threading.Lock()
@@ -91,7 +105,7 @@ def test_per_conversation_first_arrivals_are_in_feed_order_through_random_failur
 
     crm = consumer(started, answer)
     config = destination_toml("crm", crm.url, order="conversation", concurrency=8, max_attempts=1000, **FAST_RETRIES)
-    process = forwarder(tmp_path, server_env, started, config)
+    processes = [forwarder(tmp_path, server_env, started, config) for _ in range(forwarders)]
 
     # Ten conversations (one pair of numbers each) written at once by several senders.
     conversations = {f"c{number}": (f"+1555000{number:04d}", f"+1666000{number:04d}") for number in range(10)}
@@ -105,7 +119,7 @@ def test_per_conversation_first_arrivals_are_in_feed_order_through_random_failur
         sending = [pool.submit(send, conversation) for conversation in conversations]
         # Killed while conversations are under way; a new forwarder takes over from the database.
         assert wait_until(lambda: len(crm.delivered_ids()) >= 20, timeout=30)
-        process.kill()
+        processes[0].kill()
         for future in sending:
             future.result()
     forwarder(tmp_path, server_env, started, config)

@@ -36,10 +36,12 @@ from webhook_service.storage.tables import count_changes
 FOLD_LOCK_KEY = 0x77656268_6F6F6B02
 
 _RECORD = postgresql.insert(count_changes)
-# Every change this transaction's snapshot sees, deleted and summed by counter and key. Rows
-# written by transactions still running are not seen, so not deleted: the next fold takes them.
+# Up to :limit of the changes this transaction's snapshot sees (by their row address).
+_SOME_CHANGES = text("SELECT ctid::text FROM count_changes LIMIT :limit")
+# Those changes, deleted and summed by counter and key. Rows written by transactions still
+# running are not seen, so not taken: a later fold takes them.
 _TAKE_CHANGES = text(
-    "WITH taken AS (DELETE FROM count_changes RETURNING changes) "
+    "WITH taken AS (DELETE FROM count_changes WHERE ctid = ANY(CAST(:rows AS tid[])) RETURNING changes) "
     "SELECT counter.key AS counter, entry.key AS key, sum(entry.value::bigint) AS n "
     "FROM taken, jsonb_each(taken.changes) AS counter, jsonb_each_text(counter.value) AS entry "
     "GROUP BY counter.key, entry.key HAVING sum(entry.value::bigint) <> 0"
@@ -81,10 +83,15 @@ class DeferredCounts:
         """Whether this transaction may fold now (no other folder is in one)."""
         return bool(conn.execute(select(func.pg_try_advisory_xact_lock(FOLD_LOCK_KEY))).scalar_one())
 
-    def take_changes(self, conn: Connection) -> list[tuple[str, str, int]]:
-        """(counter, key, n) of every change this snapshot sees, summed, n not 0; the rows are
-        deleted in the caller's transaction."""
-        return [(row.counter, row.key, int(row.n)) for row in conn.execute(_TAKE_CHANGES)]
+    def take_changes(self, conn: Connection, limit: int) -> tuple[int, list[tuple[str, str, int]]]:
+        """How many change rows were taken (at most `limit` of those this snapshot sees, deleted
+        in the caller's transaction), and their (counter, key, n) summed, n not 0. Only the
+        folder takes them (its turn is the advisory lock), so the rows found are still there."""
+        rows = list(conn.execute(_SOME_CHANGES, {"limit": limit}).scalars())
+        if not rows:
+            return 0, []
+        taken = conn.execute(_TAKE_CHANGES, {"rows": rows})
+        return len(rows), [(row.counter, row.key, int(row.n)) for row in taken]
 
     def fold_counts(self, conn: Connection, keys: tuple, count, rows: list[dict]) -> tuple[int, int]:
         """Add each row's n to `count` at its key (key_parameter of each key column), creating
