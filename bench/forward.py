@@ -198,7 +198,7 @@ def main() -> int:
         print(problem, file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="forward-bench-"))
-    runs = [] if os.environ.get("BENCH_PG_ONLY") else [("sqlite", f"sqlite:///{workdir / 'messages.db'}")]
+    runs = [("sqlite", f"sqlite:///{workdir / 'messages.db'}")]
     if args.postgres_url:
         runs.append(("postgresql", args.postgres_url))
     print(
