@@ -43,8 +43,26 @@ KNOWN_FIELDS = {
     "client_key_file",
     "rate_per_second",
     "order",
+    "subject",
+    "exchange",
+    "routing_key",
+    "user",
+    "password_file",
+    "token_file",
+    "creds_file",
     *DEFAULTS,
 }
+HTTP_SCHEMES = ("http", "https")
+NATS_SCHEMES = ("nats", "tls")
+AMQP_SCHEMES = ("amqp", "amqps")
+# Fields that only one kind of destination takes.
+HTTP_ONLY = ("headers", "header_files", "bearer_token_file", "client_cert_file", "client_key_file")
+BROKER_ONLY = {
+    "nats": ("subject", "user", "password_file", "token_file", "creds_file"),
+    "amqp": ("exchange", "routing_key", "user", "password_file"),
+}
+KIND_FIELDS = set(HTTP_ONLY).union(*BROKER_ONLY.values())
+NATS_SUBJECT = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*")
 MATCH_FIELDS = ("from", "to", "text_contains")
 MAX_MATCH_ENTRIES = 1000
 MAX_RATE_PER_SECOND = 100_000
@@ -83,7 +101,7 @@ class Destination:
 
     name: str
     url: str
-    secret: str = field(repr=False)
+    secret: str | None = field(repr=False)  # None: a broker destination without signatures
     start: str = START_LATEST
     timeout_seconds: float = 10
     concurrency: int = 4
@@ -98,6 +116,26 @@ class Destination:
     client_key_file: str | None = None
     rate_per_second: float | None = None
     policy: Policy = field(default_factory=Policy)
+    broker: Broker | None = None  # a NATS JetStream or AMQP destination, None for HTTP
+
+    @property
+    def kind(self) -> str:
+        """http, nats or amqp."""
+        return "http" if self.broker is None else self.broker.kind
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where a broker destination publishes, and as whom (secrets read from their files)."""
+
+    kind: str  # nats or amqp
+    subject: str | None = None  # NATS
+    exchange: str | None = None  # AMQP ("" is the default exchange)
+    routing_key: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    creds_file: str | None = None
 
 
 def load_config(path: str | Path) -> list[Destination]:
@@ -128,11 +166,18 @@ def _destination(name: str, table: Any) -> Destination:
     if unknown:
         raise ForwardConfigError(f"{where}: {min(unknown)}: unknown field")
     values = {**DEFAULTS, **table}
+    url = _url(where, values.get("url"))
+    kind = _kind(url)
+    own = set(HTTP_ONLY) if kind == "http" else set(BROKER_ONLY[kind])
+    for field_name in sorted(KIND_FIELDS - own):
+        if field_name in table:
+            raise ForwardConfigError(f"{where}: {field_name}: not a field of {kind} destinations")
     client_certificate = _client_certificate(where, values)
     return Destination(
         name=name,
-        url=_url(where, values.get("url")),
-        secret=_secret(where, values),
+        url=url,
+        secret=_secret(where, values) if kind == "http" or "secret" in values or "secret_file" in values else None,
+        broker=None if kind == "http" else _broker(where, kind, values),
         start=_choice(where, "start", values["start"], (START_LATEST, START_BEGINNING)),
         timeout_seconds=_number(where, "timeout_seconds", values["timeout_seconds"], 0.1, MAX_TIMEOUT_SECONDS),
         concurrency=_whole(where, "concurrency", values["concurrency"], 1, MAX_CONCURRENCY),
@@ -154,16 +199,53 @@ def _destination(name: str, table: Any) -> Destination:
     )
 
 
+def _kind(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    return "nats" if scheme in NATS_SCHEMES else "amqp" if scheme in AMQP_SCHEMES else "http"
+
+
+def _broker(where: str, kind: str, values: dict) -> Broker:
+    user, password_file = values.get("user"), values.get("password_file")
+    if (user is None) != (password_file is None):
+        raise ForwardConfigError(f"{where}: user: give user and password_file together")
+    if user is not None and (not isinstance(user, str) or not user or len(user) > 256):
+        raise ForwardConfigError(f"{where}: user: expected a name of 1 to 256 characters")
+    password = None if password_file is None else _one_line(where, "password_file", password_file)
+    if kind == "nats":
+        subject = values.get("subject")
+        if not isinstance(subject, str) or len(subject) > 256 or not NATS_SUBJECT.fullmatch(subject):
+            raise ForwardConfigError(
+                f"{where}: subject: expected a NATS subject such as messages.inbound (no wildcards)"
+            )
+        credentials = [name for name in ("password_file", "token_file", "creds_file") if values.get(name) is not None]
+        if len(credentials) > 1:
+            raise ForwardConfigError(
+                f"{where}: {credentials[1]}: give one of user + password_file, token_file, creds_file"
+            )
+        token = None if values.get("token_file") is None else _one_line(where, "token_file", values["token_file"])
+        creds = _file(where, "creds_file", values.get("creds_file"))
+        return Broker("nats", subject=subject, user=user, password=password, token=token, creds_file=creds)
+    exchange, routing_key = values.get("exchange"), values.get("routing_key")
+    if not isinstance(exchange, str) or len(exchange) > 255:
+        raise ForwardConfigError(f'{where}: exchange: expected an exchange name ("" for the default exchange)')
+    if not isinstance(routing_key, str) or len(routing_key) > 255:
+        raise ForwardConfigError(f"{where}: routing_key: expected a routing key of at most 255 characters")
+    return Broker("amqp", exchange=exchange, routing_key=routing_key, user=user, password=password)
+
+
 def _url(where: str, value: Any) -> str:
     if value is None:
         raise ForwardConfigError(f"{where}: url: required")
-    expected = f"{where}: url: expected an http:// or https:// URL with a host"
+    expected = (
+        f"{where}: url: expected an http:// or https:// URL with a host "
+        "(or nats://, tls://, amqp://, amqps:// for a broker)"
+    )
     if not isinstance(value, str):
         raise ForwardConfigError(expected)
     if any(character.isspace() or ord(character) < 32 or ord(character) == 127 for character in value):
         raise ForwardConfigError(f"{where}: url: holds whitespace or a control character")
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in HTTP_SCHEMES + NATS_SCHEMES + AMQP_SCHEMES or not parts.hostname:
         raise ForwardConfigError(expected)
     if parts.username is not None or parts.password is not None:
         raise ForwardConfigError(f"{where}: url: holds a user or password; use headers or bearer_token_file")

@@ -26,6 +26,7 @@ from collections import deque
 
 import structlog
 
+from webhook_service.forwarding.brokers import AmqpSender, NatsSender
 from webhook_service.forwarding.config import Destination
 from webhook_service.forwarding.delivery import Attempt, Result, Sender, webhook_id
 from webhook_service.forwarding.http_loop import HttpLoop
@@ -442,6 +443,10 @@ class DestinationWorker(threading.Thread):
 
 
 async def _open_sender(destination: Destination) -> Sender:
+    if destination.kind == "nats":
+        return NatsSender(destination)
+    if destination.kind == "amqp":
+        return AmqpSender(destination)
     return Sender(destination)
 
 

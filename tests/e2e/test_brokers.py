@@ -1,0 +1,168 @@
+"""Forwarding into real brokers: gunicorn stores, `webhook-service forward` publishes to a
+`nats-server -js` stream or a `rabbitmq-server` queue the test starts, at least once through a
+killed forwarder and a killed broker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.support.brokers import NatsServer, RabbitServer
+from tests.support.forwarder import FORWARD_SECRET, destination_toml, forwarder, post_messages
+from tests.support.messages import E2E_SECRET
+from tests.support.servers import Load, wait_until
+from webhook_service.forwarding.delivery import webhook_id
+
+# About the brokers, not the database: once, on SQLite.
+pytestmark = [pytest.mark.e2e, pytest.mark.sqlite_only]
+
+FAST_RETRIES = {"backoff_initial_seconds": 0.2, "backoff_max_seconds": 1, "timeout_seconds": 3}
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory):
+    server = RabbitServer(tmp_path_factory.mktemp("rabbit")).start()
+    yield server
+    server.stop()
+
+
+def verified(body: bytes, headers: dict) -> bool:
+    try:
+        Webhook(FORWARD_SECRET).verify(body, {name.lower(): value for name, value in headers.items()})
+    except Exception:  # noqa: BLE001 - the assertion says which
+        return False
+    return True
+
+
+def test_jetstream_gets_each_message_once_acknowledged_signed_and_named_by_its_webhook_id(
+    tmp_path, server_env, served, nats_server
+):
+    server, started = served
+    nats_server.add_stream("MESSAGES", ["webhooks.>"], duplicate_window=120)
+    config = destination_toml("stream", nats_server.url, subject="webhooks.inbound")
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "nats", 5)
+
+    assert wait_until(lambda: len(nats_server.stream_messages("MESSAGES")) == 5, timeout=30)
+    stored = nats_server.stream_messages("MESSAGES")
+    assert [json.loads(item.data)["message_id"] for item in stored] == ids
+    for item in stored:
+        message_id = json.loads(item.data)["message_id"]
+        assert item.headers["Nats-Msg-Id"] == item.headers["webhook-id"] == webhook_id(message_id)
+        assert verified(item.data, item.headers)
+    assert wait_until(lambda: process.attempts("stream", "delivered") == 5, timeout=10)
+
+
+def test_no_stream_for_the_subject_is_retried_until_there_is_one(tmp_path, server_env, served, nats_server):
+    server, started = served
+    config = destination_toml("stream", nats_server.url, subject="webhooks.late", **FAST_RETRIES)
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "late", 3)
+    assert wait_until(lambda: process.attempts("stream", "retryable_status") >= 3, timeout=30)
+    nats_server.add_stream("LATE", ["webhooks.late"])
+    assert wait_until(lambda: len(nats_server.stream_messages("LATE")) == 3, timeout=30)
+    assert sorted(json.loads(item.data)["message_id"] for item in nats_server.stream_messages("LATE")) == ids
+    lines = [line for line in process.log_lines() if line.get("outcome") == "retryable_status"]
+    assert lines and lines[0]["error"] == "no stream for the subject"
+
+
+def test_every_acknowledged_message_reaches_the_stream_once_through_a_killed_broker_and_forwarder(
+    tmp_path, server_env, served, nats_server
+):
+    server, started = served
+    nats_server.add_stream("MESSAGES", ["webhooks.>"], duplicate_window=300)
+    config = destination_toml("stream", nats_server.url, subject="webhooks.inbound", concurrency=8, **FAST_RETRIES)
+    process = forwarder(tmp_path, server_env, started, config)
+    with Load(server.port, E2E_SECRET, threads=4, prefix="through") as load:
+        time.sleep(1.5)
+        nats_server.kill()  # messages in flight are lost or acknowledged late; both are retried
+        time.sleep(1.0)
+        nats_server.start()
+        time.sleep(1.0)
+        process.kill()
+        process = forwarder(tmp_path, server_env, started, config)
+        time.sleep(1.5)
+    acknowledged = set(load.acknowledged)
+    assert len(acknowledged) > 50
+
+    def in_stream() -> list[str]:
+        return [json.loads(item.data)["message_id"] for item in nats_server.stream_messages("MESSAGES")]
+
+    assert wait_until(lambda: acknowledged <= set(in_stream()), timeout=60), len(acknowledged - set(in_stream()))
+    # Sent again only what was in flight, and JetStream's window dropped those resends.
+    stream = in_stream()
+    assert len(stream) == len(set(stream)) == len(acknowledged)
+
+
+def test_rabbitmq_gets_persistent_confirmed_messages_with_their_id_and_signature(tmp_path, server_env, served, rabbit):
+    server, started = served
+    rabbit.declare_queue("inbound")
+    (tmp_path / "rabbit-password").write_text("guest\n")
+    config = destination_toml(
+        "queue",
+        rabbit.url,
+        exchange="",
+        routing_key="inbound",
+        user="guest",
+        password_file=str(tmp_path / "rabbit-password"),
+    )
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "amqp", 5)
+    assert wait_until(lambda: process.attempts("queue", "delivered") == 5, timeout=30)
+
+    taken = rabbit.queue_messages("inbound")
+    assert [json.loads(item.body)["message_id"] for item in taken] == ids
+    for item in taken:
+        message_id = json.loads(item.body)["message_id"]
+        assert item.message_id == item.headers["webhook-id"] == webhook_id(message_id)
+        assert item.content_type == "application/json" and item.delivery_mode.value == 2
+        assert verified(item.body, {name: str(value) for name, value in item.headers.items()})
+
+
+def test_a_message_no_queue_is_bound_for_is_returned_and_retried_never_dropped(tmp_path, server_env, served, rabbit):
+    server, started = served
+    config = destination_toml("queue", rabbit.url, exchange="", routing_key="unbound", **FAST_RETRIES)
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "unroutable", 2)
+    assert wait_until(lambda: process.attempts("queue", "retryable_status") >= 2, timeout=30)
+    rabbit.declare_queue("unbound")
+    assert wait_until(lambda: process.attempts("queue", "delivered") == 2, timeout=30)
+    assert sorted(json.loads(item.body)["message_id"] for item in rabbit.queue_messages("unbound")) == ids
+    lines = [line for line in process.log_lines() if line.get("outcome") == "retryable_status"]
+    assert lines[0]["error"] == "returned: no queue is bound for the routing key"
+
+
+def test_every_acknowledged_message_reaches_the_queue_through_a_killed_rabbitmq(tmp_path, server_env, served):
+    server, started = served
+    broker = RabbitServer(tmp_path / "rabbit").start()
+    try:
+        broker.declare_queue("durable")
+        config = destination_toml(
+            "queue", broker.url, exchange="", routing_key="durable", concurrency=8, **FAST_RETRIES
+        )
+        forwarder(tmp_path, server_env, started, config)
+        with Load(server.port, E2E_SECRET, threads=4, prefix="rabbit") as load:
+            time.sleep(1.5)
+            broker.kill()
+            broker.start()
+            time.sleep(1.0)
+        acknowledged = set(load.acknowledged)
+        received: list[str] = []
+
+        def everything_arrived() -> bool:
+            received.extend(json.loads(item.body)["message_id"] for item in broker.queue_messages("durable"))
+            return acknowledged <= set(received)
+
+        assert wait_until(everything_arrived, timeout=60), len(acknowledged - set(received))
+    finally:
+        broker.stop()
