@@ -148,6 +148,8 @@ class AmqpSender:
                     ssl_context=_tls(self.destination) if secure else None,
                     timeout=min(CONNECT_TIMEOUT_CEILING_SECONDS, self.destination.timeout_seconds),
                     client_properties={"connection_name": CLIENT_NAME},
+                    # Back soon after a broker restart (aio-pika's default waits 5 s).
+                    reconnect_interval=1,
                 )
                 self._exchange = None
             if self._exchange is None:
