@@ -197,14 +197,20 @@ def test_a_long_poll_ends_empty_when_wait_passes(client):
     assert 0.9 <= time.monotonic() - started < 5
 
 
-def test_past_the_waiter_limit_requests_are_answered_at_once(make_app, database_url):
+def test_past_the_waiter_limit_a_reader_is_told_to_come_back_never_given_an_early_empty_page(
+    make_app, database_url
+):
     app = make_app(Settings(webhook_secrets=("s",), database_url=database_url, feed_max_waiters=1))
     results = []
     held = _held_feed(app, results, wait=20)
     _wait_for_waiters(app, 1)
     started = time.monotonic()
-    assert feed(app.test_client(), wait=20) == {"data": [], "next": "0"}
+    answer = app.test_client().get("/feed?wait=20")
     assert time.monotonic() - started < 2
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "2"
+    assert "too many readers are waiting" in answer.get_json()["detail"]
+    # A reader that does not wait is answered as ever.
+    assert app.test_client().get("/feed?wait=0").status_code == 200
     stop_all_waiters()
     held.join(timeout=5)
     assert not held.is_alive()

@@ -171,8 +171,9 @@ def test_with_every_waiter_slot_taken_other_requests_still_answer(tmp_path, serv
             time.sleep(1)
             assert not any(future.done() for future in held)
             started = time.monotonic()
-            # A fifth is answered at once; probes, reads and deliveries go on.
-            assert read_feed(port, "latest", wait=20)["data"] == []
+            # A fifth is told at once when to come back; probes, reads and deliveries go on.
+            fifth = request(port, "GET", "/feed?after=latest&wait=20")
+            assert fifth.status == 429 and fifth.headers["retry-after"] == "2", fifth.body
             assert request(port, "GET", "/health/ready").status == 200
             assert request(port, "GET", "/messages").status == 200
             assert signed_post(port, make_message(message_id="while-held")).status == 200
@@ -184,7 +185,8 @@ def test_with_every_waiter_slot_taken_other_requests_still_answer(tmp_path, serv
 
 
 def test_a_stopping_worker_answers_its_held_long_polls_at_once(tmp_path, server_env):
-    server = Gunicorn(workdir=tmp_path, env=server_env, workers=2).start()
+    # Room for all six on either worker, however the connections are spread.
+    server = Gunicorn(workdir=tmp_path, env={**server_env, "FEED_MAX_WAITERS": "6"}, workers=2).start()
     with ThreadPoolExecutor(max_workers=6) as pool:
         held = [
             pool.submit(request, server.port, "GET", "/feed?after=latest&wait=30", None, None, 45) for _ in range(6)

@@ -17,6 +17,10 @@ logger = structlog.get_logger(__name__)
 
 # How long a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 5
+# How long a feed reader past the waiter limit should wait before asking again (429): short,
+# since that is how late it sees new messages, and long enough that hundreds of readers
+# asking again cost the workers little.
+FEED_RETRY_AFTER_SECONDS = 2
 
 # Short reason phrases, as FastAPI answers them, for the errors a client can cause.
 _DETAILS = {

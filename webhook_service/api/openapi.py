@@ -54,14 +54,15 @@ def _errors(*statuses: int) -> dict:
         401: "Not authenticated: no valid signature (POST /webhook) or bearer token (reads).",
         413: "The body is larger than MAX_BODY_BYTES (64 KiB by default).",
         422: "Invalid input: every problem listed.",
+        429: "This worker holds as many waiting feed readers as it may (FEED_MAX_WAITERS): ask again after Retry-After.",
         503: "The database is unavailable, or no secret or key is configured: retry later.",
     }
     responses = {}
     for status in statuses:
         if status == 422:
             responses["422"] = _json("ValidationError", described[422])
-        elif status == 503:
-            responses["503"] = _json("Error", described[503], _RETRY_AFTER)
+        elif status in (429, 503):
+            responses[str(status)] = _json("Error", described[status], _RETRY_AFTER)
         else:
             responses[str(status)] = _json("Error", described[status])
     return responses
@@ -178,14 +179,15 @@ def build_openapi_document(version: str) -> dict:
                     "order the messages were stored (the same for every reader, on every worker and host), and "
                     "none stored before it; positions stay valid across restarts and purges. When nothing "
                     "follows and `wait` > 0, the request is held until a message is stored or `wait` ends. "
-                    "Each worker holds at most FEED_MAX_WAITERS such requests; more are answered at once."
+                    "Each worker holds at most FEED_MAX_WAITERS such requests; a reader that would wait beyond "
+                    "them is answered 429 with Retry-After."
                 ),
                 "operationId": "feed",
                 "security": reads_security,
                 "parameters": [{"in": "query", "schema": FeedQuerySchema}],
                 "responses": {
                     "200": _json("FeedPage", "What follows `after`, maybe nothing."),
-                    **_errors(401, 422, 503),
+                    **_errors(401, 422, 429, 503),
                 },
             }
         },

@@ -60,6 +60,10 @@ class CommitSignal:
 COMMITS = CommitSignal()
 
 
+class TooManyWaiting(Exception):
+    """This process holds as many long-polls as it may: the reader should come back later."""
+
+
 class FeedWaiters:
     """The long-polls one process holds: at most `max_waiters` at once.
 
@@ -102,11 +106,14 @@ class FeedWaiters:
         its query) and `latest_position` (the feed's end, by its query), or until `deadline`
         (monotonic), or until the process stops. True: ask the database again.
 
-        False at once when `max_waiters` are held already or the process is stopping.
+        False at once when the process is stopping; TooManyWaiting when `max_waiters` are
+        held already (an early empty answer would have the reader ask again at once).
         """
         with self._condition:
-            if self._stopping or self._waiting >= self.max_waiters:
+            if self._stopping:
                 return False
+            if self._waiting >= self.max_waiters:
+                raise TooManyWaiting
             self._waiting += 1
             self._tell_waiting()
             self._start_watcher()

@@ -27,7 +27,12 @@ async function api(path, options = {}) {
     askForToken(errorText(body));
     throw new Unauthorized(errorText(body));
   }
-  if (!response.ok) throw new Error(errorText(body));
+  if (!response.ok) {
+    const error = new Error(errorText(body));
+    error.status = response.status;
+    error.retryAfter = Number(response.headers.get("Retry-After")) || 2;
+    throw error;
+  }
   return body;
 }
 
@@ -222,7 +227,6 @@ async function runLive() {
     while (!live.paused) {
       $("live-status").textContent = "Following the feed: new messages appear here as they are stored.";
       live.controller = new AbortController();
-      const asked = Date.now();
       let page;
       try {
         page = await api(`/feed?${query({ after: live.after, wait: LIVE_WAIT_SECONDS, limit: 100 })}`, {
@@ -234,8 +238,13 @@ async function runLive() {
           live.started = false;
           break;
         }
-        $("live-error").textContent = `${error.message}; trying again`;
-        await sleep(2000);
+        if (error.status === 429) {
+          // The worker holds as many waiting readers as it may: come back when it says.
+          $("live-status").textContent = `Many readers are following the feed; looking again in ${error.retryAfter} s.`;
+        } else {
+          $("live-error").textContent = `${error.message}; trying again`;
+        }
+        await sleep((error.retryAfter || 2) * 1000);
         continue;
       }
       $("live-error").textContent = "";
@@ -243,8 +252,6 @@ async function runLive() {
       const list = $("live-list");
       for (const message of page.data) list.prepend(messageItem(message));
       while (list.children.length > LIVE_KEEP) list.lastChild.remove();
-      // Answered at once with nothing: the worker holds as many long-polls as it may. Back off.
-      if (page.data.length === 0 && Date.now() - asked < 1000) await sleep(1000);
     }
   } finally {
     live.running = false;
