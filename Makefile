@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DATABASE_URL ?= data/messages.db
 
-.PHONY: run env test test-fast migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
+.PHONY: run env test test-fast migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-followers bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ bench-feed: install
 # Forwarded against ingested per second, and the delay from store to arrival (POSTGRES_URL: also there).
 bench-forward: install
 	$(BIN)/python bench/forward.py $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
+
+# 300 readers following the feed: deliveries' and readiness's p99 beside none, and that each got every message.
+bench-followers: install
+	$(BIN)/python bench/followers.py
 
 # Worker memory under 50 concurrent expensive searches on 200,000 messages, and after them.
 bench-memory: install
