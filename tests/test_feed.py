@@ -197,9 +197,7 @@ def test_a_long_poll_ends_empty_when_wait_passes(client):
     assert 0.9 <= time.monotonic() - started < 5
 
 
-def test_past_the_waiter_limit_a_reader_is_told_to_come_back_never_given_an_early_empty_page(
-    make_app, database_url
-):
+def test_past_the_waiter_limit_a_reader_is_told_to_come_back_never_given_an_early_empty_page(make_app, database_url):
     app = make_app(Settings(webhook_secrets=("s",), database_url=database_url, feed_max_waiters=1))
     results = []
     held = _held_feed(app, results, wait=20)

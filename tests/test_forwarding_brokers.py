@@ -60,8 +60,14 @@ def test_an_amqp_destination_publishes_to_an_exchange_with_a_routing_key(tmp_pat
         ('url = "nats://u:p@h:4222"\nsubject = "a"', "url: holds a user or password"),
         ('url = "amqp://h:5672/"\nrouting_key = "q"', "exchange: expected an exchange name"),
         ('url = "amqp://h:5672/"\nexchange = "x"', "routing_key: expected a routing key"),
-        ('url = "amqp://h/"\nexchange = ""\nrouting_key = "q"\nsubject = "a"', "subject: not a field of amqp destinations"),
-        ('url = "nats://h:4222"\nsubject = "a"\nheaders = { "X-A" = "b" }', "headers: not a field of nats destinations"),
+        (
+            'url = "amqp://h/"\nexchange = ""\nrouting_key = "q"\nsubject = "a"',
+            "subject: not a field of amqp destinations",
+        ),
+        (
+            'url = "nats://h:4222"\nsubject = "a"\nheaders = { "X-A" = "b" }',
+            "headers: not a field of nats destinations",
+        ),
         ('url = "https://h/"\nsecret = "s"\nsubject = "a"', "subject: not a field of http destinations"),
         ('url = "nats://h:4222"\nsubject = "a"\nuser = "u"', "user: give user and password_file together"),
         ('url = "nats://h:4222"\nsubject = "a"\ncreds_file = "/no/such/file"', "creds_file: no such file"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -55,14 +56,20 @@ def test_every_message_arrives_signed_with_a_stable_id_and_the_messages_document
     assert process.stop() == 0
 
 
-def test_a_consumer_down_for_20_seconds_gets_its_whole_backlog_when_it_is_back(tmp_path, server_env, served):
+# How long the consumer of the outage test stays down: long enough for the destination to be
+# taken for down and probed (its backoff tops out at 1 s here); FORWARD_OUTAGE_SECONDS=60 for
+# a longer one.
+OUTAGE_SECONDS = float(os.environ.get("FORWARD_OUTAGE_SECONDS", "8"))
+
+
+def test_a_consumer_down_for_a_while_gets_its_whole_backlog_when_it_is_back(tmp_path, server_env, served):
     server, started = served
     down = Consumer(FORWARD_SECRET)  # not listening yet
     started.append(down)
     config = destination_toml("ops", down.url, max_attempts=50, **FAST_RETRIES)
     process = forwarder(tmp_path, server_env, started, config)
     ids = post_messages(server.port, "during", 40)
-    time.sleep(20)
+    time.sleep(OUTAGE_SECONDS)
     down.start()
     more = post_messages(server.port, "after", 10)
     assert wait_until(lambda: down.delivered_ids() == set(ids + more), timeout=40), len(down.delivered_ids())

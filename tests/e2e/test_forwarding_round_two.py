@@ -29,6 +29,7 @@ def post(port: int, message_id: str, sender: str, recipient: str, text: str) -> 
     assert signed_post(port, payload).status == 200
 
 
+@pytest.mark.http_only  # the forwarder's requests, whatever the database
 def test_only_matching_messages_arrive_with_the_destinations_headers_and_the_rest_are_counted_skipped(
     tmp_path, server_env, served
 ):
@@ -149,6 +150,7 @@ def conversations_in_order(tmp_path, server_env, served, forwarders: int) -> Non
         assert arrived == in_feed[: len(arrived)], (conversation, arrived)
 
 
+@pytest.mark.http_only  # the forwarder's requests, whatever the database
 def test_a_consumer_that_requires_a_client_certificate_gets_messages_only_from_a_destination_showing_one(
     tmp_path, server_env, served
 ):
@@ -174,6 +176,7 @@ def test_a_consumer_that_requires_a_client_certificate_gets_messages_only_from_a
     assert len(mtls.received) == 1
 
 
+@pytest.mark.http_only  # the forwarder's requests, whatever the database
 def test_rate_per_second_bounds_the_attempts_started_in_any_second(tmp_path, server_env, served):
     server, started = served
     fast = consumer(started)
