@@ -76,6 +76,22 @@ def test_no_stream_for_the_subject_is_retried_until_there_is_one(tmp_path, serve
     assert lines and lines[0]["error"] == "no stream for the subject"
 
 
+def test_a_full_stream_is_retried_until_it_takes_messages_again(tmp_path, server_env, served, nats_server):
+    server, started = served
+    # Room for two messages, and new ones refused once it is full.
+    nats_server.add_stream("SMALL", ["webhooks.small"], max_msgs=2, discard="new")
+    config = destination_toml("stream", nats_server.url, subject="webhooks.small", **FAST_RETRIES)
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "full", 4)
+    assert wait_until(lambda: process.attempts("stream", "retryable_status") >= 2, timeout=30)
+    assert len(nats_server.stream_messages("SMALL")) == 2
+    lines = [line for line in process.log_lines() if line.get("outcome") == "retryable_status"]
+    assert "maximum messages exceeded" in lines[0]["error"]
+    nats_server.run(lambda jetstream: jetstream.update_stream(name="SMALL", subjects=["webhooks.small"], max_msgs=10))
+    assert wait_until(lambda: len(nats_server.stream_messages("SMALL")) == 4, timeout=30)
+    assert sorted(json.loads(item.data)["message_id"] for item in nats_server.stream_messages("SMALL")) == ids
+
+
 def test_every_acknowledged_message_reaches_the_stream_once_through_a_killed_broker_and_forwarder(
     tmp_path, server_env, served, nats_server
 ):
@@ -142,7 +158,9 @@ def test_a_message_no_queue_is_bound_for_is_returned_and_retried_never_dropped(t
     assert lines[0]["error"] == "returned: no queue is bound for the routing key"
 
 
-def test_every_acknowledged_message_reaches_the_queue_through_a_killed_rabbitmq(tmp_path, server_env, served):
+def test_every_acknowledged_message_reaches_the_queue_through_a_killed_rabbitmq_and_forwarder(
+    tmp_path, server_env, served
+):
     server, started = served
     broker = RabbitServer(tmp_path / "rabbit").start()
     try:
@@ -150,11 +168,14 @@ def test_every_acknowledged_message_reaches_the_queue_through_a_killed_rabbitmq(
         config = destination_toml(
             "queue", broker.url, exchange="", routing_key="durable", concurrency=8, **FAST_RETRIES
         )
-        forwarder(tmp_path, server_env, started, config)
+        process = forwarder(tmp_path, server_env, started, config)
         with Load(server.port, E2E_SECRET, threads=4, prefix="rabbit") as load:
             time.sleep(1.5)
             broker.kill()
             broker.start()
+            time.sleep(1.0)
+            process.kill()  # with publishes awaiting their confirms: sent again by the next one
+            forwarder(tmp_path, server_env, started, config)
             time.sleep(1.0)
         acknowledged = set(load.acknowledged)
         received: list[str] = []
