@@ -63,6 +63,42 @@ def test_jetstream_gets_each_message_once_acknowledged_signed_and_named_by_its_w
     assert wait_until(lambda: process.attempts("stream", "delivered") == 5, timeout=10)
 
 
+def test_a_nats_server_that_requires_a_user_takes_messages_only_from_a_destination_signed_in_as_one(
+    tmp_path, server_env, served
+):
+    server, started = served
+    guarded = NatsServer(tmp_path / "guarded", user="forwarder", password="nats-password-in-a-file").start()
+    try:
+        guarded.add_stream("GUARDED", ["webhooks.guarded"])
+        (tmp_path / "right").write_text("nats-password-in-a-file\n")
+        (tmp_path / "wrong").write_text("not-the-password\n")
+        config = destination_toml(
+            "signed-in",
+            guarded.url,
+            subject="webhooks.guarded",
+            user="forwarder",
+            password_file=str(tmp_path / "right"),
+        ) + destination_toml(
+            "refused",
+            guarded.url,
+            subject="webhooks.guarded",
+            user="forwarder",
+            password_file=str(tmp_path / "wrong"),
+            **FAST_RETRIES,
+        )
+        process = forwarder(tmp_path, server_env, started, config)
+        post_messages(server.port, "guarded", 2)
+        assert wait_until(lambda: process.attempts("signed-in", "delivered") == 2, timeout=30)
+        assert wait_until(lambda: process.attempts("refused", "connection_error") >= 2, timeout=30)
+        assert process.attempts("refused", "delivered") == 0
+        refused = [line for line in process.log_lines() if line.get("destination") == "refused" and "error" in line]
+        assert "Authorization Violation" in refused[0]["error"]
+        assert len(guarded.stream_messages("GUARDED")) == 2
+        assert "nats-password-in-a-file" not in process.output() and "not-the-password" not in process.output()
+    finally:
+        guarded.kill()
+
+
 def test_no_stream_for_the_subject_is_retried_until_there_is_one(tmp_path, server_env, served, nats_server):
     server, started = served
     config = destination_toml("stream", nats_server.url, subject="webhooks.late", **FAST_RETRIES)

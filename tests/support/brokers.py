@@ -32,6 +32,9 @@ class NatsServer:
     port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # With both, clients must sign in as this user.
+    user: str | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
@@ -54,6 +57,7 @@ class NatsServer:
                     str(self.folder / "store"),
                     "-n",
                     "webhook-tests",
+                    *(["--user", self.user, "--pass", self.password] if self.user else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -85,7 +89,8 @@ class NatsServer:
         import nats
 
         async def go():
-            connection = await nats.connect(self.url, connect_timeout=5, allow_reconnect=False)
+            credentials = {"user": self.user, "password": self.password} if self.user else {}
+            connection = await nats.connect(self.url, connect_timeout=5, allow_reconnect=False, **credentials)
             try:
                 return await work(connection.jetstream(timeout=10))
             finally:

@@ -47,13 +47,17 @@ def _reason(error: BaseException) -> str:
 
 class NatsSender:
     """Publishes to a JetStream stream through one connection, made at the first attempt and
-    made again whenever it was lost (nats-py reconnects by itself meanwhile)."""
+    made again whenever it was closed (nats-py tries a lost one again twice first)."""
 
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self._connection = None
         self._jetstream = None
         self._connecting = asyncio.Lock()
+        self._last_error: BaseException | None = None  # what the client last told (a refused sign-in)
+
+    async def _told(self, error: BaseException) -> None:
+        self._last_error = error
 
     async def _ready(self):
         import nats  # loaded only by forwarders that have a NATS destination
@@ -66,11 +70,13 @@ class NatsSender:
                     "servers": [self.destination.url],
                     "name": CLIENT_NAME,
                     "connect_timeout": min(CONNECT_TIMEOUT_CEILING_SECONDS, timeout),
+                    # A lost connection is tried again twice, then closed: the next attempt
+                    # connects anew (and a refused sign-in is an attempt's error at once).
                     "allow_reconnect": True,
-                    "max_reconnect_attempts": -1,
+                    "max_reconnect_attempts": 2,
                     "reconnect_time_wait": 0.5,
                     # Told, not printed: an attempt's outcome says what went wrong.
-                    "error_cb": _quiet,
+                    "error_cb": self._told,
                     "disconnected_cb": _quiet_event,
                     "reconnected_cb": _quiet_event,
                     "closed_cb": _quiet_event,
@@ -110,7 +116,9 @@ class NatsSender:
             description = getattr(error, "description", None) or str(error)
             return Attempt(Result.RETRYABLE_STATUS, time.monotonic() - started, error=f"JetStream: {description}"[:300])
         except Exception as error:  # noqa: BLE001 - every failure of the client is an attempt to retry
-            return Attempt(Result.CONNECTION_ERROR, time.monotonic() - started, error=_reason(error))
+            told, self._last_error = self._last_error, None
+            reason = _reason(error) if told is None or told is error else f"{_reason(error)} ({_reason(told)})"
+            return Attempt(Result.CONNECTION_ERROR, time.monotonic() - started, error=reason[:300])
         return Attempt(Result.DELIVERED, time.monotonic() - started)
 
     async def close(self) -> None:
@@ -198,10 +206,6 @@ class AmqpSender:
             # Closing at stop: a broker gone already leaves nothing to tell.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), CONNECT_TIMEOUT_CEILING_SECONDS)
-
-
-async def _quiet(_error: BaseException) -> None:
-    pass
 
 
 async def _quiet_event() -> None:
