@@ -14,26 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 import time
 from urllib.parse import unquote, urlsplit
 
 from webhook_service.forwarding.config import Destination
-from webhook_service.forwarding.delivery import Attempt, Result, webhook_id
-from webhook_service.signatures import standard_headers
-from webhook_service.storage.messages import StoredMessage, message_document
+from webhook_service.forwarding.delivery import Attempt, Result, signed_message
+from webhook_service.storage.messages import StoredMessage
 
 CONNECT_TIMEOUT_CEILING_SECONDS = 5.0
 CLIENT_NAME = "webhook-service-forwarder"
-
-
-def _body_and_headers(destination: Destination, message: StoredMessage) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(message_document(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    identity = webhook_id(message.message_id)
-    if destination.secret is None:
-        return body, {"webhook-id": identity, "webhook-timestamp": str(int(time.time()))}
-    return body, standard_headers(destination.secret, identity, int(time.time()), body)
 
 
 def _tls(destination: Destination) -> ssl.SSLContext:
@@ -98,7 +88,7 @@ class NatsSender:
         from nats import errors as nats_errors
         from nats.js import errors as js_errors
 
-        body, headers = _body_and_headers(self.destination, message)
+        body, headers = signed_message(self.destination, message)
         headers["Nats-Msg-Id"] = headers["webhook-id"]
         started = time.monotonic()
         try:
@@ -174,7 +164,7 @@ class AmqpSender:
         import aio_pika
         from aio_pika.exceptions import DeliveryError
 
-        body, headers = _body_and_headers(self.destination, message)
+        body, headers = signed_message(self.destination, message)
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.destination.timeout_seconds):

@@ -58,6 +58,17 @@ def webhook_id(message_id: str) -> str:
     return "msg_" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def signed_message(destination: Destination, message: StoredMessage) -> tuple[bytes, dict[str, str]]:
+    """The body every destination gets (the message document, JSON) and its Standard Webhooks
+    headers: `webhook-id`, `webhook-timestamp`, and `webhook-signature` when the destination
+    has a secret (a broker destination may have none)."""
+    body = json.dumps(message_document(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    identity, timestamp = webhook_id(message.message_id), int(time.time())
+    if destination.secret is None:
+        return body, {"webhook-id": identity, "webhook-timestamp": str(timestamp)}
+    return body, standard_headers(destination.secret, identity, timestamp, body)
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds a Retry-After header asks to wait (a number or an HTTP date), or None."""
     if not value:
@@ -100,12 +111,12 @@ class Sender:
 
     async def attempt(self, message: StoredMessage) -> Attempt:
         """POST the message document once; never raises for what the network or consumer does."""
-        body = json.dumps(message_document(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body, signature = signed_message(self.destination, message)
         headers = {
             "User-Agent": USER_AGENT,
             **self.destination.headers,
             "Content-Type": "application/json",
-            **standard_headers(self.destination.secret, webhook_id(message.message_id), int(time.time()), body),
+            **signature,
         }
         started = time.monotonic()
         try:
