@@ -54,10 +54,11 @@ backup: install
 	@mkdir -p "$(dir $(BACKUP))"
 	$(BIN)/python -m webhook_service backup "$(BACKUP)"
 
-# The end-to-end tests mostly wait on servers: three workers keep two cores busy.
+# The end-to-end tests mostly wait on servers: three workers keep two cores busy. The 25
+# slowest tests are listed at the end, where the suite's time goes.
 PYTEST_WORKERS ?= 3
 test: install-dev
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=25
 
 # The unit tests alone (no servers but PostgreSQL's throwaway cluster, where installed).
 test-fast: install-dev
