@@ -42,7 +42,7 @@ run: install .env
 	@if [ -z "$${WEBHOOK_SECRET:-}" ]; then \
 	    set -a; . ./.env; set +a; source="secret from .env"; \
 	  else source="secret from the environment (WEBHOOK_SECRET)"; fi; \
-	  echo "serving on http://127.0.0.1:$(PORT), database $$DATABASE_URL, $$source"; \
+	  echo "serving on http://127.0.0.1:$(PORT), $$source"; \
 	  exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
 
 migrate: install

@@ -15,7 +15,7 @@ os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"webhook-service-metrics-{os.getpid()}")
 )
 
-from webhook_service.config import ConfigError, ServerSettings, Settings
+from webhook_service.config import ConfigError, ServerSettings, Settings, shown_database_url
 from webhook_service.observability.gunicorn import HeadFirstThreadWorker, answer_protocol_errors_as_json
 from webhook_service.observability.logging import logging_config
 
@@ -81,7 +81,7 @@ def on_starting(server):
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
-    log.info(f"database at schema revision {revision}")
+    log.info(f"database at schema revision {revision}", database=shown_database_url(_settings.database_url))
     if not (_settings.webhook_secrets or _settings.public_keys):
         log.warning("neither WEBHOOK_SECRET nor WEBHOOK_PUBLIC_KEYS is set: POST /webhook answers 503 until one is")
     if not _settings.api_tokens:

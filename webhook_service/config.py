@@ -171,6 +171,11 @@ def database_url_from_setting(value: str) -> str:
     return text
 
 
+def shown_database_url(url: str) -> str:
+    """A database URL as it may be printed or logged: its password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def parse_int(name: str, value: str | None, default: int, minimum: int, maximum: int) -> int:
     """Parse a whole number within bounds; raises ConfigError naming the variable."""
     if value is None or value.strip() == "":

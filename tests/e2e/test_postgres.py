@@ -12,7 +12,7 @@ import pytest
 from tests.support.database import fold_counts, run_sql, stored_ids
 from tests.support.messages import E2E_SECRET as SECRET
 from tests.support.messages import make_message
-from tests.support.postgres import PostgresCluster, postgres_bindir
+from tests.support.postgres import APP_PASSWORD, PostgresCluster, postgres_bindir
 from tests.support.servers import Gunicorn, Load, request, signed_post, wait_until
 from webhook_service.storage.migrations import head_revision
 
@@ -69,6 +69,11 @@ def test_two_hosts_starting_together_race_one_id_and_keep_every_unique_one(tmp_p
     assert rows[0][0] == bodies[int(firsts[0]["request_id"].removeprefix("race-"))]
     stored = set(stored_ids(server_env["DATABASE_URL"]))
     assert {f"unique-{number}" for number in range(300)} <= stored and len(stored) == 301
+    # Each host named its database at start, without its password.
+    for host in hosts:
+        [started] = [entry for entry in map(json.loads, host.log_lines()) if "schema revision" in entry["event"]]
+        assert started["database"].startswith("postgresql+psycopg://webhook:***@127.0.0.1:")
+        assert APP_PASSWORD not in host.output()
     # The count changes the hosts wrote and had not folded yet (they fold every second) count too.
     fold_counts(server_env["DATABASE_URL"])
     stats = run_sql(server_env["DATABASE_URL"], "SELECT total_messages, senders_count FROM message_totals")

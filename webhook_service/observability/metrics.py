@@ -206,7 +206,9 @@ def create_metrics(registry: CollectorRegistry, version: str) -> ServiceMetrics:
             "webhook_oldest_message_age_seconds",
             "How long ago the oldest stored message was stored (0 when none is). Set where RETENTION_DAYS is.",
             registry=registry,
-            multiprocess_mode="livemax",
+            # Each worker sets it when it looks; the latest look is the truest (the largest
+            # would be the stalest: a worker that looked before a run removed the oldest).
+            multiprocess_mode="livemostrecent",
         ),
     )
     for outcome in RETENTION_OUTCOMES:
