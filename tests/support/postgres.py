@@ -129,12 +129,8 @@ class PostgresCluster:
         the end of a run."""
         self.stop("immediate")
         if self.root is not None:
-            subprocess.Popen(
-                ["rm", "-rf", "--", str(self.root)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            # The shell starts the removal in the background and returns at once.
+            subprocess.run(["sh", "-c", 'rm -rf -- "$0" >/dev/null 2>&1 &', str(self.root)], check=False)
 
     def admin(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(
