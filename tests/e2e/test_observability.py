@@ -101,11 +101,11 @@ def test_dead_workers_are_folded_so_the_folder_stays_small_and_counts_exact(tmp_
         assert count(values, "webhook_requests_total", result="success") == 24
         assert count(values, "http_requests_total", method="POST", path="/webhook", status="200") == 24
         assert count(values, "http_request_duration_seconds_count", method="POST", path="/webhook") == 24
-        # Two live workers write a counter, a histogram and two gauge files (livemax: build
-        # info, livesum: held long-polls) each; the 16 dead ones live on in one archive per
-        # type (their gauges go with them).
+        # Two live workers write a counter, a histogram and three gauge files (livemax: build
+        # info, livesum: held long-polls, livemostrecent: the oldest message's age) each; the
+        # 16 dead ones live on in one archive per type (their gauges go with them).
         files = sorted(path.name for path in metrics_dir.glob("*.db"))
-        assert len(files) <= 2 * 4 + 2, files
+        assert len(files) <= 2 * 5 + 2, files
         assert {"counter_archive.db", "histogram_archive.db"} <= set(files)
     finally:
         server.stop()
