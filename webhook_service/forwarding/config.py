@@ -265,13 +265,7 @@ def _secret(where: str, values: dict) -> str:
     if path is not None:
         if not isinstance(path, str):
             raise ForwardConfigError(f"{where}: secret_file: expected a path")
-        try:
-            lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as error:
-            raise ForwardConfigError(f"{where}: secret_file: cannot read {path}: {type(error).__name__}") from None
-        if len(lines) != 1:
-            raise ForwardConfigError(f"{where}: secret_file: expected one secret on one line in {path}")
-        inline = lines[0]
+        inline = _line_of(where, "secret_file", path, "secret")
     if not isinstance(inline, str) or not inline.strip():
         raise ForwardConfigError(f"{where}: secret: expected a non-empty string")
     if inline.startswith(SIGNING_KEY_PREFIX):
@@ -318,14 +312,18 @@ def _file(where: str, name: str, value: Any) -> str | None:
 
 
 def _one_line(where: str, name: str, path: Any) -> str:
-    """The value held by a file (one line; surrounding whitespace dropped), never echoed."""
-    path = _file(where, name, path)
+    """The value held by an existing file (one line; surrounding whitespace dropped), never echoed."""
+    return _line_of(where, name, _file(where, name, path))
+
+
+def _line_of(where: str, name: str, path: str, what: str = "value") -> str:
+    """The one non-blank line of the file at `path`, stripped; errors name the field, never the value."""
     try:
         lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         raise ForwardConfigError(f"{where}: {name}: cannot read {path}: {type(error).__name__}") from None
     if len(lines) != 1:
-        raise ForwardConfigError(f"{where}: {name}: expected one value on one line in {path}")
+        raise ForwardConfigError(f"{where}: {name}: expected one {what} on one line in {path}")
     return lines[0]
 
 
