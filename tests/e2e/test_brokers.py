@@ -12,8 +12,9 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.support.brokers import NatsServer, RabbitServer
 from tests.support.forwarder import FORWARD_SECRET, destination_toml, forwarder, post_messages
-from tests.support.messages import E2E_SECRET
-from tests.support.servers import Load, wait_until
+from tests.support.messages import E2E_SECRET, make_message
+from tests.support.metrics import parse_metrics, value
+from tests.support.servers import Load, signed_post, wait_until
 from webhook_service.forwarding.delivery import webhook_id
 
 # About the brokers, not the database: once, on SQLite.
@@ -49,13 +50,26 @@ def test_jetstream_gets_each_message_once_acknowledged_signed_and_named_by_its_w
 ):
     server, started = served
     nats_server.add_stream("MESSAGES", ["webhooks.>"], duplicate_window=120)
-    config = destination_toml("stream", nats_server.url, subject="webhooks.inbound")
+    # In one conversation's order (several publishes await their acknowledgements at once
+    # otherwise), and only the messages that match.
+    config = destination_toml(
+        "stream",
+        nats_server.url,
+        subject="webhooks.inbound",
+        order="conversation",
+        concurrency=4,
+        match={"text_contains": ["TEXT OF"]},
+    )
     process = forwarder(tmp_path, server_env, started, config)
     ids = post_messages(server.port, "nats", 5)
+    assert signed_post(server.port, make_message(message_id="nats-unmatched", text="not for the stream")).status == 200
 
     assert wait_until(lambda: len(nats_server.stream_messages("MESSAGES")) == 5, timeout=30)
     stored = nats_server.stream_messages("MESSAGES")
     assert [json.loads(item.data)["message_id"] for item in stored] == ids
+    assert wait_until(
+        lambda: value(parse_metrics(process.metrics()), "webhook_forward_skipped_total", destination="stream") == 1
+    )
     for item in stored:
         message_id = json.loads(item.data)["message_id"]
         assert item.headers["Nats-Msg-Id"] == item.headers["webhook-id"] == webhook_id(message_id)
@@ -167,6 +181,8 @@ def test_rabbitmq_gets_persistent_confirmed_messages_with_their_id_and_signature
         routing_key="inbound",
         user="guest",
         password_file=str(tmp_path / "rabbit-password"),
+        order="conversation",
+        concurrency=4,
     )
     process = forwarder(tmp_path, server_env, started, config)
     ids = post_messages(server.port, "amqp", 5)

@@ -297,15 +297,13 @@ class RetentionRunner:
                     self._ran(None)
 
     def _look(self) -> None:
-        with self.database.read_transaction() as conn:
-            state, oldest = run_state(conn), oldest_stored_at(conn)
-        if self._observe is not None:
-            self._observe(state, oldest)
+        state = self._observed()
         if not self._due(state, time.time()):
             return
         result = run_retention(self.database, self.days, self._owner, pause=self._pause, archive=self.archive)
         if result is None:
             return
+        self._observed()  # what the run left: the oldest message is no longer one it removed
         logger.info(
             "retention_run",
             outcome=result.outcome,
@@ -316,6 +314,13 @@ class RetentionRunner:
         )
         if self._ran is not None:
             self._ran(result)
+
+    def _observed(self) -> RunState | None:
+        with self.database.read_transaction() as conn:
+            state, oldest = run_state(conn), oldest_stored_at(conn)
+        if self._observe is not None:
+            self._observe(state, oldest)
+        return state
 
     def _pause(self, seconds: float) -> bool:
         return not self._stop.wait(seconds)
