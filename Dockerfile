@@ -30,5 +30,6 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '8000'), timeout=2); sys.exit(0)"]
-# gunicorn.conf.py migrates once in the master, then forks the workers; SIGTERM drains them.
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+# gunicorn with the service's settings and hooks: it migrates once in the master, then forks
+# the workers; SIGTERM drains them.
+CMD ["python", "-m", "webhook_service", "serve"]

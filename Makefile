@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-export DATABASE_URL ?= data/messages.db
 
 .PHONY: run env test test-fast migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-followers bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
 
@@ -30,20 +29,19 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.runtime-i
 install: $(VENV)/.package-installed
 install-dev: $(VENV)/.dev-installed $(VENV)/.package-installed
 
-# A local secret for `make run`, made once (readable by you only); export your own
-# WEBHOOK_SECRET to override it.
+# A local secret for `make run`, made once (readable by you only). The server reads .env for
+# what the environment does not set: an exported WEBHOOK_SECRET (or any setting) wins.
 .env:
 	@umask 077 && $(PYTHON) -c "import secrets; print('WEBHOOK_SECRET=' + secrets.token_hex(32))" > .env
 	@echo "wrote .env with a random WEBHOOK_SECRET: sign requests with it (see README)"
 
 env: .env
 
+# The server of an installed package, as the image and the systemd unit start it; its first
+# log lines name the database and the settings it read from .env.
 run: install .env
-	@if [ -z "$${WEBHOOK_SECRET:-}" ]; then \
-	    set -a; . ./.env; set +a; source="secret from .env"; \
-	  else source="secret from the environment (WEBHOOK_SECRET)"; fi; \
-	  echo "serving on http://127.0.0.1:$(PORT), $$source"; \
-	  exec $(BIN)/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
+	@echo "serving on http://127.0.0.1:$(PORT)"
+	@exec $(BIN)/webhook-service serve --bind 127.0.0.1:$(PORT)
 
 migrate: install
 	$(BIN)/python -m webhook_service migrate

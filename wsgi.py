@@ -1,5 +1,5 @@
-"""WSGI entry point: `gunicorn -c gunicorn.conf.py wsgi:app`."""
+"""WSGI entry point of a checkout: `gunicorn -c gunicorn.conf.py wsgi:app`."""
 
-from webhook_service import create_app
+from webhook_service.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

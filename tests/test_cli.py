@@ -4,7 +4,11 @@ import base64
 import csv
 import io
 import json
+import os
 import sqlite3
+import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -204,9 +208,7 @@ def test_backup_copies_a_database_that_serves_as_is(run, seeded, tmp_path, make_
 
 
 def test_backup_refuses_postgresql_naming_pg_dump(run, monkeypatch, tmp_path):
-    from webhook_service import cli
-
-    monkeypatch.setattr(cli, "_settings", lambda: type("S", (), {"database_url": "postgresql://u@h/db"})())
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
     result = run("backup", str(tmp_path / "x.db"))
     assert result.exit_code == 1 and "pg_dump" in result.output
 
@@ -273,3 +275,85 @@ def test_long_commands_draw_a_progress_bar_on_a_terminal_only(database_url, seed
     )
     assert status == 0
     assert terminal_run[0] in drawn and "100%" in drawn, drawn
+
+
+def test_a_misspelled_setting_is_named_in_one_warning_and_the_command_goes_on(run, monkeypatch):
+    monkeypatch.setenv("SIGNATURE_SCHEME", "standard")
+    monkeypatch.setenv("log_level", "DEBUG")
+    result = CliRunner().invoke(main, ["stats"])
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        "warning: SIGNATURE_SCHEME is not a setting and is ignored: did you mean SIGNATURE_SCHEMES?",
+        "warning: log_level is not a setting and is ignored: did you mean LOG_LEVEL?",
+    ]
+    assert json.loads(result.stdout)["total_messages"] == 0
+
+
+def test_a_database_it_cannot_open_is_named_with_its_file_and_where_its_url_came_from(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("WEBHOOK_SERVICE_ENV_FILE")
+    (tmp_path / ".env").write_text("DATABASE_URL=no-such-folder/messages.db\n")
+    result = CliRunner().invoke(main, ["stats"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: database unavailable: OperationalError: unable to open database file "
+        f"(sqlite:///no-such-folder/messages.db = {tmp_path}/no-such-folder/messages.db; "
+        f"DATABASE_URL from {tmp_path}/.env)\n"
+    )
+    (tmp_path / ".env").unlink()
+    monkeypatch.setenv("DATABASE_URL", "postgresql://reader:pass-word-in-url@127.0.0.1:1/messages")
+    result = CliRunner().invoke(main, ["stats"])
+    assert result.exit_code == 1 and "pass-word-in-url" not in result.output
+    assert result.output.startswith("Error: database unavailable: ")
+    assert result.output.endswith(
+        "(postgresql+psycopg://reader:***@127.0.0.1:1/messages; DATABASE_URL from the environment)\n"
+    )
+
+
+@pytest.mark.sqlite_only  # backup copies SQLite files (PostgreSQL's is pg_dump)
+def test_files_the_commands_write_are_readable_by_their_user_only(run, seeded, tmp_path):
+    assert run("backup", str(tmp_path / "copy.db")).exit_code == 0
+    assert run("export", "--output", str(tmp_path / "all.jsonl")).exit_code == 0
+    for name in ("copy.db", "all.jsonl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    # The command's umask is its own: the process that ran it keeps its own.
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    assert stat.S_IMODE(probe.stat().st_mode) == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.sqlite_only  # about the output, not the database
+def test_export_into_a_pipe_closed_early_ends_quietly(run, database_url, tmp_path):
+    lines = (
+        json.dumps(
+            {
+                "message_id": f"m{number:05d}",
+                "from": "+14155550100",
+                "to": "+14155550101",
+                "ts": "2025-01-01T00:00:00Z",
+                "text": f"message number {number} of a long export",
+                "created_at": "2025-01-01T00:00:00.000000Z",
+            }
+        )
+        for number in range(3000)
+    )
+    (tmp_path / "many.jsonl").write_text("\n".join(lines) + "\n")
+    assert run("import", str(tmp_path / "many.jsonl")).exit_code == 0
+    for command in ("export", "export --format csv", "tail --beginning"):
+        result = subprocess.run(
+            ["bash", "-c", f"{sys.executable} -m webhook_service {command} | head -1"],
+            env={**os.environ, "DATABASE_URL": database_url},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert len(result.stdout.splitlines()) == 1, command
+        assert "Error" not in result.stderr and "Traceback" not in result.stderr, (command, result.stderr)

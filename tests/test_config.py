@@ -1,6 +1,6 @@
 import pytest
 
-from webhook_service.config import ConfigError, ServerSettings, Settings
+from webhook_service.config import ConfigError, ServerSettings, Settings, resembled_settings
 from webhook_service.signatures import Scheme
 
 TOKEN = "t" * 16
@@ -118,3 +118,33 @@ def test_a_bad_secret_or_token_is_never_echoed_in_the_error():
 def test_secrets_and_tokens_stay_out_of_the_settings_repr():
     settings = Settings.from_env({"WEBHOOK_SECRET": "hidden-secret", "API_TOKENS": TOKEN, "METRICS_TOKEN": TOKEN})
     assert "hidden-secret" not in repr(settings) and TOKEN not in repr(settings)
+
+
+def test_only_variables_that_look_meant_as_settings_are_named_as_resembling_one():
+    environ = {
+        "SIGNATURE_SCHEME": "standard",  # a letter short
+        "database_url": "x",  # another case
+        "RETENTIONDAYS": "7",  # a character short
+        "WEBHOOK_SECRETT": "x",
+        "WEBHOOK_RETRIES": "3",  # the service's prefix, no setting near it
+        "API_TOKENS": "a-token-of-16-chars",  # a setting
+        # What every shell and container has: none is a setting, and none is named.
+        "HOME": "/root",
+        "PATH": "/usr/bin",
+        "HOSTNAME": "box",
+        "LANG": "C.UTF-8",
+        "PWD": "/",
+        "SHELL": "/bin/sh",
+        "TERM": "xterm",
+        "USER": "root",
+        "PYTHONPATH": ".",
+        "VIRTUAL_ENV": "/srv/.venv",
+        "AWS_ACCESS_KEY_ID": "x",
+    }
+    assert resembled_settings(environ) == [
+        ("RETENTIONDAYS", "RETENTION_DAYS"),
+        ("SIGNATURE_SCHEME", "SIGNATURE_SCHEMES"),
+        ("WEBHOOK_RETRIES", None),
+        ("WEBHOOK_SECRETT", "WEBHOOK_SECRET"),
+        ("database_url", "DATABASE_URL"),
+    ]

@@ -319,3 +319,76 @@ def apply_env_file(path: str | os.PathLike, environ: dict[str, str] | None = Non
             env[name] = value
             added.append(name)
     return added
+
+
+# Every variable the server, the forwarder or the command line reads.
+SETTING_NAMES = frozenset(
+    {
+        "API_TOKENS",
+        "API_TOKENS_FILE",
+        "ARCHIVE_URL",
+        "BODY_READ_TIMEOUT_SECONDS",
+        "DATABASE_POOL_SIZE",
+        "DATABASE_URL",
+        "FEED_MAX_WAITERS",
+        "FORWARDED_ALLOW_IPS",
+        "FORWARD_CONFIG",
+        "HOST",
+        "LOG_LEVEL",
+        "MAX_BODY_BYTES",
+        "METRICS_TOKEN",
+        "PORT",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "QUERY_BUDGET_MS",
+        "RETENTION_DAYS",
+        "SIGNATURE_SCHEMES",
+        "WEBHOOK_PUBLIC_KEYS",
+        "WEBHOOK_SECRET",
+        "WEBHOOK_SECRET_FILE",
+        "WEBHOOK_SERVICE_ENV_FILE",
+        "WEBHOOK_TOLERANCE_SECONDS",
+        "WEB_CONCURRENCY",
+    }
+)
+# A variable starting with one of these is meant for this service.
+_SETTING_PREFIXES = ("WEBHOOK_", "SIGNATURE_", "RETENTION_", "ARCHIVE_", "FEED_", "QUERY_BUDGET", "API_TOKEN")
+
+
+def resembled_settings(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """(variable, the setting it resembles or None) for each variable of `environ` that is not
+    a setting but looks meant as one: a setting's name in another case, within one edit of a
+    setting (two for names of 8 characters or more), or starting with a setting's prefix.
+    Sorted by variable."""
+    found = []
+    for name in sorted(environ):
+        if name in SETTING_NAMES:
+            continue
+        nearest = min(SETTING_NAMES, key=lambda setting: (_edits(name.upper(), setting), setting))
+        allowed = 2 if min(len(name), len(nearest)) >= 8 else 1
+        if _edits(name.upper(), nearest) <= allowed:
+            found.append((name, nearest))
+        elif name.upper().startswith(_SETTING_PREFIXES):
+            found.append((name, None))
+    return found
+
+
+def _edits(first: str, second: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions from one to the other."""
+    if abs(len(first) - len(second)) > 2:
+        return 3  # more than any allowed difference: not worth counting
+    previous = list(range(len(second) + 1))
+    for row, left in enumerate(first, start=1):
+        current = [row]
+        for column, right in enumerate(second, start=1):
+            current.append(min(previous[column] + 1, current[column - 1] + 1, previous[column - 1] + (left != right)))
+        previous = current
+    return previous[-1]
+
+
+def resemblance_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One line per variable that looks meant as a setting but is not one (it is ignored)."""
+    lines = []
+    for name, setting in resembled_settings(environ):
+        guess = f"did you mean {setting}?" if setting else "no setting has this name"
+        lines.append(f"{name} is not a setting and is ignored: {guess}")
+    return lines

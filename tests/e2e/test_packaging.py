@@ -2,8 +2,10 @@
 `webhook-service` that migrates and a server that stores a delivery, from any folder."""
 
 import configparser
+import json
+import os
 import re
-import shutil
+import stat
 import subprocess
 import sys
 
@@ -14,6 +16,8 @@ from tests.support.messages import E2E_SECRET, make_message
 from tests.support.servers import ROOT, Gunicorn, request, signed_post
 
 pytestmark = pytest.mark.e2e
+
+TOKEN = "token-from-the-env-file-0123456789"
 
 
 def requirement_names(lines) -> set[str]:
@@ -55,13 +59,18 @@ def test_an_installed_wheel_migrates_and_serves(tmp_path):
         check=True,
         timeout=600,
     )
-    # A deployment folder with the two server files and nothing of the checkout.
+    # A deployment folder with nothing of the checkout: `serve` brings the server's configuration.
     site = tmp_path / "site"
     site.mkdir()
-    for name in ("gunicorn.conf.py", "wsgi.py"):
-        shutil.copy(ROOT / name, site / name)
+    # The environment wins; .env fills what it lacks (here: the tokens that guard reads).
+    (site / ".env").write_text(f"WEBHOOK_SECRET=not-the-secret-the-environment-sets\nAPI_TOKENS={TOKEN}\n")
     url = f"sqlite:///{tmp_path / 'data' / 'messages.db'}"
-    env = {"DATABASE_URL": url, "WEBHOOK_SECRET": E2E_SECRET, "PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+    env = {
+        "DATABASE_URL": url,
+        "WEBHOOK_SECRET": E2E_SECRET,
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "SIGNATURE_SCHEME": "standard",  # misspelled: ignored, with a warning
+    }
     migrated = subprocess.run(
         [str(venv / "bin" / "webhook-service"), "migrate"],
         check=False,
@@ -72,10 +81,17 @@ def test_an_installed_wheel_migrates_and_serves(tmp_path):
     )
     assert migrated.returncode == 0, migrated.stderr
     assert migrated.stdout.decode().startswith("database at schema revision ")
-    server = Gunicorn(workdir=tmp_path, env=env, workers=2, python=str(venv / "bin" / "python"), cwd=site)
+    warning = "SIGNATURE_SCHEME is not a setting and is ignored: did you mean SIGNATURE_SCHEMES?"
+    assert warning in migrated.stderr.decode()
+    # The .env of the folder it starts in: the server's own default, not the tests' file.
+    env["WEBHOOK_SERVICE_ENV_FILE"] = ""
+    server = Gunicorn(workdir=tmp_path, env=env, workers=2, python=str(venv / "bin" / "python"), cwd=site, serve=True)
     server.start()
     try:
         assert signed_post(server.port, make_message(message_id="from-the-wheel")).status == 200
+        assert request(server.port, "GET", "/messages").status == 401
+        authorized = {"Authorization": f"Bearer {TOKEN}"}
+        assert request(server.port, "GET", "/messages", headers=authorized).json()["total"] == 1
         # The console's template and files are in the wheel too.
         page = request(server.port, "GET", "/console")
         assert page.status == 200 and b"console.js" in page.body
@@ -84,3 +100,29 @@ def test_an_installed_wheel_migrates_and_serves(tmp_path):
     finally:
         server.stop()
     assert stored_ids(url) == ["from-the-wheel"]
+    output = server.output()
+    log = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    [read] = [line for line in log if line.get("env_file_set")]
+    assert read["event"] == f"read {site / '.env'} for the settings the environment lacks"
+    assert read["env_file_set"] == ["API_TOKENS"]
+    assert any(line["level"] == "WARNING" and line["event"] == warning for line in log)
+    assert TOKEN not in output and "not-the-secret" not in output
+    # What the server created is its user's only.
+    database = tmp_path / "data" / "messages.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert stat.S_IMODE(database.parent.stat().st_mode) == 0o700
+
+
+def test_serve_says_in_one_line_that_web_concurrency_is_not_a_number(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook_service", "serve"],
+        cwd=tmp_path,
+        env={**os.environ, "WEB_CONCURRENCY": "two", "DATABASE_URL": str(tmp_path / "messages.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "Error: invalid configuration: WEB_CONCURRENCY: expected a whole number, got 'two'\n"
+    assert not (tmp_path / "messages.db").exists()

@@ -126,7 +126,7 @@ class Shell:
 
 
 class MakeRunServer:
-    """What `make run` starts, in the checkout `cwd`: gunicorn with the .env it reads."""
+    """What `make run` starts, in the checkout `cwd`: `webhook-service serve`, which reads .env."""
 
     def __init__(self, cwd: Path, env: dict, port: int) -> None:
         self.cwd, self.env, self.port = cwd, env, port
@@ -135,10 +135,7 @@ class MakeRunServer:
 
     def start(self) -> None:
         self.log.parent.mkdir(exist_ok=True)
-        command = (
-            "set -a; . ./.env; set +a; exec .venv/bin/gunicorn -c gunicorn.conf.py "
-            f"--bind 127.0.0.1:{self.port} wsgi:app"
-        )
+        command = f"exec .venv/bin/webhook-service serve --bind 127.0.0.1:{self.port}"
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 ["bash", "-c", command], cwd=self.cwd, env=self.env, stdout=log, stderr=log, start_new_session=True

@@ -137,6 +137,8 @@ class Gunicorn:
     # (by default the repository's, so that wsgi.py and the package come from the checkout).
     python: str = sys.executable
     cwd: Path = ROOT
+    # True: started as `python -m webhook_service serve` (the package's own configuration).
+    serve: bool = False
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -144,15 +146,22 @@ class Gunicorn:
         """Start the server; with `wait`, until /health/live answers. Raises RuntimeError."""
         self.log_path = self.workdir / f"gunicorn-{self.port}-{time.monotonic_ns()}.log"
         env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+        # The .env the server reads is the test's (none unless it writes one), not the checkout's.
+        env["WEBHOOK_SERVICE_ENV_FILE"] = str(self.workdir / ".env")
         env.update(self.env)
-        command = [*self.wrapper, self.python, "-m", "gunicorn", "-c", str(self.cwd / "gunicorn.conf.py")]
+        if self.serve:
+            command = [*self.wrapper, self.python, "-m", "webhook_service", "serve"]
+            app = []
+        else:
+            command = [*self.wrapper, self.python, "-m", "gunicorn", "-c", str(self.cwd / "gunicorn.conf.py")]
+            app = [self.app]
         if self.bind:
             command += ["--bind", f"127.0.0.1:{self.port}"]
         if self.workers is not None:
             command += ["--workers", str(self.workers)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [*command, self.app],
+                [*command, *app],
                 cwd=self.cwd,
                 env=env,
                 stdout=log,
