@@ -11,6 +11,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.support.brokers import NatsServer, RabbitServer
+from tests.support.certificates import make_server_certificate
 from tests.support.forwarder import FORWARD_SECRET, destination_toml, forwarder, post_messages
 from tests.support.messages import E2E_SECRET, make_message
 from tests.support.metrics import parse_metrics, value
@@ -111,6 +112,53 @@ def test_a_nats_server_that_requires_a_user_takes_messages_only_from_a_destinati
         assert "nats-password-in-a-file" not in process.output() and "not-the-password" not in process.output()
     finally:
         guarded.kill()
+
+
+def test_a_nats_server_with_tls_and_a_token_takes_messages_from_a_destination_that_trusts_its_ca_and_shows_it(
+    tmp_path, server_env, served
+):
+    server, started = served
+    ca, certificate, key = make_server_certificate(tmp_path)
+    guarded = NatsServer(tmp_path / "tls", token="nats-token-in-a-file", tls=(ca, certificate, key)).start()
+    try:
+        guarded.add_stream("TLS", ["webhooks.tls"])
+        (tmp_path / "token").write_text("nats-token-in-a-file\n")
+        trusted = {"subject": "webhooks.tls", "token_file": str(tmp_path / "token")}
+        config = (
+            destination_toml("trusting", guarded.url, ca_file=str(ca), **trusted)
+            # tls:// with the system's CAs, which do not know the test's: the certificate is refused.
+            + destination_toml("untrusting", guarded.url.replace("nats://", "tls://"), **trusted, **FAST_RETRIES)
+            + destination_toml("no-token", guarded.url, subject="webhooks.tls", ca_file=str(ca), **FAST_RETRIES)
+        )
+        process = forwarder(tmp_path, server_env, started, config)
+        ids = post_messages(server.port, "tls", 2)
+        assert wait_until(lambda: process.attempts("trusting", "delivered") == 2, timeout=30)
+        assert wait_until(lambda: process.attempts("untrusting", "connection_error") >= 2, timeout=30)
+        assert wait_until(lambda: process.attempts("no-token", "connection_error") >= 2, timeout=30)
+        assert process.attempts("untrusting", "delivered") == process.attempts("no-token", "delivered") == 0
+        assert [json.loads(item.data)["message_id"] for item in guarded.stream_messages("TLS")] == ids
+        errors = {line["destination"]: line["error"] for line in process.log_lines() if "error" in line}
+        assert "CERTIFICATE_VERIFY_FAILED" in errors["untrusting"], errors
+        assert "nats-token-in-a-file" not in process.output()
+    finally:
+        guarded.kill()
+
+
+def test_rate_per_second_bounds_the_publishes_to_a_stream_in_any_second(tmp_path, server_env, served, nats_server):
+    server, started = served
+    nats_server.add_stream("RATED", ["webhooks.rated"])
+    ids = post_messages(server.port, "rated", 25)
+    config = destination_toml("capped", nats_server.url, subject="webhooks.rated", rate_per_second=10, concurrency=16)
+    forwarder(tmp_path, server_env, started, config)
+
+    assert wait_until(lambda: len(nats_server.stream_messages("RATED")) == 25, timeout=30)
+    stored = nats_server.stream_messages("RATED")
+    assert sorted(json.loads(item.data)["message_id"] for item in stored) == ids
+    # When the stream took each (its own clock): at most 10 in any second, with room for jitter.
+    taken = sorted(item.time.timestamp() for item in stored)
+    most = max(sum(1 for other in taken if at <= other < at + 0.95) for at in taken)
+    assert most <= 10, most
+    assert taken[-1] - taken[0] < 5  # and the budget is used: 25 in about two seconds
 
 
 def test_no_stream_for_the_subject_is_retried_until_there_is_one(tmp_path, server_env, served, nats_server):

@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ class NatsServer:
     # With both, clients must sign in as this user.
     user: str | None = None
     password: str | None = None
+    # Clients must show this token.
+    token: str | None = None
+    # (CA certificate, certificate, key): clients must speak TLS and trust the CA.
+    tls: tuple[Path, Path, Path] | None = None
 
     @property
     def url(self) -> str:
@@ -58,6 +63,8 @@ class NatsServer:
                     "-n",
                     "webhook-tests",
                     *(["--user", self.user, "--pass", self.password] if self.user else []),
+                    *(["--auth", self.token] if self.token else []),
+                    *(["--tls", "--tlscert", str(self.tls[1]), "--tlskey", str(self.tls[2])] if self.tls else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -90,6 +97,10 @@ class NatsServer:
 
         async def go():
             credentials = {"user": self.user, "password": self.password} if self.user else {}
+            if self.token:
+                credentials["token"] = self.token
+            if self.tls:
+                credentials["tls"] = ssl.create_default_context(cafile=str(self.tls[0]))
             connection = await nats.connect(self.url, connect_timeout=5, allow_reconnect=False, **credentials)
             try:
                 return await work(connection.jetstream(timeout=10))

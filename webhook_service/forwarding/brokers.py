@@ -98,6 +98,12 @@ class NatsSender:
                     self.destination.broker.subject, body, headers=headers, timeout=self.destination.timeout_seconds
                 )
         except (TimeoutError, nats_errors.TimeoutError):
+            told, self._last_error = self._last_error, None
+            if told is not None and (self._connection is None or not self._connection.is_connected):
+                # Still connecting when the time ran out: what the client was told says why
+                # (a certificate refused, a sign-in refused), not the timeout.
+                error = f"timed out connecting: {_reason(told)}"[:300]
+                return Attempt(Result.CONNECTION_ERROR, time.monotonic() - started, error=error)
             return Attempt(Result.TIMEOUT, time.monotonic() - started, error="timed out")
         except (js_errors.NoStreamResponseError, nats_errors.NoRespondersError):
             return Attempt(Result.RETRYABLE_STATUS, time.monotonic() - started, error="no stream for the subject")
