@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from webhook_service.cli import main
 from webhook_service.forwarding.config import ForwardConfigError, load_config
-from webhook_service.forwarding.delivery import parse_retry_after, webhook_id
-from webhook_service.forwarding.scheduler import backoff_seconds
+from webhook_service.forwarding.delivery import Attempt, Result, parse_retry_after, webhook_id
+from webhook_service.forwarding.retries import Breaker, Decision, backoff_seconds
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtY29uZmlnLXRlc3Rz"
 
@@ -116,3 +116,46 @@ def test_the_webhook_id_is_stable_and_a_safe_header_whatever_the_message_id():
         identifier = webhook_id(awkward)
         assert identifier.startswith("msg_") and identifier.isascii()
         assert all(character.isalnum() or character == "_" for character in identifier)
+
+
+def test_the_breaker_takes_a_destination_for_down_after_three_failures_and_decides_each_message(tmp_path):
+    [destination] = load_config(
+        write(
+            tmp_path,
+            '[destinations.d]\nurl = "https://x/y"\nsecret = "s"\nconcurrency = 8\nmax_attempts = 4\n'
+            "backoff_initial_seconds = 1\nbackoff_max_seconds = 60\n",
+        )
+    )
+    breaker = Breaker(destination, random.Random(5))
+    failed = Attempt(Result.RETRYABLE_STATUS, 0.1, status=503)
+    # A refusal (4xx) is a dead letter at once and says nothing of the destination's health.
+    assert breaker.decide(0, 0.0, Attempt(Result.REFUSED, 0.1, status=400), 10.0) == Decision(dead=True)
+    assert breaker.allowed(10.0) == 8
+    # Two failures: retried after a backoff, the destination still open.
+    for attempts_before in (0, 1):
+        decision = breaker.decide(attempts_before, 0.0, failed, 10.0)
+        assert not decision.dead and 10.0 < decision.retry_at <= 10.0 + 2**attempts_before
+    assert not breaker.probing and breaker.allowed(10.0) == 8
+    # The third in a row: taken for down, one probe at a time once the spacing has passed.
+    breaker.decide(2, 0.0, failed, 20.0)
+    assert breaker.probing and breaker.allowed(20.0) == 0
+    assert breaker.allowed(breaker.next_probe_at) == 1
+    # The fourth attempt of a message is its last: a dead letter.
+    assert breaker.decide(3, 0.0, failed, 30.0) == Decision(dead=True)
+    # A success opens the destination again.
+    assert breaker.decide(0, 0.0, Attempt(Result.DELIVERED, 0.1, status=200), 31.0) == Decision(delivered=True)
+    assert not breaker.probing and breaker.allowed(31.0) == 8
+
+
+def test_a_retry_after_pauses_the_whole_destination_up_to_an_hour(tmp_path):
+    [destination] = load_config(
+        write(tmp_path, '[destinations.d]\nurl = "https://x/y"\nsecret = "s"\nmax_age_seconds = 100000\n')
+    )
+    breaker = Breaker(destination, random.Random(1))
+    decision = breaker.decide(0, 0.0, Attempt(Result.RETRYABLE_STATUS, 0.1, status=429, retry_after=120), 50.0)
+    assert decision.retry_at == breaker.paused_until == 170.0
+    decision = breaker.decide(0, 0.0, Attempt(Result.RETRYABLE_STATUS, 0.1, status=503, retry_after=86400), 50.0)
+    assert decision.retry_at == breaker.paused_until == 50.0 + 3600
+    # A message owed longer than max_age_seconds is not tried again.
+    late = breaker.decide(0, 0.0, Attempt(Result.TIMEOUT, 3.0), 100001.0)
+    assert late == Decision(dead=True)

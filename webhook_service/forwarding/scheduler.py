@@ -1,13 +1,9 @@
 """One destination's delivery loop: take messages from the feed (and due retries), keep at
 most `concurrency` attempts in flight, record each outcome in the database.
 
-Retries wait between half and all of min(backoff_max, backoff_initial * 2^(n-1)) after the
-n-th failed attempt (a 429's or 503's Retry-After instead, up to an hour or backoff_max if
-longer, and no attempt to the destination at all before it); after
-max_attempts or max_age_seconds a message is a dead letter, and any status other than 2xx,
-408, 429 and 5xx makes one at once. After BREAKER_FAILURES failures in a row the destination
-is taken for down: one attempt at a time, spaced out the same way (a probe, preferring a
-message not yet tried, so that one message it keeps refusing cannot keep it closed), and
+Retries, dead letters and the breaker that takes a destination for down are decided by
+`retries.Breaker` (pure); a destination taken for down is probed with a message not yet
+tried where there is one, so that one message it keeps refusing cannot keep it closed, and
 nothing new is taken from the feed until an attempt succeeds. The backlog stays the feed.
 
 Messages the destination's match leaves out are passed over as they are taken. With
@@ -19,7 +15,6 @@ once one is settled the next of its key is looked for at once.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from collections import deque
@@ -32,6 +27,7 @@ from webhook_service.forwarding.delivery import Attempt, Result, Sender, webhook
 from webhook_service.forwarding.http_loop import HttpLoop
 from webhook_service.forwarding.metrics import ForwarderMetrics
 from webhook_service.forwarding.policy import RateLimit
+from webhook_service.forwarding.retries import Breaker
 from webhook_service.storage import forwarding as state
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
 from webhook_service.storage.feed import newest_position
@@ -47,19 +43,10 @@ FLUSH_SECONDS = 0.02
 # How often the lag and dead-letter gauges are read from the database.
 GAUGE_SECONDS = 2.0
 LEASE_MARGIN_SECONDS = 5.0
-BREAKER_FAILURES = 3
-# A Retry-After is honoured up to the larger of this and backoff_max_seconds.
-RETRY_AFTER_CEILING_SECONDS = 3600.0
 # After a database failure, the loop waits this long before it tries again.
 DATABASE_RETRY_SECONDS = 1.0
 
 logger = structlog.get_logger("webhook_service.forwarder")
-
-
-def backoff_seconds(destination: Destination, failures: int, rng: random.Random) -> float:
-    """Between half and all of min(backoff_max, backoff_initial * 2^(failures-1))."""
-    ceiling = min(destination.backoff_max_seconds, destination.backoff_initial_seconds * 2 ** max(0, failures - 1))
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 class DestinationWorker(threading.Thread):
@@ -82,16 +69,13 @@ class DestinationWorker(threading.Thread):
         self.stopping = stopping
         self._http = http_loop
         self.sender: Sender = http_loop.call(_open_sender(destination))
-        self._rng = random.Random()
         self._condition = threading.Condition()
         self._queue: deque[state.Claimed] = deque()
         self._results: list[tuple[state.Claimed, Attempt, float]] = []
         self._held: set[int] = set()  # positions leased here: queued or in flight
         self._in_flight = 0
         self._position = -1  # the destination's position as last seen (a hint)
-        self._failures_in_a_row = 0
-        self._next_probe_at = 0.0
-        self._paused_until = 0.0
+        self._breaker = Breaker(destination)
         self._next_retry_check = 0.0
         self._next_gauges = 0.0
         self._next_renewal = 0.0
@@ -149,7 +133,7 @@ class DestinationWorker(threading.Thread):
                 self._flush(now)
                 self._update_gauges(now)
                 self._renew_leases(now)
-                if now >= self._paused_until:
+                if now >= self._breaker.paused_until:
                     self._dispatch(now)
             except DATABASE_ERRORS as error:
                 self._database_failed("state", error)
@@ -164,7 +148,7 @@ class DestinationWorker(threading.Thread):
             if self._results:
                 timeout = max(0.001, FLUSH_SECONDS - (time.time() - self._last_flush))
             now = time.time()
-            ready = self._queue and now >= self._paused_until and self._in_flight < self._allowed(now)
+            ready = self._queue and now >= self._breaker.paused_until and self._in_flight < self._allowed(now)
             if ready and self._rate is not None and (wait := self._rate.wait_seconds()) > 0:
                 ready, timeout = False, min(timeout, wait)
             if not ready:
@@ -212,12 +196,10 @@ class DestinationWorker(threading.Thread):
             await asyncio.sleep(max(0.001, self._rate.wait_seconds()))
 
     def _probing(self) -> bool:
-        return self._failures_in_a_row >= BREAKER_FAILURES
+        return self._breaker.probing
 
     def _allowed(self, now: float) -> int:
-        if not self._probing():
-            return self.destination.concurrency
-        return 1 if now >= self._next_probe_at else 0
+        return self._breaker.allowed(now)
 
     # Taking work.
 
@@ -281,7 +263,7 @@ class DestinationWorker(threading.Thread):
             with self._condition:
                 self._results.append((claimed, attempt, time.time()))
                 now = time.time()
-                allowed = self._in_flight <= self._allowed(now) and now >= self._paused_until
+                allowed = self._in_flight <= self._allowed(now) and now >= self._breaker.paused_until
                 allowed = allowed and bool(self._queue) and not self.stopping.is_set() and self._rate_ready()
                 claimed = self._next_to_send() if allowed else None
                 if claimed is None:
@@ -341,46 +323,19 @@ class DestinationWorker(threading.Thread):
             self._next_retry_check = 0.0
 
     def _outcome(self, claimed: state.Claimed, attempt: Attempt, finished: float) -> state.Outcome:
-        destination = self.destination
-        if attempt.result is Result.DELIVERED:
-            self._failures_in_a_row = 0
+        decision = self._breaker.decide(claimed.attempts, claimed.queued_at, attempt, finished)
+        if decision.delivered:
             return state.Outcome(claimed.position, delivered=True)
-        attempts = claimed.attempts + 1
-        error = attempt.error or f"HTTP {attempt.status}"
-        if attempt.result.retried:
-            self._failures_in_a_row += 1
-            if self._probing():
-                self._next_probe_at = finished + backoff_seconds(
-                    destination, self._failures_in_a_row - BREAKER_FAILURES + 1, self._rng
-                )
-            if attempt.retry_after is not None:
-                delay = min(attempt.retry_after, max(destination.backoff_max_seconds, RETRY_AFTER_CEILING_SECONDS))
-                # The destination asked everyone to wait: no attempt to it before then.
-                self._paused_until = max(self._paused_until, finished + delay)
-            else:
-                delay = backoff_seconds(destination, attempts, self._rng)
-            expired = (
-                attempts >= destination.max_attempts or finished - claimed.queued_at >= destination.max_age_seconds
-            )
-            if not expired:
-                return state.Outcome(
-                    claimed.position,
-                    delivered=False,
-                    attempts=attempts,
-                    next_attempt_at=finished + delay,
-                    status=attempt.status,
-                    error=error,
-                    finished_at=finished,
-                )
-        self._dead_lettered(claimed, attempt)
+        if decision.dead:
+            self._dead_lettered(claimed, attempt)
         return state.Outcome(
             claimed.position,
             delivered=False,
-            attempts=attempts,
-            dead=True,
-            next_attempt_at=finished,
+            attempts=claimed.attempts + 1,
+            dead=decision.dead,
+            next_attempt_at=finished if decision.dead else decision.retry_at,
             status=attempt.status,
-            error=error,
+            error=attempt.error or f"HTTP {attempt.status}",
             finished_at=finished,
         )
 
