@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run env test test-fast migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-followers bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
+.PHONY: run env test test-fast migrate backup lint format bench profile bench-queries bench-feed bench-forward bench-followers bench-budget bench-wal bench-memory bench-scale-out bench-retention install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -115,6 +115,10 @@ bench-scale-out: install
 RETENTION_ROWS ?= 200000
 bench-retention: install
 	$(BIN)/python bench/retention.py --rows $(RETENTION_ROWS) $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')
+
+# How far past QUERY_BUDGET_MS reads answer under 16 concurrent expensive reads on 200,000 messages.
+bench-budget: install
+	$(BIN)/python bench/budget.py --concurrency 16
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -42,7 +42,11 @@ def return_freed_memory() -> None:
 
 
 class QueryBudgetExceeded(Exception):
-    """A read ran past its time budget and was stopped."""
+    """A read ran past its time budget and was stopped, `seconds` after it began."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"stopped after {seconds:.3f} s")
+        self.seconds = seconds
 
 
 def describe_database_error(exc: BaseException) -> str:
@@ -161,11 +165,16 @@ class Database:
             return
         started = time.monotonic()
         try:
-            with statement_deadline(budget_seconds), self._read_connection() as conn, conn.begin():
+            with (
+                statement_deadline(budget_seconds),
+                self._read_connection() as conn,
+                conn.begin(),
+                self.dialect.stopped_at_deadline(conn),
+            ):
                 yield conn
         except OperationalError as error:
             if self.dialect.budget_exceeded(error):
-                raise QueryBudgetExceeded(f"stopped after {budget_seconds:g} s") from None
+                raise QueryBudgetExceeded(time.monotonic() - started) from None
             raise
         finally:
             if time.monotonic() - started >= LONG_READ_SECONDS:

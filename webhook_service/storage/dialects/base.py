@@ -113,6 +113,12 @@ class Dialect(ABC):
         """True when `error` is a statement stopped by the current deadline."""
         return False
 
+    @contextmanager
+    def stopped_at_deadline(self, conn: Connection) -> Iterator[None]:
+        """Around a read under a deadline: where the server does not stop statements itself,
+        whatever runs on `conn` when the deadline passes is stopped then."""
+        yield
+
     def lock_migrations(self, conn: Connection) -> None:
         """Inside the migration transaction: make other migrators of this database wait."""
 

@@ -28,7 +28,7 @@ from webhook_service.storage.dialects.base import (
     ForwarderLock,
     InsertedRows,
 )
-from webhook_service.storage.dialects.budget import past_deadline
+from webhook_service.storage.dialects.budget import WATCHDOG, current_deadline, past_deadline
 from webhook_service.storage.dialects.search import SearchPlan, most_collected
 from webhook_service.storage.tables import MESSAGE_COLUMNS, messages, messages_text_index, text_grams
 
@@ -296,8 +296,22 @@ class SQLiteDialect(Dialect):
         self._lock_fd = None
 
     def budget_exceeded(self, error: OperationalError) -> bool:
-        # The progress handler returned true: SQLite stopped the statement.
+        # The progress handler returned true, or the watchdog interrupted: SQLite stopped the statement.
         return "interrupted" in str(error.orig)
+
+    @contextmanager
+    def stopped_at_deadline(self, conn: Connection) -> Iterator[None]:
+        # The progress handler sees the deadline only between steps of 20,000 instructions,
+        # each of which needs the GIL: the watchdog interrupts at the deadline itself.
+        deadline = current_deadline()
+        if deadline is None:
+            yield
+            return
+        ticket = WATCHDOG.watch(deadline, conn.connection.dbapi_connection.interrupt)
+        try:
+            yield
+        finally:
+            WATCHDOG.release(ticket)
 
     @property
     def insert(self):
