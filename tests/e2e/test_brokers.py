@@ -137,8 +137,9 @@ def test_a_nats_server_with_tls_and_a_token_takes_messages_from_a_destination_th
         assert wait_until(lambda: process.attempts("no-token", "connection_error") >= 2, timeout=30)
         assert process.attempts("untrusting", "delivered") == process.attempts("no-token", "delivered") == 0
         assert [json.loads(item.data)["message_id"] for item in guarded.stream_messages("TLS")] == ids
-        errors = {line["destination"]: line["error"] for line in process.log_lines() if "error" in line}
-        assert "CERTIFICATE_VERIFY_FAILED" in errors["untrusting"], errors
+        refused = [line for line in process.log_lines() if line.get("destination") == "untrusting" and "error" in line]
+        # Each attempt, also one that waited for another's connection, names the refused certificate.
+        assert all("CERTIFICATE_VERIFY_FAILED" in line["error"] for line in refused), refused
         assert "nats-token-in-a-file" not in process.output()
     finally:
         guarded.kill()
@@ -154,11 +155,13 @@ def test_rate_per_second_bounds_the_publishes_to_a_stream_in_any_second(tmp_path
     assert wait_until(lambda: len(nats_server.stream_messages("RATED")) == 25, timeout=30)
     stored = nats_server.stream_messages("RATED")
     assert sorted(json.loads(item.data)["message_id"] for item in stored) == ids
-    # When the stream took each (its own clock): at most 10 in any second, with room for jitter.
+    # When the stream took each (its own clock; the client sends what it buffered together,
+    # so arrivals bunch by up to a few of its flushes): at most 10 in any 0.8 s, 25 over
+    # more than two seconds (without the cap: all in a fraction of one), and not much more.
     taken = sorted(item.time.timestamp() for item in stored)
-    most = max(sum(1 for other in taken if at <= other < at + 0.95) for at in taken)
+    most = max(sum(1 for other in taken if at <= other < at + 0.8) for at in taken)
     assert most <= 10, most
-    assert taken[-1] - taken[0] < 5  # and the budget is used: 25 in about two seconds
+    assert 2.0 <= taken[-1] - taken[0] < 5
 
 
 def test_no_stream_for_the_subject_is_retried_until_there_is_one(tmp_path, server_env, served, nats_server):

@@ -80,6 +80,7 @@ class NatsSender:
                 if broker.creds_file is not None:
                     options["user_credentials"] = broker.creds_file
                 self._connection = await nats.connect(**options)
+                self._last_error = None  # told while connecting: connected now
                 self._jetstream = self._connection.jetstream(timeout=timeout)
             return self._jetstream
 
@@ -98,7 +99,8 @@ class NatsSender:
                     self.destination.broker.subject, body, headers=headers, timeout=self.destination.timeout_seconds
                 )
         except (TimeoutError, nats_errors.TimeoutError):
-            told, self._last_error = self._last_error, None
+            # Every attempt waiting for the same connection says why it was not made.
+            told = self._last_error
             if told is not None and (self._connection is None or not self._connection.is_connected):
                 # Still connecting when the time ran out: what the client was told says why
                 # (a certificate refused, a sign-in refused), not the timeout.
