@@ -26,7 +26,9 @@ def read_transaction() -> Iterator[Connection]:
         with database_failures("read"), current_database().read_transaction(budget_ms / 1000.0) as conn:
             yield conn
     except QueryBudgetExceeded as stopped:
-        logger.warning("read stopped at its time budget", budget_ms=budget_ms, stopped_after_ms=round(stopped.seconds * 1000))
+        logger.warning(
+            "read stopped at its time budget", budget_ms=budget_ms, stopped_after_ms=round(stopped.seconds * 1000)
+        )
         raise RequestValidationError(
             [
                 {
