@@ -151,6 +151,20 @@ def test_filters_paging_and_total_match_messages(browser, console_server, tmp_pa
         assert shown_ids(page) == [item["message_id"] for item in found["data"]]
         assert page.text_content("#messages-status") == f"{found['total']} messages · page 1"
 
+        # Newest first: the same order from its end, ten at a time.
+        page.fill("input[name=q]", "")
+        page.select_option("select[name=order]", "newest")
+        page.click("#filters button[type=submit]")
+        total = api(port, "/messages?limit=1")["total"]
+        for number in (1, 2):
+            expected = api(port, f"/messages?offset={total - 10 * number}&limit=10")["data"][::-1]
+            first = page.locator("#message-list > li").first
+            expect(first).to_have_attribute("data-message-id", expected[0]["message_id"])
+            assert shown_ids(page) == [item["message_id"] for item in expected]
+            expect(page.locator("#messages-status")).to_have_text(f"{total} messages · page {number}")
+            page.click("#next-page")
+
+        page.select_option("select[name=order]", "oldest")
         page.fill("input[name=since]", "yesterday")
         page.click("#filters button[type=submit]")
         page.wait_for_selector("#messages-error:not(:empty)")
@@ -164,21 +178,25 @@ def test_a_delivery_appears_in_the_live_view_within_two_seconds_and_pause_holds_
     with watched_page(browser, f"http://127.0.0.1:{port}") as (page, watched):
         page.goto(f"http://127.0.0.1:{port}/console#live")
         expect(page.locator("#live-status")).to_have_text(re.compile("^Following"))
+        # It opens with the latest 20 messages, the newest on top, then follows the feed.
+        total = api(port, "/messages?limit=1")["total"]
+        latest = [item["message_id"] for item in api(port, f"/messages?offset={total - 20}&limit=20")["data"]][::-1]
+        assert shown_ids(page, "live-list") == latest
         page.wait_for_timeout(500)  # the first long-poll is held by the server now
         posted = time.monotonic()
         assert signed_post(port, make_message(message_id="live-1", text="arrived just now")).status == 200
         page.wait_for_selector('#live-list > li[data-message-id="live-1"]', timeout=2000)
         assert time.monotonic() - posted < 2.0
-        assert shown_ids(page, "live-list") == ["live-1"]  # only what arrived after the page looked
+        assert shown_ids(page, "live-list") == ["live-1", *latest]
 
         page.click("#live-toggle")
         assert page.get_attribute("#live-toggle", "aria-pressed") == "true"
         assert signed_post(port, make_message(message_id="live-2", text="while paused")).status == 200
         page.wait_for_timeout(1500)
-        assert shown_ids(page, "live-list") == ["live-1"]
+        assert shown_ids(page, "live-list") == ["live-1", *latest]
         page.click("#live-toggle")
         page.wait_for_selector('#live-list > li[data-message-id="live-2"]', timeout=3000)
-        assert shown_ids(page, "live-list") == ["live-2", "live-1"]
+        assert shown_ids(page, "live-list") == ["live-2", "live-1", *latest]
         page.screenshot(path=str(tmp_path / "console-live.png"), full_page=True)
     assert watched.page_errors == [] and watched.console_errors == []
 

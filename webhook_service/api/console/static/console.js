@@ -6,6 +6,8 @@ const TOKEN_KEY = "webhook-console-token";
 const TEXT_FOLD_CHARS = 280;
 const LIVE_WAIT_SECONDS = 25;
 const LIVE_KEEP = 200;
+// The live view opens with the latest messages stored, then follows the feed from there.
+const LIVE_OPEN = 20;
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
@@ -176,33 +178,88 @@ async function loadMessages(fromStart) {
     browser.cursor = null;
   }
   const pageNumber = fromStart ? 1 : browser.page + 1;
+  const { order, ...filters } = browser.filters;
   $("messages-error").textContent = "";
   try {
-    const page = await api(`/messages?${query({ ...browser.filters, cursor: browser.cursor })}`);
+    const page = order === "newest" ? await newestPage(filters, pageNumber) : await oldestPage(filters);
     browser.loaded = true;
     browser.page = pageNumber;
-    browser.cursor = page.next_cursor;
     $("message-list").replaceChildren(...page.data.map(messageItem));
     const noun = page.total === 1 ? "message" : "messages";
     $("messages-status").textContent = `${page.total.toLocaleString("en")} ${noun} · page ${pageNumber}`;
-    $("next-page").hidden = page.next_cursor === null;
+    $("next-page").hidden = !page.more;
   } catch (error) {
     if (!(error instanceof Unauthorized)) $("messages-error").textContent = error.message;
   }
 }
 
+// /messages order (ts, then message_id), page after page by its cursor.
+async function oldestPage(filters) {
+  const page = await api(`/messages?${query({ ...filters, cursor: browser.cursor })}`);
+  browser.cursor = page.next_cursor;
+  return { data: page.data, total: page.total, more: page.next_cursor !== null };
+}
+
+// The same order from its end: the total first, then the page that many messages from the
+// end, by offset, shown last first.
+async function newestPage(filters, pageNumber) {
+  const limit = Number(filters.limit) || 50;
+  const { total } = await api(`/messages?${query({ ...filters, limit: 1 })}`);
+  const end = Math.max(0, total - (pageNumber - 1) * limit);
+  const offset = Math.max(0, end - limit);
+  if (end === 0) return { data: [], total, more: false };
+  const page = await api(`/messages?${query({ ...filters, offset, limit: end - offset })}`);
+  return { data: page.data.slice().reverse(), total, more: offset > 0 };
+}
+
 // --- live --------------------------------------------------------------------------------
 
-const live = { after: "latest", running: false, paused: false, controller: null, started: false };
+const live = { after: null, running: false, paused: false, controller: null, started: false, shown: new Set() };
 
 views.live = {
   show() {
     if (!live.started) {
       live.started = true;
-      runLive();
+      openLive();
     }
   },
 };
+
+// The feed's current end first, then the latest messages stored: a message stored between
+// the two is in both, and shown once.
+async function openLive() {
+  try {
+    if (live.after === null) {
+      const end = await api(`/feed?${query({ after: "latest", wait: 0, limit: 1 })}`);
+      const { total } = await api("/messages?limit=1");
+      const offset = Math.max(0, total - LIVE_OPEN);
+      const latest = total === 0 ? [] : (await api(`/messages?${query({ offset, limit: LIVE_OPEN })}`)).data;
+      live.after = end.next;
+      showLive(latest);
+    }
+  } catch (error) {
+    if (error instanceof Unauthorized) {
+      live.started = false;
+      return;
+    }
+    $("live-error").textContent = error.message;
+    live.after = live.after === null ? "latest" : live.after;
+  }
+  runLive();
+}
+
+function showLive(messages) {
+  const list = $("live-list");
+  for (const message of messages) {
+    if (live.shown.has(message.message_id)) continue;
+    live.shown.add(message.message_id);
+    list.prepend(messageItem(message));
+  }
+  while (list.children.length > LIVE_KEEP) {
+    live.shown.delete(list.lastChild.dataset.messageId);
+    list.lastChild.remove();
+  }
+}
 
 function setUpLive() {
   $("live-toggle").addEventListener("click", () => {
@@ -249,9 +306,7 @@ async function runLive() {
       }
       $("live-error").textContent = "";
       live.after = page.next;
-      const list = $("live-list");
-      for (const message of page.data) list.prepend(messageItem(message));
-      while (list.children.length > LIVE_KEEP) list.lastChild.remove();
+      showLive(page.data);
     }
   } finally {
     live.running = false;
