@@ -9,12 +9,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from webhook_service.api.errors import RETRY_AFTER_SECONDS
 from webhook_service.api.inputs import (
-    Cursor,
-    FeedPosition,
     FeedQuerySchema,
     MessagesQuerySchema,
-    QueryInteger,
-    StrictQueryInteger,
     TimelineQuerySchema,
     WebhookMessageSchema,
 )
@@ -29,6 +25,7 @@ from webhook_service.api.outputs import (
     TimelineSchema,
     ValidationErrorSchema,
 )
+from webhook_service.api.validation import Cursor, FeedPosition, QueryInteger, StrictQueryInteger
 
 OPENAPI_VERSION = "3.0.3"
 

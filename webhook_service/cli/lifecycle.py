@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from webhook_service.api.errors import RequestValidationError
-from webhook_service.api.inputs import E164_PATTERN, load_webhook_message
+from webhook_service.api.inputs import load_webhook_message
+from webhook_service.api.validation import E164_PATTERN
 from webhook_service.archive.stores import ArchiveFailed, archive_store
 from webhook_service.cli.common import (
     check_new_file,
