@@ -15,7 +15,7 @@ from tests.support.certificates import make_server_certificate
 from tests.support.forwarder import FORWARD_SECRET, destination_toml, forwarder, post_messages
 from tests.support.messages import E2E_SECRET, make_message
 from tests.support.metrics import parse_metrics, value
-from tests.support.servers import Load, signed_post, wait_until
+from tests.support.servers import Load, request, run_cli, signed_post, wait_until
 from webhook_service.forwarding.delivery import webhook_id
 
 # About the brokers, not the database: once, on SQLite.
@@ -162,6 +162,35 @@ def test_rate_per_second_bounds_the_publishes_to_a_stream_in_any_second(tmp_path
     most = max(sum(1 for other in taken if at <= other < at + 0.8) for at in taken)
     assert most <= 10, most
     assert 2.0 <= taken[-1] - taken[0] < 5
+
+
+def test_dead_letters_of_a_stream_are_listed_shown_and_replayed_into_it_once_it_exists(
+    tmp_path, server_env, served, nats_server
+):
+    server, started = served
+    config = destination_toml("stream", nats_server.url, subject="webhooks.later", max_attempts=2, **FAST_RETRIES)
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "dead", 2)
+
+    def dead_letters() -> list[str]:
+        listed = run_cli(
+            server_env, "deliveries", "--destination", "stream", "--failed", "--format", "jsonl", text=True
+        )
+        return sorted(json.loads(line)["message_id"] for line in listed.stdout.splitlines())
+
+    assert wait_until(lambda: dead_letters() == ids, timeout=30)
+    assert process.attempts("stream", "retryable_status") == 4
+    assert value(parse_metrics(process.metrics()), "webhook_forward_dead_lettered_total", destination="stream") == 2
+    # /stats/forwarding (the console's view) names them as it does for HTTP destinations.
+    [shown] = request(server.port, "GET", "/stats/forwarding").json()["destinations"]
+    assert shown["name"] == "stream" and sorted(item["message_id"] for item in shown["latest_dead_letters"]) == ids
+
+    nats_server.add_stream("LATER", ["webhooks.later"])
+    replayed = run_cli(server_env, "replay", "--destination", "stream", "--failed", text=True)
+    assert replayed.stdout.strip() == "queued 2 messages for stream"
+    assert wait_until(lambda: len(nats_server.stream_messages("LATER")) == 2, timeout=30)
+    assert sorted(json.loads(item.data)["message_id"] for item in nats_server.stream_messages("LATER")) == ids
+    assert wait_until(lambda: dead_letters() == [])
 
 
 def test_no_stream_for_the_subject_is_retried_until_there_is_one(tmp_path, server_env, served, nats_server):
