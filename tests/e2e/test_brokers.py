@@ -33,7 +33,8 @@ def nats_server(tmp_path):
 
 @pytest.fixture(scope="module")
 def rabbit(tmp_path_factory):
-    server = RabbitServer(tmp_path_factory.mktemp("rabbit")).start()
+    certificates = make_server_certificate(tmp_path_factory.mktemp("rabbit-certificates"))
+    server = RabbitServer(tmp_path_factory.mktemp("rabbit"), tls=certificates).start()
     yield server
     server.stop()
 
@@ -275,6 +276,25 @@ def test_rabbitmq_gets_persistent_confirmed_messages_with_their_id_and_signature
         assert item.message_id == item.headers["webhook-id"] == webhook_id(message_id)
         assert item.content_type == "application/json" and item.delivery_mode.value == 2
         assert verified(item.body, {name: str(value) for name, value in item.headers.items()})
+
+
+def test_amqps_delivers_to_a_destination_that_trusts_the_brokers_ca_and_refuses_one_that_does_not(
+    tmp_path, server_env, served, rabbit
+):
+    server, started = served
+    rabbit.declare_queue("secure")
+    ca = rabbit.tls[0]
+    config = destination_toml(
+        "trusting", rabbit.tls_url, exchange="", routing_key="secure", ca_file=str(ca)
+    ) + destination_toml("untrusting", rabbit.tls_url, exchange="", routing_key="secure", **FAST_RETRIES)
+    process = forwarder(tmp_path, server_env, started, config)
+    ids = post_messages(server.port, "amqps", 2)
+    assert wait_until(lambda: process.attempts("trusting", "delivered") == 2, timeout=30)
+    assert wait_until(lambda: process.attempts("untrusting", "connection_error") >= 2, timeout=30)
+    assert process.attempts("untrusting", "delivered") == 0
+    assert sorted(json.loads(item.body)["message_id"] for item in rabbit.queue_messages("secure")) == ids
+    refused = [line for line in process.log_lines() if line.get("destination") == "untrusting" and "error" in line]
+    assert refused and all("CERTIFICATE_VERIFY_FAILED" in line["error"] for line in refused), refused
 
 
 def test_a_message_no_queue_is_bound_for_is_returned_and_retried_never_dropped(tmp_path, server_env, served, rabbit):

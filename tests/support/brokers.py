@@ -138,15 +138,30 @@ class RabbitServer:
     epmd_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     epmd: subprocess.Popen | None = None
+    # (CA certificate, certificate, key): also an AMQPS listener on `tls_port`.
+    tls: tuple[Path, Path, Path] | None = None
+    tls_port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
         return f"amqp://127.0.0.1:{self.port}/"
 
+    @property
+    def tls_url(self) -> str:
+        return f"amqps://127.0.0.1:{self.tls_port}/"
+
     def start(self) -> RabbitServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "enabled_plugins").write_text("[].\n")
-        (self.folder / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        config = f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        if self.tls is not None:
+            ca, certificate, key = self.tls
+            config += (
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {certificate}\nssl_options.keyfile = {key}\n"
+                "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"
+            )
+        (self.folder / "rabbitmq.conf").write_text(config)
         if self.epmd is None:
             # Erlang's port mapper, started here so that no daemon outlives the test.
             self.epmd = subprocess.Popen(
