@@ -306,16 +306,22 @@ def test_immutable_files_under_load_answer_503_and_recover_at_once(tmp_path, ser
             flagged_at = time.time()
             chattr("+i", *files)
             try:
-                time.sleep(6)
-                ready = request(server.port, "GET", "/health/ready")
-                assert ready.status == 503 and ready.json()["checks"]["writes"].startswith("failing"), ready.body
+
+                def refusing() -> bool:
+                    ready = request(server.port, "GET", "/health/ready")
+                    failing = ready.status == 503 and ready.json()["checks"]["writes"].startswith("failing")
+                    return failing and load.statuses.count(503) >= 20
+
+                assert wait_until(refusing, timeout=30)
                 refused_while = load.statuses.count(503)
             finally:
                 chattr("-i", *files)
             released = time.monotonic()
             assert wait_until(lambda: request(server.port, "GET", "/health/ready").status == 200, timeout=10)
             recovered_in = time.monotonic() - released
-            time.sleep(1)
+            assert wait_until(
+                lambda: any(at > released + recovered_in for at in list(load.acknowledged_at.values())), timeout=10
+            )
         assert refused_while > 0
         assert 500 not in load.statuses, load.statuses.count(500)
         assert recovered_in < 3, recovered_in

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.database import stored_ids
 from tests.support.messages import make_message
-from tests.support.servers import Gunicorn, Load, request, signed_post
+from tests.support.servers import Gunicorn, Load, request, signed_post, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -61,16 +61,17 @@ class FeedReader(threading.Thread):
         return self.ids
 
 
-def repost_duplicates(port: int, load: Load, stop: threading.Event) -> int:
-    """Deliver already acknowledged ids again until `stop`; returns how many."""
+def repost_duplicates(port: int, load: Load, stop: threading.Event, progress: dict) -> int:
+    """Deliver already acknowledged ids again until `stop`, counting them in progress["sent"];
+    returns how many."""
     rng = random.Random(7)
-    sent = 0
+    progress["sent"] = 0
     while not stop.is_set():
         if load.acknowledged:
             assert signed_post(port, make_message(message_id=rng.choice(load.acknowledged), text="again")).status == 200
-            sent += 1
+            progress["sent"] += 1
         time.sleep(0.005)
-    return sent
+    return progress["sent"]
 
 
 def test_readers_get_every_acknowledged_message_once_in_one_order_while_eight_threads_post(gunicorn_server, server_env):
@@ -80,12 +81,14 @@ def test_readers_get_every_acknowledged_message_once_in_one_order_while_eight_th
         reader.start()
     stop_duplicates = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool, Load(port, "e2e-secret", threads=8) as load:
-        duplicates = pool.submit(repost_duplicates, port, load, stop_duplicates)
-        time.sleep(6)
+        progress = {"sent": 0}
+        duplicates = pool.submit(repost_duplicates, port, load, stop_duplicates, progress)
+        # Until hundreds are acknowledged and some sent again, the readers long-polling meanwhile.
+        assert wait_until(lambda: len(load.acknowledged) >= 400 and progress["sent"] > 10, timeout=60)
         stop_duplicates.set()
         assert duplicates.result() > 10
     acknowledged = load.acknowledged
-    assert len(acknowledged) > 200 and set(load.statuses) == {200}
+    assert len(acknowledged) >= 400 and set(load.statuses) == {200}
     first, second = (reader.result() for reader in readers)
     assert len(first) == len(set(first)), "a message came twice"
     assert sorted(first) == sorted(acknowledged)
@@ -107,9 +110,9 @@ def test_two_hosts_writing_while_two_readers_long_poll_give_both_readers_one_com
             Load(hosts[0].port, "e2e-secret", threads=4, prefix="host-a") as load_a,
             Load(hosts[1].port, "e2e-secret", threads=4, prefix="host-b") as load_b,
         ):
-            time.sleep(6)
+            assert wait_until(lambda: min(len(load_a.acknowledged), len(load_b.acknowledged)) >= 150, timeout=60)
         acknowledged = load_a.acknowledged + load_b.acknowledged
-        assert len(load_a.acknowledged) > 50 and len(load_b.acknowledged) > 50
+        assert len(load_a.acknowledged) >= 150 and len(load_b.acknowledged) >= 150
         first, second = (reader.result() for reader in readers)
     finally:
         for host in hosts:
