@@ -27,7 +27,8 @@ def test_every_message_arrives_signed_with_a_stable_id_and_the_messages_document
     before = post_messages(server.port, "before", 20)
     billing, audit = consumer(started), consumer(started)
     config = destination_toml("billing", billing.url, concurrency=3) + destination_toml("audit", audit.url)
-    process = forwarder(tmp_path, server_env, started, config)
+    # A misspelled setting is named in a JSON warning line, like every line of the log.
+    process = forwarder(tmp_path, {**server_env, "FORWARD_CONFIGS": "forward.toml"}, started, config)
     live = post_messages(server.port, "live", 30)
     expected = set(before + live)
     for destination in (billing, audit):
@@ -53,6 +54,8 @@ def test_every_message_arrives_signed_with_a_stable_id_and_the_messages_document
     assert {"destination", "webhook_id", "attempt", "outcome", "status", "latency_ms"} <= set(lines[0])
     assert not any("text of" in line for line in process.output().splitlines()), "a message text reached the log"
     assert FORWARD_SECRET not in process.output()
+    warning = "FORWARD_CONFIGS is not a setting and is ignored: did you mean FORWARD_CONFIG?"
+    assert any(line["level"] == "WARNING" and line["event"] == warning for line in process.log_lines())
     assert process.stop() == 0
 
 

@@ -109,7 +109,8 @@ def main(context: click.Context, env_file: str) -> None:
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     context.obj = EnvFile(os.path.abspath(env_file), read)
-    if context.invoked_subcommand != "serve":  # the server's start says it in its log
+    # The server and the forwarder say it in their JSON logs.
+    if context.invoked_subcommand not in ("serve", "forward"):
         for line in resemblance_warnings(os.environ):
             click.echo(f"warning: {line}", err=True)
 

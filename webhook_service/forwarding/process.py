@@ -11,7 +11,7 @@ import uuid
 
 import structlog
 
-from webhook_service.config import Settings
+from webhook_service.config import Settings, resemblance_warnings
 from webhook_service.forwarding.config import Destination
 from webhook_service.forwarding.http_loop import HttpLoop
 from webhook_service.forwarding.metrics import create_forwarder_metrics, serve_metrics
@@ -54,6 +54,8 @@ def run_forwarder(settings: Settings, destinations: list[Destination], metrics_h
         destinations=[destination.name for destination in destinations],
         metrics=f"{metrics_host}:{metrics_port}",
     )
+    for line in resemblance_warnings(os.environ):
+        logger.warning(line)
     for worker in workers:
         worker.start()
     try:
