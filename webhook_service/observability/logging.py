@@ -107,6 +107,8 @@ def logging_config(level: str) -> dict:
             "gunicorn.error": {"handlers": [], "propagate": True, "level": level},
             # The application writes its own line per request, with more fields.
             "gunicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            # One line per plugin alembic loads, at every start: only its warnings.
+            "alembic.runtime.plugins": {"handlers": [], "propagate": True, "level": "WARNING"},
         },
     }
 
