@@ -189,9 +189,10 @@ def test_rate_per_second_bounds_the_attempts_started_in_any_second(tmp_path, ser
 
     assert wait_until(lambda: fast.delivered_ids() == set(ids), timeout=30)
     arrivals = sorted(received.at for received in fast.received)
-    # Starts are at most 10 in any second; arrivals are measured here, so a window a little
-    # shorter than a second leaves room for the network's jitter.
-    most = max(sum(1 for other in arrivals if at <= other < at + 0.95) for at in arrivals)
+    # Starts are at most 10 in any second. Arrivals are measured here, after the network and
+    # the consumer's own scheduling, which can bring one up to a tenth of a second early (a
+    # loaded CI machine did by more than 0.05 s): at most 10 in any 0.9 s, and the whole at
+    # the rate (35 one tenth of a second apart span 3.4 s; without the cap, well under one).
+    most = max(sum(1 for other in arrivals if at <= other < at + 0.9) for at in arrivals)
     assert most <= 10, most
-    # And the cap is used: 35 messages in about three seconds, not spread much further.
-    assert arrivals[-1] - arrivals[0] < 6
+    assert 3.0 <= arrivals[-1] - arrivals[0] < 6
