@@ -54,19 +54,23 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._pid: int | None = None
+        self._starting = threading.Lock()
 
     def _ready(self) -> None:
         # Made in the process that uses it: a gunicorn worker forked from a master that held
-        # one gets its own lock and thread.
+        # one gets its own lock and thread (the first reads of a worker may come at once).
         if self._pid == os.getpid():
             return
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._deadlines: list[tuple[float, int]] = []
-        self._watched: dict[int, Callable[[], None]] = {}
-        self._tickets = itertools.count()
-        threading.Thread(target=self._run, name="read-budget", daemon=True).start()
+        with self._starting:
+            if self._pid == os.getpid():
+                return
+            self._lock = threading.Lock()
+            self._wake = threading.Condition(self._lock)
+            self._deadlines: list[tuple[float, int]] = []
+            self._watched: dict[int, Callable[[], None]] = {}
+            self._tickets = itertools.count()
+            threading.Thread(target=self._run, name="read-budget", daemon=True).start()
+            self._pid = os.getpid()
 
     def watch(self, deadline: float, interrupt: Callable[[], None]) -> int:
         """Call `interrupt()` at `deadline` unless released before; returns the ticket to release."""
