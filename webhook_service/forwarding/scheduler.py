@@ -31,7 +31,7 @@ from webhook_service.forwarding.retries import Breaker
 from webhook_service.storage import forwarding as state
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
 from webhook_service.storage.feed import newest_position
-from webhook_service.timestamps import epoch_from_iso
+from webhook_service.timestamps import epoch_from_iso, iso_from_epoch
 
 # Messages taken from the feed at once, per slot of concurrency.
 BATCH_PER_SLOT = 8
@@ -187,13 +187,14 @@ class DestinationWorker(threading.Thread):
         chain of attempts at a time (`launched` so far): chains go on by themselves."""
         return self._rate is None or (launched == 0 and self._rate.wait_seconds() == 0)
 
-    async def _paced(self) -> None:
+    async def _paced(self) -> float:
         """On the event loop, just before an attempt is sent: wait for rate_per_second to
-        allow it and count it (the start is counted when the request leaves, not before)."""
-        if self._rate is None:
-            return
-        while not self._rate.try_start():
-            await asyncio.sleep(max(0.001, self._rate.wait_seconds()))
+        allow it and count it (the start is counted when the request leaves, not before).
+        Returns when the attempt starts (epoch seconds)."""
+        if self._rate is not None:
+            while not self._rate.try_start():
+                await asyncio.sleep(max(0.001, self._rate.wait_seconds()))
+        return time.time()
 
     def _probing(self) -> bool:
         return self._breaker.probing
@@ -258,8 +259,7 @@ class DestinationWorker(threading.Thread):
         loop hands messages on itself; the scheduler only refills the queue."""
         name = self.destination.name
         while claimed is not None:
-            await self._paced()
-            attempt = await self._attempt(claimed)
+            attempt = await self._attempt(claimed, await self._paced())
             with self._condition:
                 self._results.append((claimed, attempt, time.time()))
                 now = time.time()
@@ -272,8 +272,9 @@ class DestinationWorker(threading.Thread):
                 if claimed is None or len(self._queue) < self.destination.concurrency:
                     self._condition.notify_all()  # the scheduler refills the queue, or writes outcomes
 
-    async def _attempt(self, claimed: state.Claimed) -> Attempt:
-        """One attempt, its metric and its log line."""
+    async def _attempt(self, claimed: state.Claimed, started_at: float) -> Attempt:
+        """One attempt (started at `started_at`, as rate_per_second counted it), its metric
+        and its log line."""
         try:
             attempt = await self.sender.attempt(claimed.message)
         except Exception as error:  # noqa: BLE001 - an attempt's outcome is always recorded
@@ -291,6 +292,7 @@ class DestinationWorker(threading.Thread):
             status=attempt.status,
             error=attempt.error,
             latency_ms=round(attempt.seconds * 1000, 3),
+            started_at=iso_from_epoch(started_at),
         )
         return attempt
 
