@@ -12,12 +12,11 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.support.brokers import NatsServer, RabbitServer
 from tests.support.certificates import make_server_certificate
-from tests.support.forwarder import FORWARD_SECRET, destination_toml, forwarder, post_messages
+from tests.support.forwarder import FORWARD_SECRET, destination_toml, forwarder, most_in_a_second, post_messages
 from tests.support.messages import E2E_SECRET, make_message
 from tests.support.metrics import parse_metrics, value
 from tests.support.servers import Load, request, run_cli, signed_post, wait_until
 from webhook_service.forwarding.delivery import webhook_id
-from webhook_service.timestamps import epoch_from_iso
 
 # About the brokers, not the database: once, on SQLite.
 pytestmark = [pytest.mark.e2e, pytest.mark.sqlite_only]
@@ -161,13 +160,9 @@ def test_rate_per_second_bounds_the_publishes_to_a_stream_in_any_second(tmp_path
     # When each publish started, as the cap counted it (the forwarder's log line says): at
     # most 10 in any second, and the cap used, not more (25 one tenth of a second apart span
     # 2.4 s; without the cap, a fraction of one).
-    def starts() -> list[float]:
-        lines = [line for line in process.log_lines() if line.get("event") == "forward attempt"]
-        return sorted(epoch_from_iso(line["started_at"]) for line in lines)
-
-    assert wait_until(lambda: len(starts()) == 25, timeout=10)
-    moments = starts()
-    assert max(sum(1 for other in moments if at <= other < at + 1.0) for at in moments) <= 10
+    assert wait_until(lambda: len(process.attempt_starts()) == 25, timeout=10)
+    moments = process.attempt_starts()
+    assert most_in_a_second(moments) <= 10
     assert 2.0 <= moments[-1] - moments[0] < 5
 
 

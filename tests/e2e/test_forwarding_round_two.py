@@ -14,11 +14,10 @@ import pytest
 from tests.support.certificates import make_server_certificate
 from tests.support.consumer import Answer
 from tests.support.database import stored_ids
-from tests.support.forwarder import consumer, destination_toml, forwarder
+from tests.support.forwarder import consumer, destination_toml, forwarder, most_in_a_second
 from tests.support.messages import make_message
 from tests.support.metrics import parse_metrics, value
 from tests.support.servers import run_cli, signed_post, wait_until
-from webhook_service.timestamps import epoch_from_iso
 
 pytestmark = pytest.mark.e2e
 
@@ -178,16 +177,6 @@ def test_a_consumer_that_requires_a_client_certificate_gets_messages_only_from_a
 
 
 @pytest.mark.http_only  # the forwarder's requests, whatever the database
-def started_at(process) -> list[float]:
-    """When each attempt of the forwarder started, sorted (epoch seconds)."""
-    lines = [line for line in process.log_lines() if line.get("event") == "forward attempt"]
-    return sorted(epoch_from_iso(line["started_at"]) for line in lines)
-
-
-def most_in_a_second(moments: list[float]) -> int:
-    return max(sum(1 for other in moments if at <= other < at + 1.0) for at in moments)
-
-
 def test_rate_per_second_bounds_the_attempts_started_in_any_second(tmp_path, server_env, served):
     server, started = served
     fast = consumer(started)
@@ -200,8 +189,8 @@ def test_rate_per_second_bounds_the_attempts_started_in_any_second(tmp_path, ser
 
     assert wait_until(lambda: fast.delivered_ids() == set(ids), timeout=30)
     # When each attempt started, as the cap counted it (the forwarder's log line says).
-    assert wait_until(lambda: len(started_at(process)) == 35, timeout=10)
-    starts = started_at(process)
+    assert wait_until(lambda: len(process.attempt_starts()) == 35, timeout=10)
+    starts = process.attempt_starts()
     assert most_in_a_second(starts) <= 10
     # And the cap is used, not more: 35 one tenth of a second apart span 3.4 s (without the
     # cap, well under one), not spread much further.

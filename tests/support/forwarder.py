@@ -15,6 +15,7 @@ from tests.support.consumer import Consumer
 from tests.support.messages import make_message
 from tests.support.metrics import parse_metrics, value
 from tests.support.servers import ROOT, free_port, request, signed_post, stop_process, wait_until
+from webhook_service.timestamps import epoch_from_iso
 
 FORWARD_SECRET = "whsec_" + "Zm9yd2FyZGVyLXRlc3Qtc2VjcmV0LTMyYnl0ZXM="
 
@@ -107,6 +108,16 @@ class Forwarder:
             if line.strip():
                 lines.append(json.loads(line))
         return lines
+
+    def attempt_starts(self) -> list[float]:
+        """When each attempt started, as rate_per_second counted it (epoch seconds, sorted)."""
+        lines = [line for line in self.log_lines() if line.get("event") == "forward attempt"]
+        return sorted(epoch_from_iso(line["started_at"]) for line in lines)
+
+
+def most_in_a_second(moments: list[float]) -> int:
+    """The most of `moments` (epoch seconds) in any half-open second."""
+    return max(sum(1 for other in moments if at <= other < at + 1.0) for at in moments)
 
 
 def post_messages(port: int, prefix: str, count: int) -> list[str]:

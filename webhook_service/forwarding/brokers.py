@@ -114,7 +114,7 @@ class NatsSender:
             description = getattr(error, "description", None) or str(error)
             return Attempt(Result.RETRYABLE_STATUS, time.monotonic() - started, error=f"JetStream: {description}"[:300])
         except Exception as error:  # noqa: BLE001 - every failure of the client is an attempt to retry
-            told, self._last_error = self._last_error, None
+            told = self._last_error  # kept until a connection is made: every attempt failing meanwhile says it
             reason = _reason(error) if told is None or told is error else f"{_reason(error)} ({_reason(told)})"
             return Attempt(Result.CONNECTION_ERROR, time.monotonic() - started, error=reason[:300])
         return Attempt(Result.DELIVERED, time.monotonic() - started)
