@@ -12,9 +12,14 @@ the consumer, p50/p99. Destinations (--variants):
   match-half    a match (text_contains "even") that keeps every other message
   conversation  order = "conversation", over 1,000 conversations (1,000 senders, one recipient)
   nats          a NATS JetStream stream (nats-server -js, started here): published and
-                acknowledged by the stream; a consumer subscribed to it records arrivals
+                acknowledged by the stream
   amqp          a durable RabbitMQ queue (rabbitmq-server, started here), publisher-confirmed,
-                with concurrency 32
+                with concurrency 32 (unless --concurrency is given)
+
+Into a broker, a message is forwarded when the broker acknowledges it: the forwarder's attempt
+lines say when (its log is at INFO there, as by default), the delay is from created_at to that
+acknowledgement, and "all arrived" means the stream or queue holds every message owed, once.
+No consumer reads the stream or queue during the run: its work is not the forwarder's.
   rate          rate_per_second = 50: a backlog is stored first, then arrivals are counted
                 over 20 s (the rate achieved, and the most arrivals in any second: the
                 forwarder bounds starts, and arrivals carry the network's and the
@@ -30,7 +35,6 @@ Everything listens on 127.0.0.1 and stops by itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -42,7 +46,6 @@ import tempfile
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,6 +68,7 @@ VARIANTS = {
 # RabbitMQ confirms a persistent message once it is on disk (about 10 ms here): 8 publishes
 # awaiting their confirms carried 790 a second against 1,000 ingested; 32 keep up.
 CONCURRENCY = {"amqp": 32}
+DEFAULT_CONCURRENCY = 8
 RATE_WINDOW_SECONDS = 20
 
 
@@ -91,44 +95,6 @@ def consume(port: int, record: str) -> None:
     server.serve_forever()
 
 
-def consume_broker(kind: str, url: str, record: str) -> None:
-    """The consumer process of a broker destination: appends (arrival, created_at) per message
-    taken from the stream or the queue."""
-    arrivals = open(record, "a", buffering=1)  # noqa: SIM115 - open for the process's life
-
-    def note(body: bytes) -> None:
-        arrivals.write(f"{time.time()} {json.loads(body)['created_at']}\n")
-
-    async def nats_consumer():
-        import nats
-
-        connection = await nats.connect(url)
-
-        async def on_message(message):
-            note(message.data)
-
-        await connection.jetstream().subscribe("bench.>", cb=on_message, ordered_consumer=True)
-        await asyncio.Event().wait()
-
-    async def amqp_consumer():
-        import aio_pika
-
-        parts = urlsplit(url)
-        connection = await aio_pika.connect(host=parts.hostname, port=parts.port)
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=1000)
-        queue = await channel.declare_queue("bench", durable=True, passive=True)
-
-        async def on_message(message):
-            note(message.body)
-            await message.ack()
-
-        await queue.consume(on_message)
-        await asyncio.Event().wait()
-
-    asyncio.run(nats_consumer() if kind == "nats" else amqp_consumer())
-
-
 def _start_broker(variant: str, workdir: Path):
     """The broker of a broker variant, with its stream or queue; None for HTTP variants."""
     from tests.support.brokers import NatsServer, RabbitServer
@@ -145,24 +111,22 @@ def _start_broker(variant: str, workdir: Path):
 
 
 def measure(
-    name: str, variant: str, database_url: str, workdir: Path, seconds: int, connections: int, concurrency: int
+    name: str, variant: str, database_url: str, workdir: Path, seconds: int, connections: int, concurrency: int | None
 ) -> dict:
     extra, senders, parity = VARIANTS[variant]
-    concurrency = CONCURRENCY.get(variant, concurrency)
+    concurrency = concurrency or CONCURRENCY.get(variant, DEFAULT_CONCURRENCY)
     messages = workdir / f"messages-{name}-{variant}.txt"
     write_signed_messages(messages, 8_000 * seconds, prefix=f"forward-{name}-{variant}", senders=senders, parity=parity)
     record = workdir / f"arrivals-{name}-{variant}.txt"
     consumer_port, metrics_port = free_port(), free_port()
     broker = _start_broker(variant, workdir)
+    consumer = None
     if broker is None:
         consumer = subprocess.Popen(
             [sys.executable, __file__, "--consume", str(consumer_port), str(record)], start_new_session=True
         )
         url = f"http://127.0.0.1:{consumer_port}/"
     else:
-        consumer = subprocess.Popen(
-            [sys.executable, __file__, "--consume-broker", variant, broker.url, str(record)], start_new_session=True
-        )
         url = broker.url
     config = workdir / f"forward-{name}-{variant}.toml"
     # The match table comes last: it ends the destination's own table.
@@ -174,56 +138,155 @@ def measure(
         f'start = "latest"\nconcurrency = {concurrency}\n{table}{match}'
     )
     env = {"WEBHOOK_SECRET": SECRET, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    # Into a broker, a message is delivered when the broker acknowledges it: the forwarder's
+    # attempt lines (logged at INFO) say when, by message_id.
+    forwarder_env = {**env, "LOG_LEVEL": "INFO"} if broker is not None else env
+    forwarder_log_path = workdir / f"forwarder-{name}-{variant}.log"
+    in_broker = None
     try:
         with Server(env, workdir / f"gunicorn-{name}-{variant}.log") as server:
-            forwarder_log = open(workdir / f"forwarder-{name}-{variant}.log", "wb")  # noqa: SIM115
+            forwarder_log = open(forwarder_log_path, "wb")  # noqa: SIM115
             forwarder = subprocess.Popen(
                 [sys.executable, "-m", "webhook_service", "forward", "--config", str(config)]
                 + ["--metrics-port", str(metrics_port)],
                 cwd=ROOT,
-                env={**os.environ, **env},
+                env={**os.environ, **forwarder_env},
                 stdout=forwarder_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             try:
                 time.sleep(2)
+                groups = {"service": server.process.pid, "forwarder": forwarder.pid}
+                if consumer is not None:
+                    groups["consumer"] = consumer.pid
+                if broker is not None:
+                    groups["broker"] = broker.process.pid
                 before = get_json(server.port, "/stats")["total_messages"]
+                cpu_before = {part: _cpu_seconds(group) for part, group in groups.items()}
                 started = time.time()
                 wrk = run_wrk(server.port, messages, 2 if variant == "rate" else seconds, connections, 2)
                 ended = time.time()
+                cpu = {part: _cpu_seconds(group) - cpu_before[part] for part, group in groups.items()}
                 stored = get_json(server.port, "/stats")["total_messages"] - before
                 owed = _owed(server.port, stored, parity)
                 if variant == "rate":
                     time.sleep(RATE_WINDOW_SECONDS + 3)
                 else:
+                    delivered = (lambda: _count(record)) if broker is None else (lambda: _delivered(forwarder_log_path))
                     deadline = time.monotonic() + DRAIN_SECONDS
-                    while time.monotonic() < deadline and _count(record) < owed:
+                    while time.monotonic() < deadline and delivered() < owed:
                         time.sleep(0.2)
+                    # What the stream or queue holds: each message once (JetStream's window drops
+                    # a resend; a RabbitMQ queue would show one).
+                    in_broker = _held(broker) if broker is not None else None
             finally:
                 os.killpg(forwarder.pid, signal.SIGTERM)
                 forwarder.wait(timeout=60)
     finally:
-        os.killpg(consumer.pid, signal.SIGKILL)
-        consumer.wait(timeout=10)
+        if consumer is not None:
+            os.killpg(consumer.pid, signal.SIGKILL)
+            consumer.wait(timeout=10)
         if broker is not None:
             broker.stop()
-    rows = [line.split() for line in record.read_text().splitlines()]
-    arrivals = [(float(arrived), epoch_from_iso(created)) for arrived, created in rows]
+    if broker is None:
+        rows = [line.split() for line in record.read_text().splitlines()]
+        deliveries = [(float(arrived), epoch_from_iso(created)) for arrived, created in rows]
+        arrived = len(deliveries)
+    else:
+        acknowledged = _acknowledged(forwarder_log_path)
+        created = _created(database_url)
+        deliveries = [(at, created[message_id]) for message_id, at in acknowledged.items()]
+        arrived = in_broker
     if variant == "rate":
-        return _rate(arrivals, wrk, owed)
-    in_window = [pair for pair in arrivals if started <= pair[1] <= ended]
-    forwarded_in_window = sum(1 for arrived, _ in arrivals if started <= arrived <= ended)
-    delays = sorted((arrived - created) * 1000 for arrived, created in in_window)
+        return _rate(deliveries, wrk, owed)
+    # Over HTTP a resend can arrive twice; a stream or queue holds each acknowledged message
+    # once (a request wrk left in flight may be stored after the count: more than owed).
+    complete = arrived >= owed if broker is None else arrived == len(acknowledged) and arrived >= owed
+    shown = str(complete) if complete else f"{arrived} of {owed}"
+    window = _window(deliveries, started, ended)
+    in_window = window["ingested_per_second"] * (ended - started)
+    cpu_ms = {part: seconds * 1000 / in_window for part, seconds in cpu.items()}
+    backlog = [at for at, _created in deliveries if at > ended]
+    # Once wrk stops, the forwarder has the cores: how fast it catches up, when behind.
+    drained = len(backlog) / (max(backlog) - ended) if len(backlog) >= 200 else None
+    return {"wrk_rps": wrk["rps"], "owed": owed, "all_arrived": shown, "cpu_ms": cpu_ms, "drained": drained, **window}
+
+
+def _window(deliveries: list[tuple[float, float]], started: float, ended: float) -> dict:
+    """Ingested and delivered per second in the window, and the delays of the messages stored in it."""
+    in_window = [pair for pair in deliveries if started <= pair[1] <= ended]
+    delivered_in_window = sum(1 for delivered, _ in deliveries if started <= delivered <= ended)
+    delays = sorted((delivered - created) * 1000 for delivered, created in in_window)
     return {
         "ingested_per_second": len(in_window) / (ended - started),
-        "forwarded_per_second": forwarded_in_window / (ended - started),
-        "wrk_rps": wrk["rps"],
-        "owed": owed,
-        "arrived": len(arrivals),
+        "forwarded_per_second": delivered_in_window / (ended - started),
         "p50_ms": statistics.median(delays),
         "p99_ms": delays[int(len(delays) * 0.99) - 1],
     }
+
+
+def _acknowledged(log: Path) -> dict[str, float]:
+    """When the broker acknowledged each message (epoch seconds), from the forwarder's attempt lines."""
+    found = {}
+    for line in log.read_text().splitlines():
+        if '"forward attempt"' not in line:
+            continue
+        attempt = json.loads(line)
+        if attempt["outcome"] == "delivered":
+            found[attempt["message_id"]] = epoch_from_iso(attempt["started_at"]) + attempt["latency_ms"] / 1000
+    return found
+
+
+def _cpu_seconds(group: int) -> float:
+    """CPU time (user and system) used so far by the live processes of a process group."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == group:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _delivered(log: Path) -> int:
+    return log.read_text().count('"outcome": "delivered"')
+
+
+def _created(database_url: str) -> dict[str, float]:
+    """When each stored message was stored (epoch seconds), by message_id."""
+    from sqlalchemy import select
+
+    from webhook_service.storage.engine import Database
+    from webhook_service.storage.tables import messages
+
+    database = Database(database_url)
+    try:
+        with database.read_transaction() as conn:
+            rows = conn.execute(select(messages.c.message_id, messages.c.created_at)).all()
+    finally:
+        database.dispose()
+    return {message_id: epoch_from_iso(created_at) for message_id, created_at in rows}
+
+
+def _held(broker) -> int:
+    """How many messages the bench's stream or queue holds now."""
+    if hasattr(broker, "add_stream"):
+
+        async def count(jetstream):
+            return (await jetstream.stream_info("BENCH")).state.messages
+
+        return broker.run(count)
+
+    async def depth(channel):
+        queue = await channel.declare_queue("bench", durable=True, passive=True)
+        return queue.declaration_result.message_count
+
+    return broker.run(depth)
 
 
 def _owed(port: int, stored: int, parity: bool) -> int:
@@ -258,17 +321,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=8, help="the destination's concurrency")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"the destination's concurrency ({DEFAULT_CONCURRENCY}; amqp: {CONCURRENCY['amqp']})",
+    )
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure on as well")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--consume", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
-    parser.add_argument("--consume-broker", nargs=3, metavar=("KIND", "URL", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.consume:
         consume(int(args.consume[0]), args.consume[1])
-        return 0
-    if args.consume_broker:
-        consume_broker(*args.consume_broker)
         return 0
     variants = args.variants.split(",")
     if unknown := set(variants) - set(VARIANTS):
@@ -280,8 +343,9 @@ def main() -> int:
     runs = [("sqlite", f"sqlite:///{workdir / 'messages.db'}")]
     if args.postgres_url:
         runs.append(("postgresql", args.postgres_url))
+    shown = args.concurrency or f"{DEFAULT_CONCURRENCY} (amqp {CONCURRENCY['amqp']})"
     print(
-        f"POST /webhook with wrk for {args.seconds} s, {args.connections} connections; one destination, concurrency {args.concurrency}"
+        f"POST /webhook with wrk for {args.seconds} s, {args.connections} connections; one destination, concurrency {shown}"
     )
     print(
         f"{'':24} {'ingested/s':>10} {'forwarded/s':>11} {'ratio':>6} {'delay p50 ms':>12} {'p99 ms':>8} {'all arrived':>11}"
@@ -302,9 +366,14 @@ def main() -> int:
                 print(
                     f"{label:24} {result['ingested_per_second']:10.0f} {result['forwarded_per_second']:11.0f} "
                     f"{result['forwarded_per_second'] / result['ingested_per_second']:6.2f} {result['p50_ms']:12.1f} "
-                    f"{result['p99_ms']:8.1f} {result['arrived'] >= result['owed']!s:>11}",
+                    f"{result['p99_ms']:8.1f} {result['all_arrived']:>11}",
                     flush=True,
                 )
+                parts = ", ".join(f"{part} {ms:.2f}" for part, ms in result["cpu_ms"].items())
+                drained = (
+                    f"; behind when wrk stopped, caught up at {result['drained']:.0f}/s" if result["drained"] else ""
+                )
+                print(f"{'':24} CPU ms per message stored: {parts}{drained}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

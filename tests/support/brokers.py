@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -202,6 +203,8 @@ class RabbitServer:
         if self.process.poll() is not None:
             raise RuntimeError("rabbitmq-server exited: " + self.log()[-2000:])
         try:
+            # The port first: the AMQP client logs an error for each refused connection.
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             self.run(lambda channel: asyncio.sleep(0))
         except Exception:  # noqa: BLE001 - not accepting AMQP yet
             return False
