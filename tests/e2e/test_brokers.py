@@ -15,6 +15,7 @@ from tests.support.certificates import make_server_certificate
 from tests.support.forwarder import FORWARD_SECRET, destination_toml, forwarder, most_in_a_second, post_messages
 from tests.support.messages import E2E_SECRET, make_message
 from tests.support.metrics import parse_metrics, value
+from tests.support.nats_accounts import NatsAccounts
 from tests.support.servers import Load, request, run_cli, signed_post, wait_until
 from webhook_service.forwarding.delivery import webhook_id
 
@@ -79,6 +80,23 @@ def test_jetstream_gets_each_message_once_acknowledged_signed_and_named_by_its_w
     assert wait_until(lambda: process.attempts("stream", "delivered") == 5, timeout=10)
 
 
+def refusals(process, destination: str) -> str:
+    """The errors the destination's attempts logged, once one of them names a refused sign-in.
+    The server writes its -ERR and closes; on a loaded machine the close can reach the client
+    first (a reset), so an attempt may only say the connection was lost: those that follow
+    name the refusal."""
+
+    def errors() -> list[str]:
+        return [
+            line["error"]
+            for line in process.log_lines()
+            if line.get("destination") == destination and line.get("error")
+        ]
+
+    wait_until(lambda: any("Authorization Violation" in error for error in errors()), timeout=30)
+    return " ".join(errors())
+
+
 def test_a_nats_server_that_requires_a_user_takes_messages_only_from_a_destination_signed_in_as_one(
     tmp_path, server_env, served
 ):
@@ -107,17 +125,39 @@ def test_a_nats_server_that_requires_a_user_takes_messages_only_from_a_destinati
         assert wait_until(lambda: process.attempts("signed-in", "delivered") == 2, timeout=30)
         assert wait_until(lambda: process.attempts("refused", "connection_error") >= 2, timeout=30)
         assert process.attempts("refused", "delivered") == 0
-
-        def says_why():
-            # The server writes its -ERR and closes; on a loaded machine the close can reach the
-            # client first (a reset), so one attempt may only say the connection was lost. The
-            # attempts that follow name the refused sign-in.
-            lines = [line for line in process.log_lines() if line.get("destination") == "refused" and "error" in line]
-            return any("Authorization Violation" in line["error"] for line in lines)
-
-        assert wait_until(says_why, timeout=30)
+        assert "Authorization Violation" in refusals(process, "refused")
         assert len(guarded.stream_messages("GUARDED")) == 2
         assert "nats-password-in-a-file" not in process.output() and "not-the-password" not in process.output()
+    finally:
+        guarded.kill()
+
+
+def test_a_nats_server_in_operator_mode_takes_messages_only_from_a_destination_with_its_accounts_creds_file(
+    tmp_path, server_env, served
+):
+    server, started = served
+    guarded = NatsServer(tmp_path / "operator", accounts=NatsAccounts.make()).start()
+    try:
+        guarded.add_stream("ACCOUNT", ["webhooks.account"])
+        # A user of an account this server does not know: signed well, trusted by nobody.
+        stranger = NatsAccounts.make("stranger").write_creds(tmp_path / "stranger.creds")
+        config = destination_toml(
+            "with-creds", guarded.url, subject="webhooks.account", creds_file=str(guarded.creds)
+        ) + destination_toml(
+            "stranger", guarded.url, subject="webhooks.account", creds_file=str(stranger), **FAST_RETRIES
+        )
+        process = forwarder(tmp_path, server_env, started, config)
+        ids = post_messages(server.port, "creds", 2)
+        assert wait_until(lambda: process.attempts("with-creds", "delivered") == 2, timeout=30)
+        assert wait_until(lambda: process.attempts("stranger", "connection_error") >= 2, timeout=30)
+        assert process.attempts("stranger", "delivered") == 0
+        assert [json.loads(item.data)["message_id"] for item in guarded.stream_messages("ACCOUNT")] == ids
+        assert "Authorization Violation" in refusals(process, "stranger")
+        # Neither the seed nor the JWT of a .creds file is ever logged.
+        for creds in (guarded.creds, stranger):
+            for line in creds.read_text().splitlines():
+                if len(line) > 40 and not line.startswith(("-", "*")):
+                    assert line not in process.output()
     finally:
         guarded.kill()
 

@@ -14,8 +14,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.support.servers import free_port, request, stop_process, wait_until
+
+if TYPE_CHECKING:
+    from tests.support.nats_accounts import NatsAccounts
 
 START_TIMEOUT_SECONDS = 60
 
@@ -41,6 +45,10 @@ class NatsServer:
     token: str | None = None
     # (CA certificate, certificate, key): clients must speak TLS and trust the CA.
     tls: tuple[Path, Path, Path] | None = None
+    # Operator mode: clients sign in as a user of this account, with a .creds file (its
+    # user's, `creds`, is what the tests' own connection shows).
+    accounts: NatsAccounts | None = None
+    creds: Path | None = None
 
     @property
     def url(self) -> str:
@@ -48,10 +56,16 @@ class NatsServer:
 
     def start(self) -> NatsServer:
         self.folder.mkdir(parents=True, exist_ok=True)
+        configured = []
+        if self.accounts is not None:
+            (self.folder / "nats-server.conf").write_text(self.accounts.server_config())
+            configured = ["-c", str(self.folder / "nats-server.conf")]
+            self.creds = self.accounts.write_creds(self.folder / "tests.creds")
         with open(self.folder / "nats-server.log", "ab") as log:
             self.process = subprocess.Popen(
                 [
                     shutil.which("nats-server") or "/usr/sbin/nats-server",
+                    *configured,
                     "-js",
                     "-a",
                     "127.0.0.1",
@@ -100,6 +114,8 @@ class NatsServer:
             credentials = {"user": self.user, "password": self.password} if self.user else {}
             if self.token:
                 credentials["token"] = self.token
+            if self.creds:
+                credentials["user_credentials"] = str(self.creds)
             if self.tls:
                 credentials["tls"] = ssl.create_default_context(cafile=str(self.tls[0]))
             connection = await nats.connect(self.url, connect_timeout=5, allow_reconnect=False, **credentials)
