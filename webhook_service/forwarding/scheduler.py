@@ -82,6 +82,7 @@ class DestinationWorker(threading.Thread):
         self._last_flush = 0.0
         self._sole_forwarder = False
         self._rate = None if destination.rate_per_second is None else RateLimit(destination.rate_per_second)
+        self._wall_minus_monotonic = time.time() - time.monotonic()
 
     # The loop.
 
@@ -190,11 +191,14 @@ class DestinationWorker(threading.Thread):
     async def _paced(self) -> float:
         """On the event loop, just before an attempt is sent: wait for rate_per_second to
         allow it and count it (the start is counted when the request leaves, not before).
-        Returns when the attempt starts (epoch seconds)."""
-        if self._rate is not None:
-            while not self._rate.try_start():
-                await asyncio.sleep(max(0.001, self._rate.wait_seconds()))
-        return time.time()
+        Returns when the attempt starts (epoch seconds): under a rate, the very moment the
+        limit counted, on the monotonic clock it counts with, so that the starts a log shows
+        are as far apart as the limit kept them."""
+        if self._rate is None:
+            return time.time()
+        while not self._rate.try_start(now := time.monotonic()):
+            await asyncio.sleep(max(0.001, self._rate.wait_seconds()))
+        return now + self._wall_minus_monotonic
 
     def _probing(self) -> bool:
         return self._breaker.probing
