@@ -156,17 +156,34 @@ def test_the_order_key_is_the_sender_or_the_conversation():
 
 def test_a_rate_allows_that_many_starts_in_any_second_and_says_how_long_to_wait():
     rate = RateLimit(3)
-    assert [rate.try_start(10.0), rate.try_start(10.1), rate.try_start(10.2), rate.try_start(10.3)] == [
-        True,
-        True,
-        True,
-        False,
-    ]
-    assert rate.wait_seconds(10.3) == pytest.approx(0.7)
+    assert [rate.try_start(10.0), rate.try_start(10.0)] == [True, False]
+    # Paced: the next one a third of a second later, brought forward by up to half of that.
+    assert rate.wait_seconds(10.0) == pytest.approx(1 / 6)
+    assert rate.try_start(10.17)
+    assert not rate.try_start(10.4)
+    assert rate.try_start(10.51)
+    # Three began in the last second: the fourth waits for the first to leave it.
+    assert rate.wait_seconds(10.9) == pytest.approx(0.1)
     assert not rate.try_start(10.99)
-    assert rate.try_start(11.0)  # the start at 10.0 left the second
+    assert rate.try_start(11.0)
     slow = RateLimit(0.5)  # one every two seconds
     assert slow.try_start(0.0) and not slow.try_start(1.9) and slow.try_start(2.0)
+
+
+def test_a_rate_spreads_starts_and_keeps_its_pace_when_they_come_late():
+    rate = RateLimit(10)
+    starts = []
+    now = 100.0
+    while len(starts) < 50:
+        if rate.try_start(now):
+            starts.append(now)
+        # A scheduler that looks every 7 ms: starts come up to 7 ms late.
+        now = round(now + 0.007, 6)
+    # Never a burst: no two starts closer than half an interval.
+    assert min(later - earlier for earlier, later in zip(starts, starts[1:], strict=False)) >= 0.05 - 1e-9
+    assert max(sum(1 for other in starts if at <= other < at + 1) for at in starts) == 10
+    # Late starts are caught up: 50 starts at 10 a second take about 4.9 s, not 49 x 0.105.
+    assert starts[-1] - starts[0] == pytest.approx(4.9, abs=0.1)
 
 
 # Owed deliveries in the database, on both backends.

@@ -95,9 +95,10 @@ class RateLimit:
     every 1/rate seconds), spread out rather than in bursts.
 
     Two rules, both must allow a start: a log of the starts in the last window (the hard
-    bound: fewer than the limit began in it), and a pace of one start every 1/rate seconds
-    that a late start may catch up on by one (so that a scheduler waking late does not lower
-    the rate over time), which keeps a consumer from seeing a second's starts at once.
+    bound: fewer than the limit began in it), and a pace of one start every 1/rate seconds,
+    which keeps a consumer from seeing a second's starts at once. A start that came late
+    brings the next one forward by up to half an interval (so that a scheduler waking late
+    does not lower the rate over time): two starts are never closer than half an interval.
     """
 
     def __init__(self, per_second: float) -> None:
@@ -115,7 +116,7 @@ class RateLimit:
             if self._wait(now) > 0:
                 return False
             self._starts.append(now)
-            self._paced_until = max(self._paced_until, now - self.interval) + self.interval
+            self._paced_until = max(self._paced_until, now - self.interval / 2) + self.interval
             return True
 
     def wait_seconds(self, now: float | None = None) -> float:
@@ -128,5 +129,5 @@ class RateLimit:
         while self._starts and self._starts[0] <= now - self.window:
             self._starts.popleft()
         by_log = 0.0 if len(self._starts) < self.limit else self._starts[-self.limit] + self.window - now
-        by_pace = self._paced_until - self.interval - now
+        by_pace = self._paced_until - now
         return max(0.0, by_log, by_pace)
