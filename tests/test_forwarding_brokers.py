@@ -80,6 +80,21 @@ def test_a_bad_broker_field_is_one_line_naming_destination_and_field(tmp_path, f
     assert str(raised.value).startswith("destination 'bus': ") and message in str(raised.value)
 
 
+def test_a_creds_file_must_be_a_nats_creds_file_and_is_never_shown(tmp_path):
+    (tmp_path / "password").write_text("a-password-given-as-creds\n")
+    with pytest.raises(ForwardConfigError) as raised:
+        load(tmp_path, f'url = "nats://h:4222"\nsubject = "a"\ncreds_file = "{tmp_path / "password"}"')
+    assert "creds_file: " in str(raised.value) and "is not a NATS .creds file" in str(raised.value)
+    assert "a-password-given-as-creds" not in str(raised.value)
+    creds = tmp_path / "user.creds"
+    creds.write_text(
+        "-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n\n"
+        "-----BEGIN USER NKEY SEED-----\nSUAM\n------END USER NKEY SEED------\n"
+    )
+    destination = load(tmp_path, f'url = "nats://h:4222"\nsubject = "a"\ncreds_file = "{creds}"')
+    assert destination.broker.creds_file == str(creds)
+
+
 def test_nats_takes_one_way_of_signing_in(tmp_path):
     (tmp_path / "password").write_text("p\n")
     (tmp_path / "token").write_text("t\n")

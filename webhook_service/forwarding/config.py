@@ -223,7 +223,7 @@ def _broker(where: str, kind: str, values: dict) -> Broker:
                 f"{where}: {credentials[1]}: give one of user + password_file, token_file, creds_file"
             )
         token = None if values.get("token_file") is None else _one_line(where, "token_file", values["token_file"])
-        creds = _file(where, "creds_file", values.get("creds_file"))
+        creds = _creds(where, values.get("creds_file"))
         return Broker("nats", subject=subject, user=user, password=password, token=token, creds_file=creds)
     exchange, routing_key = values.get("exchange"), values.get("routing_key")
     if not isinstance(exchange, str) or len(exchange) > 255:
@@ -309,6 +309,27 @@ def _file(where: str, name: str, value: Any) -> str | None:
     if not isinstance(value, str) or not Path(value).is_file():
         raise ForwardConfigError(f"{where}: {name}: no such file")
     return value
+
+
+# A .creds file (what nsc writes): the user's JWT and the nkey seed that signs the server's nonce.
+CREDS_MARKERS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
+MAX_CREDS_BYTES = 64 * 1024
+
+
+def _creds(where: str, path: Any) -> str | None:
+    """The path of a readable NATS .creds file; errors never show what it holds."""
+    if _file(where, "creds_file", path) is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            text = file.read(MAX_CREDS_BYTES + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ForwardConfigError(f"{where}: creds_file: cannot read {path}: {type(error).__name__}") from None
+    if len(text) > MAX_CREDS_BYTES or not all(marker in text for marker in CREDS_MARKERS):
+        raise ForwardConfigError(
+            f"{where}: creds_file: {path} is not a NATS .creds file (a user JWT and its nkey seed, as nsc writes)"
+        )
+    return path
 
 
 def _one_line(where: str, name: str, path: Any) -> str:
