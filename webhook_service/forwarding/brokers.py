@@ -50,6 +50,8 @@ class NatsSender:
         self._last_error = error
 
     async def _ready(self):
+        if self._connection is not None and not self._connection.is_closed:
+            return self._jetstream  # connected (or reconnecting by itself): no lock to take
         import nats  # loaded only by forwarders that have a NATS destination
 
         async with self._connecting:
@@ -138,6 +140,8 @@ class AmqpSender:
         self._connecting = asyncio.Lock()
 
     async def _ready(self):
+        if self._exchange is not None and self._connection is not None and not self._connection.is_closed:
+            return self._exchange  # connected, with a channel: no lock to take
         import aio_pika  # loaded only by forwarders that have an AMQP destination
 
         async with self._connecting:
