@@ -45,10 +45,13 @@ class NatsServer:
     token: str | None = None
     # (CA certificate, certificate, key): clients must speak TLS and trust the CA.
     tls: tuple[Path, Path, Path] | None = None
-    # Operator mode: clients sign in as a user of this account, with a .creds file (its
-    # user's, `creds`, is what the tests' own connection shows).
+    # Operator mode: clients sign in as a user of these accounts, with a .creds file.
     accounts: NatsAccounts | None = None
-    creds: Path | None = None
+
+    @property
+    def creds(self) -> Path | None:
+        """The accounts' user's .creds file (written at start): what the tests' own connection shows."""
+        return None if self.accounts is None else self.folder / "tests.creds"
 
     @property
     def url(self) -> str:
@@ -60,7 +63,7 @@ class NatsServer:
         if self.accounts is not None:
             (self.folder / "nats-server.conf").write_text(self.accounts.server_config())
             configured = ["-c", str(self.folder / "nats-server.conf")]
-            self.creds = self.accounts.write_creds(self.folder / "tests.creds")
+            self.accounts.write_creds(self.creds)
         with open(self.folder / "nats-server.log", "ab") as log:
             self.process = subprocess.Popen(
                 [
