@@ -25,8 +25,9 @@ lines say when (its log is at INFO there, as by default), the delay is from crea
 acknowledgement, and "all arrived" means the stream or queue holds each acknowledged message
 once, every owed one among them. No consumer reads the stream or queue during the run: its
 work is not the forwarder's. Under each row: the CPU time per message stored that the service,
-the forwarder and the consumer or broker used in the window (PostgreSQL's server is not
-counted), and, when the forwarder was behind as wrk stopped, how fast it caught up.
+the forwarder, the consumer or broker and, on PostgreSQL, its server (every postgres process
+on the machine) used in the window, and, when the forwarder was behind as wrk stopped, how
+fast it caught up.
 
     python bench/forward.py [--seconds 10] [--connections 32] [--concurrency N] [--postgres-url URL]
                             [--variants every,match-half,conversation,rate,nats,amqp]
@@ -53,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import Server, free_port, get_json
+from bench.harness import Server, free_port, get_json, group_cpu_seconds, postgres_cpu_seconds
 from bench.ingest import SECRET, load_test_problem, run_wrk, write_signed_messages
 from webhook_service.timestamps import epoch_from_iso
 
@@ -166,11 +167,11 @@ def measure(
                 if broker is not None:
                     groups["broker"] = broker.process.pid
                 before = get_json(server.port, "/stats")["total_messages"]
-                cpu_before = {part: _cpu_seconds(group) for part, group in groups.items()}
+                cpu_before = _cpu(groups, name)
                 started = time.time()
                 wrk = run_wrk(server.port, messages, 2 if variant == "rate" else seconds, connections, 2)
                 ended = time.time()
-                cpu = {part: _cpu_seconds(group) - cpu_before[part] for part, group in groups.items()}
+                cpu = {part: seconds - cpu_before[part] for part, seconds in _cpu(groups, name).items()}
                 stored = get_json(server.port, "/stats")["total_messages"] - before
                 owed = _owed(server.port, stored, parity)
                 if variant == "rate":
@@ -241,19 +242,12 @@ def _acknowledged(log: Path) -> dict[str, float]:
     return found
 
 
-def _cpu_seconds(group: int) -> float:
-    """CPU time (user and system) used so far by the live processes of a process group."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        if int(fields[2]) == group:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def _cpu(groups: dict[str, int], database: str) -> dict[str, float]:
+    """CPU seconds used so far by each part (a process group), and by PostgreSQL's server."""
+    used = {part: group_cpu_seconds(group) for part, group in groups.items()}
+    if database == "postgresql":
+        used["postgresql"] = postgres_cpu_seconds()
+    return used
 
 
 def _delivered(log: Path) -> int:

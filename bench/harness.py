@@ -43,6 +43,34 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
 
 
+def group_cpu_seconds(group: int) -> float:
+    """User plus system CPU time the live processes of a process group have used so far."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) and int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time used so far by every process named postgres on this machine, and by the
+    ones that ended (a backend's time goes to the postmaster that reaped it)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)
+                name = fields[0].split("(", 1)[1]
+                if name.startswith("postgres"):
+                    values = fields[1].split()
+                    ticks += sum(int(value) for value in values[11:15])
+        except (OSError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """gunicorn with gunicorn.conf.py serving `app` from the checkout; a context manager."""
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import MetaData, Table, text
 from sqlalchemy.dialects.postgresql import insert
 
+from bench.harness import postgres_cpu_seconds
 from bench.queries import sender_for, sms_text
 from webhook_service.storage.engine import Database, create_database_engine
 from webhook_service.storage.messages import NewMessage, insert_messages_if_new, message_row
@@ -102,25 +103,6 @@ class _Stored:
         return value
 
 
-def server_cpu_seconds() -> float:
-    """CPU time used so far by every process named postgres on this machine, and by the
-    ones that ended (a backend's time goes to the postmaster that reaped it)."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)
-                name = fields[0].split("(", 1)[1]
-                if name.startswith("postgres"):
-                    values = fields[1].split()
-                    ticks += sum(int(value) for value in values[11:15])
-        except (OSError, IndexError):
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def run(target, url: str, writers: int, batch: int, seconds: float, folder=None) -> tuple[float, float]:
     """Messages stored per second by `writers` processes running `target`, and the server's
     share of the machine's CPU meanwhile."""
@@ -138,12 +120,12 @@ def run(target, url: str, writers: int, batch: int, seconds: float, folder=None)
         folder.start()
     while time.time() < start_at:
         time.sleep(0.001)
-    cpu_before = server_cpu_seconds()
+    cpu_before = postgres_cpu_seconds()
     # Sampled before the writers stop: a backend that exits takes its time with it until the
     # postmaster has reaped it.
     while time.time() < stop_at - CPU_MARGIN_SECONDS:
         time.sleep(0.01)
-    cpu = server_cpu_seconds() - cpu_before
+    cpu = postgres_cpu_seconds() - cpu_before
     while time.time() < stop_at:
         time.sleep(0.01)
     stored = sum(results.get(timeout=60) for _ in processes)
