@@ -80,21 +80,20 @@ def test_jetstream_gets_each_message_once_acknowledged_signed_and_named_by_its_w
     assert wait_until(lambda: process.attempts("stream", "delivered") == 5, timeout=10)
 
 
+def errors_of(process, destination: str) -> list[str]:
+    """The errors the destination's attempts logged so far."""
+    return [
+        line["error"] for line in process.log_lines() if line.get("destination") == destination and line.get("error")
+    ]
+
+
 def refusals(process, destination: str) -> str:
     """The errors the destination's attempts logged, once one of them names a refused sign-in.
     The server writes its -ERR and closes; on a loaded machine the close can reach the client
     first (a reset), so an attempt may only say the connection was lost: those that follow
     name the refusal."""
-
-    def errors() -> list[str]:
-        return [
-            line["error"]
-            for line in process.log_lines()
-            if line.get("destination") == destination and line.get("error")
-        ]
-
-    wait_until(lambda: any("Authorization Violation" in error for error in errors()), timeout=30)
-    return " ".join(errors())
+    wait_until(lambda: any("Authorization Violation" in error for error in errors_of(process, destination)), timeout=30)
+    return " ".join(errors_of(process, destination))
 
 
 def test_a_nats_server_that_requires_a_user_takes_messages_only_from_a_destination_signed_in_as_one(
@@ -185,9 +184,9 @@ def test_a_nats_server_with_tls_and_a_token_takes_messages_from_a_destination_th
         assert wait_until(lambda: process.attempts("no-token", "connection_error") >= 2, timeout=30)
         assert process.attempts("untrusting", "delivered") == process.attempts("no-token", "delivered") == 0
         assert [json.loads(item.data)["message_id"] for item in guarded.stream_messages("TLS")] == ids
-        refused = [line for line in process.log_lines() if line.get("destination") == "untrusting" and "error" in line]
+        refused = errors_of(process, "untrusting")
         # Each attempt, also one that waited for another's connection, names the refused certificate.
-        assert all("CERTIFICATE_VERIFY_FAILED" in line["error"] for line in refused), refused
+        assert all("CERTIFICATE_VERIFY_FAILED" in error for error in refused), refused
         assert "nats-token-in-a-file" not in process.output()
     finally:
         guarded.kill()
@@ -341,8 +340,8 @@ def test_amqps_delivers_to_a_destination_that_trusts_the_brokers_ca_and_refuses_
     assert wait_until(lambda: process.attempts("untrusting", "connection_error") >= 2, timeout=30)
     assert process.attempts("untrusting", "delivered") == 0
     assert sorted(json.loads(item.body)["message_id"] for item in rabbit.queue_messages("secure")) == ids
-    refused = [line for line in process.log_lines() if line.get("destination") == "untrusting" and "error" in line]
-    assert refused and all("CERTIFICATE_VERIFY_FAILED" in line["error"] for line in refused), refused
+    refused = errors_of(process, "untrusting")
+    assert refused and all("CERTIFICATE_VERIFY_FAILED" in error for error in refused), refused
 
 
 def test_a_message_no_queue_is_bound_for_is_returned_and_retried_never_dropped(tmp_path, server_env, served, rabbit):
