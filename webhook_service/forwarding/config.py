@@ -320,16 +320,21 @@ def _creds(where: str, path: Any) -> str | None:
     """The path of a readable NATS .creds file; errors never show what it holds."""
     if _file(where, "creds_file", path) is None:
         return None
-    try:
-        with open(path, "rb") as file:
-            text = file.read(MAX_CREDS_BYTES + 1).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ForwardConfigError(f"{where}: creds_file: cannot read {path}: {type(error).__name__}") from None
+    text = _text_of(where, "creds_file", path, MAX_CREDS_BYTES + 1)
     if len(text) > MAX_CREDS_BYTES or not all(marker in text for marker in CREDS_MARKERS):
         raise ForwardConfigError(
             f"{where}: creds_file: {path} is not a NATS .creds file (a user JWT and its nkey seed, as nsc writes)"
         )
     return path
+
+
+def _text_of(where: str, name: str, path: str, limit: int = -1) -> str:
+    """The file's text (UTF-8; its first `limit` bytes when given); errors name the field, never the text."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(limit).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ForwardConfigError(f"{where}: {name}: cannot read {path}: {type(error).__name__}") from None
 
 
 def _one_line(where: str, name: str, path: Any) -> str:
@@ -339,10 +344,7 @@ def _one_line(where: str, name: str, path: Any) -> str:
 
 def _line_of(where: str, name: str, path: str, what: str = "value") -> str:
     """The one non-blank line of the file at `path`, stripped; errors name the field, never the value."""
-    try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ForwardConfigError(f"{where}: {name}: cannot read {path}: {type(error).__name__}") from None
+    lines = [line.strip() for line in _text_of(where, name, path).splitlines() if line.strip()]
     if len(lines) != 1:
         raise ForwardConfigError(f"{where}: {name}: expected one {what} on one line in {path}")
     return lines[0]
