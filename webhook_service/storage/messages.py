@@ -22,6 +22,8 @@ from webhook_service.storage.tables import messages
 from webhook_service.timestamps import instant_key, utc_now_iso
 
 TOP_SENDERS = 10
+# What the read model needs of a deleted message to uncount it (record_deleted).
+_COUNTED_COLUMNS = (messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant)
 # From this deep on, an offset page without `from`, `q` or a cursor first skips whole days
 # by the day counts, then at most one day's messages.
 SKIP_BY_DAYS_FROM_OFFSET = 10_000
@@ -195,13 +197,17 @@ def delete_messages_before(conn: Connection, before: str, limit: int) -> int:
         .order_by(messages.c.ts_instant, messages.c.message_id)
         .limit(limit)
     )
-    # What this statement deleted, exactly: a concurrent purge may have taken some first.
-    rows = conn.execute(
-        delete(messages)
-        .where(messages.c.id.in_(oldest.scalar_subquery()))
-        .returning(messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant)
-    ).all()
-    record_deleted(conn, [row._asdict() for row in rows])
+    return delete_counted(conn, messages.c.id.in_(oldest.scalar_subquery()))
+
+
+def delete_counted(conn: Connection, *conditions: ColumnElement[bool]) -> int:
+    """Delete the messages that meet `conditions`, keeping the counts exact; returns how many.
+    The counts change by what this statement deleted, exactly (a concurrent purge may have
+    taken some first). Raises SQLAlchemyError."""
+    result = conn.execute(delete(messages).where(*conditions).returning(*_COUNTED_COLUMNS))
+    keys = tuple(result.keys())
+    rows = [dict(zip(keys, row, strict=True)) for row in result.all()]
+    record_deleted(conn, rows)
     return len(rows)
 
 

@@ -119,6 +119,12 @@ class Dialect(ABC):
         whatever runs on `conn` when the deadline passes is stopped then."""
         yield
 
+    @contextmanager
+    def large_transaction(self, conn: Connection) -> Iterator[None]:
+        """Around a transaction on `conn` that changes thousands of rows (its commit included):
+        the connection is tuned for it, and set back after."""
+        yield
+
     def lock_migrations(self, conn: Connection) -> None:
         """Inside the migration transaction: make other migrators of this database wait."""
 
@@ -148,6 +154,11 @@ class Dialect(ABC):
     @abstractmethod
     def insert(self) -> Callable[[Table], Insert]:
         """The INSERT construct with ON CONFLICT support."""
+
+    @abstractmethod
+    def one_of(self, column: ColumnElement, values: list[int]) -> ColumnElement[bool]:
+        """`column` is one of the whole numbers `values`, sent as one parameter (an IN list
+        of thousands is that many parameters, each bound and checked on every execution)."""
 
     # Messages.
 

@@ -149,6 +149,9 @@ class PostgresDialect(Dialect):
     def insert(self):
         return postgresql.insert
 
+    def one_of(self, column, values):
+        return column == any_(bindparam(None, values, type_=ARRAY(BigInteger)))
+
     def reserve_positions(self, conn: Connection, count: int) -> int:
         """Positions in the order readers may pass them, with no lock: a transaction's
         positions start at its own id (xid8) times POSITIONS_PER_TRANSACTION, and readers
@@ -217,7 +220,7 @@ class PostgresDialect(Dialect):
         ids = conn.execute(select(messages.c.id).where(found).limit(most + 1)).scalars().all()
         if len(ids) != texts:  # the gram counts and the texts always agree; if not, test every text
             return SearchPlan([found], known_count=texts)
-        return SearchPlan([messages.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))], known_count=texts)
+        return SearchPlan([self.one_of(messages.c.id, ids)], known_count=texts)
 
 
 def _statement_within_budget(connection, cursor, statement, parameters, context, executemany) -> None:
