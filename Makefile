@@ -112,8 +112,9 @@ bench-scale-out: install
 	@test -n "$(POSTGRES_URL)" || { echo "set POSTGRES_URL=postgresql://user:pw@host:5432/db"; exit 2; }
 	$(BIN)/python bench/scale_out.py --postgres-url '$(POSTGRES_URL)'
 
-# A retention run removing old messages while 4 senders post: removed/s and the senders' p99
-# with and without it (POSTGRES_URL=... measures on that empty database instead).
+# Retention runs at the service's pace and at the command's, removing old messages while 4
+# senders post: removed/s and the senders' p99 with and without them (POSTGRES_URL=...
+# measures on that empty database instead).
 RETENTION_ROWS ?= 200000
 bench-retention: install
 	$(BIN)/python bench/retention.py --rows $(RETENTION_ROWS) $(if $(POSTGRES_URL),--postgres-url '$(POSTGRES_URL)')

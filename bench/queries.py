@@ -28,6 +28,7 @@ slowest. Everything listens on 127.0.0.1 and stops by itself.
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import http.client
 import random
@@ -140,7 +141,9 @@ def sender_for(rng: random.Random) -> str:
     return f"+9198{rank:08d}"
 
 
-def make_messages(count: int, seed: int = 1, corpus: str = "otp"):
+def make_messages(count: int, seed: int = 1, corpus: str = "otp", arrivals: bool = False):
+    """`count` messages of `corpus`; their ts spread at random over a year, or, with
+    `arrivals`, evenly in the order they come (as senders stamp live traffic)."""
     rng = random.Random(seed)
     for number in range(count):
         if corpus == "sms":
@@ -152,14 +155,16 @@ def make_messages(count: int, seed: int = 1, corpus: str = "otp"):
             text += f" {RARE_WORD}"
         if number % 10_000 == 3:
             text += " aaaaaaaah"  # so that a needle of thousands of a's has candidates to check
-        seconds = YEAR_START + rng.randrange(365 * 86_400)
+        seconds = YEAR_START + (number * 365 * 86_400 // count if arrivals else rng.randrange(365 * 86_400))
         fraction = f".{rng.randrange(1000):03d}" if number % 3 else ""
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + fraction + "Z"
         yield NewMessage(f"msg-{number:08d}", sender_for(rng), "+14155550100", ts, text)
 
 
-def build(path: Path | str, rows: int, corpus: str = "otp") -> None:
-    """ROWS messages at revision 0001, into a SQLite file (a path) or a database URL."""
+def build(path: Path | str, rows: int, corpus: str = "otp", arrivals: bool = False) -> None:
+    """ROWS messages at revision 0001, into a SQLite file (a path) or a database URL, all
+    stored (created_at) at the start of 2025; with `arrivals`, each stored a second after its
+    ts instead, in ts order, as live traffic is (make_messages)."""
     url = path if isinstance(path, str) else f"sqlite:///{path}"
     upgrade_to_head(url, "0001")
     engine = create_database_engine(url)
@@ -168,8 +173,9 @@ def build(path: Path | str, rows: int, corpus: str = "otp") -> None:
         batch: list[dict] = []
         with engine.connect() as conn:
             dialect = dialect_of(conn)
-            for position, message in enumerate(make_messages(rows, corpus=corpus), 1):
-                batch.append(message_row(dialect, message, position, "2025-01-01T00:00:00.000000Z"))
+            for position, message in enumerate(make_messages(rows, corpus=corpus, arrivals=arrivals), 1):
+                created_at = _stored_after(message.ts) if arrivals else "2025-01-01T00:00:00.000000Z"
+                batch.append(message_row(dialect, message, position, created_at))
                 if len(batch) == 20_000:
                     with conn.begin():
                         conn.execute(insert(messages), batch)
@@ -180,6 +186,12 @@ def build(path: Path | str, rows: int, corpus: str = "otp") -> None:
     finally:
         engine.dispose()
     print(f"built {rows} messages at revision 0001 in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def _stored_after(ts: str) -> str:
+    """created_at a second after `ts` (of make_messages: whole seconds, maybe milliseconds)."""
+    seconds = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + 1
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".000000Z"
 
 
 def upgrade_revision(url: str) -> str | None:

@@ -191,6 +191,16 @@ def test_purge_dry_run_counts_and_purge_keeps_totals_exact(run, seeded, client):
     assert (stats["total_messages"], stats["senders_count"]) == (1, 1)
 
 
+def test_purge_takes_a_batch_size_and_refuses_one_below_1(run, seeded, client):
+    refused = run("purge", "--before", "2030-01-01T00:00:00Z", "--batch", "0")
+    assert refused.exit_code == 2 and "--batch" in refused.output
+    assert client.get("/messages").get_json()["total"] == 3  # nothing deleted
+    one_by_one = run("purge", "--before", "2030-01-01T00:00:00Z", "--batch", "1")
+    assert one_by_one.output == "deleted 3 messages with ts before 2030-01-01T00:00:00Z\n"
+    stats = client.get("/stats").get_json()
+    assert (stats["total_messages"], stats["senders_count"]) == (0, 0)
+
+
 @pytest.mark.sqlite_only
 def test_backup_copies_a_database_that_serves_as_is(run, seeded, tmp_path, make_app):
     from webhook_service.config import Settings

@@ -21,7 +21,7 @@ from webhook_service.storage.messages import (
     message_stats,
 )
 from webhook_service.storage.read_model.timeline import BucketRange, read_timeline
-from webhook_service.storage.retention import RetentionRunner, RunState, run_retention, run_state
+from webhook_service.storage.retention import Pace, RetentionRunner, RunState, run_retention, run_state
 
 DAY = 86_400
 
@@ -53,8 +53,7 @@ def test_a_run_removes_exactly_what_was_stored_before_the_period_and_keeps_every
         claimed = claim_new(conn, "billing", "me", now + 60, now, 4).claimed
     assert len(claimed) == 4
 
-    monkeypatch.setattr(retention, "BATCH", 2)  # several batches
-    result = run_retention(database, 30, "owner-a", pause=lambda seconds: True)
+    result = run_retention(database, 30, "owner-a", pause=lambda seconds: True, pace=Pace(2, 2.0))  # several batches
 
     assert (result.removed, result.deliveries_ended, result.outcome) == (3, 3, "completed")
     with database.read_transaction() as conn:
@@ -84,9 +83,8 @@ def test_one_process_at_a_time_and_a_dead_runners_lease_runs_out(database, monke
         holding.append(run_retention(database, 1, "owner-b"))
         return True
 
-    monkeypatch.setattr(retention, "BATCH", 1)
     store_at(database, monkeypatch, time.time() - 10 * DAY, [message("older")])
-    assert run_retention(database, 1, "owner-a", pause=held_by_a).removed == 2
+    assert run_retention(database, 1, "owner-a", pause=held_by_a, pace=Pace(1, 2.0)).removed == 2
     assert holding and all(result is None for result in holding)
     # A runner that died holding the lease: another takes over once the lease has run out.
     store_at(database, monkeypatch, time.time() - 10 * DAY, [message("again")])
@@ -100,8 +98,7 @@ def test_one_process_at_a_time_and_a_dead_runners_lease_runs_out(database, monke
 
 def test_a_stopping_process_ends_its_run_between_batches_as_stopped(database, monkeypatch):
     store_at(database, monkeypatch, time.time() - 3 * DAY, [message(f"m{number}") for number in range(5)])
-    monkeypatch.setattr(retention, "BATCH", 2)
-    result = run_retention(database, 1, "owner", pause=lambda seconds: False)
+    result = run_retention(database, 1, "owner", pause=lambda seconds: False, pace=Pace(2, 2.0))
     assert (result.removed, result.outcome) == (2, "stopped")
     with database.read_transaction() as conn:
         state = run_state(conn)
@@ -146,8 +143,83 @@ def test_the_retention_command(database, database_url, monkeypatch):
     monkeypatch.setenv("RETENTION_DAYS", "7")
     dry = runner.invoke(main, ["retention", "--dry-run"])
     assert dry.exit_code == 0 and dry.output.startswith("would remove 2 messages stored before ")
-    done = runner.invoke(main, ["retention"])
+    assert runner.invoke(main, ["retention", "--batch", "0"]).exit_code == 2  # a usage error, nothing removed
+    paused = []
+    monkeypatch.setattr(retention, "_sleep", lambda seconds: paused.append(seconds) or True)
+    done = runner.invoke(main, ["retention", "--batch", "1"])
     assert done.exit_code == 0 and done.output.startswith("removed 2 messages stored before "), done.output
+    assert paused == [0.0, 0.0]  # two batches of one, as fast as the database goes: no pauses
     assert run_sql(database_url, "SELECT count(*) FROM count_changes") == [(0,)]  # folded
     with database.read_transaction() as conn:
         assert [item.message_id for item in list_messages(conn, MessageFilter(), 10).items] == ["new"]
+
+
+def test_the_commands_pace_removes_in_large_batches_without_pauses_and_the_services_pauses(database, monkeypatch):
+    store_at(
+        database, monkeypatch, time.time() - 3 * DAY, [message(f"m{number}", f"+1{number % 3}") for number in range(7)]
+    )
+    paused = []
+
+    def pause(seconds: float) -> bool:
+        paused.append(seconds)
+        return True
+
+    result = run_retention(database, 1, "owner", pause=pause, pace=Pace(retention.COMMAND_BATCH, 0.0))
+    assert (result.removed, result.outcome, paused) == (7, "completed", [0.0])  # one batch, no pause
+    store_at(database, monkeypatch, time.time() - 3 * DAY, [message(f"n{number}") for number in range(3)])
+    paused.clear()
+    assert run_retention(database, 1, "owner", pause=pause).removed == 3  # the service's pace
+    assert len(paused) == 1 and paused[0] > 0
+    with database.read_transaction() as conn:
+        assert message_stats(conn).total_messages == 0
+
+
+@pytest.mark.sqlite_only
+def test_the_sqlite_file_reuses_what_removed_messages_freed(database, database_url, monkeypatch):
+    """Under steady ingestion with retention, the file stops growing: SQLite reuses the pages
+    removed messages freed (it never gives them back to the file system without a VACUUM)."""
+    words = ["order", "shipped", "you", "café", "tomorrow", "pick", "up", "late"]
+
+    def day_of_messages(day: int) -> list[NewMessage]:
+        texts = (" ".join(words[(day + number + k) % len(words)] for k in range(6)) for number in range(2000))
+        return [message(f"d{day}-{number}", f"+1{number % 50}", text) for number, text in enumerate(texts)]
+
+    def file_pages() -> int:
+        return run_sql(database_url, "PRAGMA page_count")[0][0]
+
+    sizes = []
+    for day in range(8):
+        store_at(database, monkeypatch, time.time() - (10 - day) * DAY - DAY / 2, day_of_messages(day))
+        if day >= 2:  # two days kept: each day's run removes one day
+            assert run_retention(database, 12 - day, "owner", pause=lambda seconds: True).removed == 2000
+        sizes.append(file_pages())
+    with database.read_transaction() as conn:
+        assert message_stats(conn).total_messages == 2 * 2000
+    # The first days grow the file (a day adds about a third); once a day is removed for every
+    # day stored, it stays as it is.
+    assert sizes[1] > sizes[0] * 1.3 and sizes[-1] <= sizes[-4] * 1.02, sizes
+
+
+@pytest.mark.sqlite_only
+def test_a_large_removal_has_a_larger_page_cache_until_its_commit_and_the_connection_gets_its_own_back(
+    database, monkeypatch
+):
+    """Removals of thousands of rows spill a serving connection's small page cache (about a
+    fifth slower); the pooled connection goes back to serving requests with the small one."""
+    from webhook_service.storage.dialects import sqlite as sqlite_dialect
+
+    def cache_kib(conn) -> int:
+        return -conn.connection.driver_connection.execute("PRAGMA cache_size").fetchone()[0]
+
+    store_at(database, monkeypatch, time.time() - 3 * DAY, [message("old")])
+    with database.write_transaction(large=True) as conn:
+        assert cache_kib(conn) == sqlite_dialect.LARGE_TRANSACTION_CACHE_KIB
+        connection = conn.connection.driver_connection
+    with database.write_transaction() as conn:
+        assert conn.connection.driver_connection is connection  # the same pooled connection
+        assert cache_kib(conn) == sqlite_dialect.CACHE_KIB_PER_CONNECTION
+    with pytest.raises(ZeroDivisionError), database.write_transaction(large=True):
+        1 / 0  # noqa: B018 - a failed large transaction gives the small cache back too
+    with database.write_transaction() as conn:
+        assert conn.connection.driver_connection is connection
+        assert cache_kib(conn) == sqlite_dialect.CACHE_KIB_PER_CONNECTION

@@ -34,10 +34,18 @@ from webhook_service.storage.messages import (
     list_messages,
     message_document,
 )
-from webhook_service.storage.retention import count_stored_before, new_owner, run_retention
+from webhook_service.storage.retention import COMMAND_BATCH, Pace, count_stored_before, new_owner, run_retention
 from webhook_service.storage.retention import cutoff as retention_cutoff
 
-PURGE_BATCH = 100
+# Messages removed per write transaction by purge and retention (each holds SQLite's write
+# lock, which deliveries wait for): larger goes faster, smaller keeps deliveries' waits short.
+batch_option = click.option(
+    "--batch",
+    type=click.IntRange(1, 100_000),
+    default=COMMAND_BATCH,
+    show_default=True,
+    help="messages removed per write transaction (deliveries wait for up to one)",
+)
 # Messages stored per write transaction by import.
 IMPORT_BATCH = 500
 EXPORT_PAGE = 1000
@@ -47,8 +55,9 @@ EXPORT_FIELDS = ("message_id", "from", "to", "ts", "text", "created_at")
 @main.command()
 @click.option("--before", required=True, callback=lambda _c, _p, value: checked_timestamp(value), help="a ts: older go")
 @click.option("--dry-run", is_flag=True, help="only count what would be deleted")
-def purge(before: str, dry_run: bool) -> None:
-    """Delete messages whose ts is before --before, in small batches; totals stay exact."""
+@batch_option
+def purge(before: str, dry_run: bool, batch: int) -> None:
+    """Delete messages whose ts is before --before, in batches; totals stay exact."""
     settings = load_settings()
     with open_database(settings) as database:
         with database.read_transaction() as conn:
@@ -59,13 +68,13 @@ def purge(before: str, dry_run: bool) -> None:
         bar = progress_bar(count, "purge")
         deleted = 0
         while True:
-            # One short write transaction per batch: deliveries go on between them.
-            with database.write_transaction() as conn:
-                batch = delete_messages_before(conn, before, PURGE_BATCH)
-            deleted += batch
+            # One write transaction per batch: deliveries go on between them.
+            with database.write_transaction(large=True) as conn:
+                removed = delete_messages_before(conn, before, batch)
+            deleted += removed
             if bar is not None:
-                bar.update(batch)
-            if batch < PURGE_BATCH:
+                bar.update(removed)
+            if removed < batch:
                 break
         if bar is not None:
             bar.render_finish()
@@ -75,8 +84,10 @@ def purge(before: str, dry_run: bool) -> None:
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="only count what would be removed")
-def retention(dry_run: bool) -> None:
-    """Run retention once now: remove messages stored more than RETENTION_DAYS days ago."""
+@batch_option
+def retention(dry_run: bool, batch: int) -> None:
+    """Run retention once now, at full speed: remove messages stored more than RETENTION_DAYS
+    days ago."""
     settings = load_settings()
     if settings.retention_days is None:
         raise click.UsageError("RETENTION_DAYS is not set: every message is kept")
@@ -96,6 +107,7 @@ def retention(dry_run: bool) -> None:
                 new_owner(),
                 progress=None if bar is None else bar.update,
                 archive=archive,
+                pace=Pace(batch=batch, pause_per_batch=0.0),
             )
         except ArchiveFailed as error:
             raise click.ClickException(f"archiving failed, nothing of that part was removed: {error}") from None

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -112,7 +112,9 @@ class Database:
         return self._engine
 
     @contextmanager
-    def write_transaction(self, *, probe: bool = False, decided_at: float | None = None) -> Iterator[Connection]:
+    def write_transaction(
+        self, *, probe: bool = False, decided_at: float | None = None, large: bool = False
+    ) -> Iterator[Connection]:
         """A transaction that holds the write lock from its start; commits on success.
 
         Raises (an OSError) when, after the commit, the database written is no longer the
@@ -121,7 +123,8 @@ class Database:
         (readiness's own write) waits at most about a second for the lock, where deliveries
         wait five, and its failure is not remembered: it speaks for itself and is tried
         again next time. `decided_at` (time.monotonic()) is when the caller read the failure
-        state it acted on: the commit clears only a failure recorded before then.
+        state it acted on: the commit clears only a failure recorded before then. A `large`
+        one (thousands of rows changed) runs on a connection tuned for it until its commit.
         """
         options = {WRITE_OPTION: True}
         if probe:
@@ -132,7 +135,8 @@ class Database:
             self.engine.connect() as conn,
         ):
             conn.execution_options(**options)
-            with _discarded_on_failure(conn), conn.begin():
+            tuned = self.dialect.large_transaction(conn) if large else nullcontext()
+            with tuned, _discarded_on_failure(conn), conn.begin():
                 yield conn
             self.dialect.confirm_same_database(conn)
 

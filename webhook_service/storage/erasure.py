@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, or_, select
 
 from webhook_service.storage.engine import Database
-from webhook_service.storage.retention import BATCH, remove_positions
+from webhook_service.storage.retention import SERVICE_PACE, remove_positions
 from webhook_service.storage.tables import messages
+
+# Messages removed per write transaction: short ones, as the service's own retention runs.
+BATCH = SERVICE_PACE.batch
 
 
 @dataclass(frozen=True)

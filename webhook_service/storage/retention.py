@@ -24,8 +24,7 @@ from sqlalchemy import Connection, delete, func, or_, select, update
 from webhook_service.archive.stores import ArchiveFailed, ArchiveStore
 from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.engine import DATABASE_ERRORS, Database, describe_database_error
-from webhook_service.storage.messages import PAGE_COLUMNS, message_document, stored_message
-from webhook_service.storage.read_model import record_deleted
+from webhook_service.storage.messages import PAGE_COLUMNS, delete_counted, message_document, stored_message
 from webhook_service.storage.tables import forward_deliveries, maintenance_runs, messages
 from webhook_service.timestamps import iso_from_epoch
 
@@ -33,11 +32,6 @@ RETENTION = "retention"
 COMPLETED = "completed"
 STOPPED = "stopped: the process was stopping"
 DAY_SECONDS = 86_400
-# Messages removed per write transaction: each holds SQLite's write lock, which deliveries wait
-# for (100,000 sms messages, in process, median: 100 held it 14 ms, 250 36 ms, 500 56 ms). With
-# 4 senders posting (bench/retention.py), 50 and pauses twice as long kept the senders' p99
-# within 2x of no retention on both databases (1.87x, 1.93x); 200 made it 4x on SQLite.
-BATCH = 50
 # Messages read (and archived) at a time, then removed in batches.
 CHUNK = 10_000
 # A run's lease: renewed by every batch, so only a run that stopped (its process died) lets
@@ -49,10 +43,30 @@ FIRST_LOOK_SECONDS = 15
 LOOK_EVERY_SECONDS = 60
 RUN_EVERY_SECONDS = 3600
 RETRY_FAILED_AFTER_SECONDS = 300
-# After each batch a pause this many times as long as the batch took (up to MOST_PAUSE_SECONDS):
-# deliveries wait for at most one batch, and get the database most of the time.
-PAUSE_PER_BATCH = 2.0
+# The longest pause between two batches.
 MOST_PAUSE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast a run removes: messages per write transaction (each holds SQLite's write lock,
+    which deliveries wait for), and after each a pause this many times as long as it took."""
+
+    batch: int
+    pause_per_batch: float
+
+
+# The service's own runs: deliveries wait for at most one short batch and get the database
+# most of the time. bench/retention.py, 1,000,000 messages, 4 senders posting: 30 and pauses
+# three times as long left the senders' p99 1.71x what it was without retention on SQLite
+# (743 removed/s) and 1.87x on PostgreSQL (1,291/s); with pauses of 2x, 2.07x (50), 1.98x (30)
+# and 2.18x. A batch's cost is mostly its commit, so smaller ones mainly remove less.
+SERVICE_PACE = Pace(batch=30, pause_per_batch=3.0)
+# A run an operator starts (the retention and purge commands): as fast as the database goes.
+# Larger transactions cost less per message (SQLite, in process: 1,000 a batch removed 9,800
+# a second, 10,000 29,500); deliveries wait for up to one batch (1,000,000 messages with 4
+# senders posting: 27,880 removed/s on SQLite, the senders' p99 510 ms; 51,187/s on PostgreSQL).
+COMMAND_BATCH = 10_000
 
 logger = structlog.get_logger(__name__)
 
@@ -107,24 +121,26 @@ def oldest_stored_before(conn: Connection, before: str, limit: int) -> list[dict
     return [{"position": row.id, **message_document(stored_message(dialect, row))} for row in rows]
 
 
+def positions_stored_before(conn: Connection, before: str, limit: int) -> list[int]:
+    """The positions of up to `limit` of the messages stored before `before`, oldest first."""
+    oldest = select(messages.c.id).where(messages.c.created_at < before).order_by(messages.c.created_at).limit(limit)
+    return list(conn.execute(oldest).scalars())
+
+
 def remove_positions(conn: Connection, positions: list[int]) -> tuple[int, int]:
     """Remove the messages at `positions`, keeping the counts exact, and the deliveries owed
     for them; returns (messages, deliveries) removed. Run in a write transaction; raises
     SQLAlchemyError."""
-    rows = conn.execute(
-        delete(messages)
-        .where(messages.c.id.in_(positions))
-        .returning(messages.c.from_msisdn, messages.c.created_at, messages.c.text_folded, messages.c.ts_instant)
-    ).all()
-    if not rows:
+    one_of = dialect_of(conn).one_of
+    removed = delete_counted(conn, one_of(messages.c.id, positions))
+    if not removed:
         return 0, 0
-    record_deleted(conn, [row._asdict() for row in rows])
     ended = conn.execute(
         delete(forward_deliveries)
-        .where(forward_deliveries.c.position.in_(positions))
+        .where(one_of(forward_deliveries.c.position, positions))
         .returning(forward_deliveries.c.position)
     ).all()
-    return len(rows), len(ended)
+    return removed, len(ended)
 
 
 def run_state(conn: Connection) -> RunState | None:
@@ -189,10 +205,11 @@ def run_retention(
     progress: Callable[[int], None] | None = None,
     pause: Callable[[float], bool] | None = None,
     archive: ArchiveStore | None = None,
+    pace: Pace = SERVICE_PACE,
 ) -> RetentionResult | None:
     """One run now: remove every message stored more than `days` days ago, a chunk at a time
-    (with `archive`, written there and checked first), in batches. None when another process
-    is running one. `pause(seconds)` waits between batches and says whether to go on (False:
+    (with `archive`, written there and checked first), in batches at `pace`. None when another
+    process is running one. `pause(seconds)` waits between batches and says whether to go on (False:
     the process is stopping; the run ends as stopped, and the next is due sooner). Raises
     what the database raised, or ArchiveFailed (then nothing of that chunk was removed); the
     run is recorded as failed and its lease let go."""
@@ -206,27 +223,30 @@ def run_retention(
     try:
         while outcome == COMPLETED:
             with database.read_transaction() as conn:
-                chunk = oldest_stored_before(conn, before, CHUNK)
-            if not chunk:
+                if archive is None:
+                    positions = positions_stored_before(conn, before, CHUNK)
+                else:
+                    chunk = oldest_stored_before(conn, before, CHUNK)
+                    positions = [row["position"] for row in chunk]
+            if not positions:
                 break
             if archive is not None:
                 from webhook_service.archive.parquet import archive_messages  # pyarrow, where archives are written
 
                 archived += archive_messages(archive, chunk)
-            positions = [row["position"] for row in chunk]
-            for start in range(0, len(positions), BATCH):
+            for start in range(0, len(positions), pace.batch):
                 started = time.monotonic()
-                with database.write_transaction() as conn:
-                    batch, owed = remove_positions(conn, positions[start : start + BATCH])
+                with database.write_transaction(large=True) as conn:
+                    batch, owed = remove_positions(conn, positions[start : start + pace.batch])
                     _renew_lease(conn, owner, time.time())
                 removed, ended = removed + batch, ended + owed
                 if progress is not None:
                     progress(batch)
                 took = time.monotonic() - started
-                if not (pause or _sleep)(min(MOST_PAUSE_SECONDS, PAUSE_PER_BATCH * took)):
+                if not (pause or _sleep)(min(MOST_PAUSE_SECONDS, pace.pause_per_batch * took)):
                     outcome = STOPPED
                     break
-            if len(chunk) < CHUNK:
+            if len(positions) < CHUNK:
                 break
     except (*DATABASE_ERRORS, ArchiveFailed) as error:
         reason = _reason(error)
