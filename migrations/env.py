@@ -19,11 +19,14 @@ def include_name(name, type_, parent_names) -> bool:
 
 
 def run_with_connection(connection: Connection) -> None:
+    # The caller may follow the migrations as they are applied (the migrate command's bar).
+    applied = config.attributes.get("on_version_apply")
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=True,
         include_name=include_name,
+        on_version_apply=[applied] if applied else (),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.support.messages import SECRET, make_message
 from webhook_service.cli import main
 from webhook_service.signatures import Outcome, Verifier, sign_legacy
+from webhook_service.storage.migrations import head_revision
 
 
 @pytest.fixture
@@ -285,6 +286,29 @@ def test_long_commands_draw_a_progress_bar_on_a_terminal_only(database_url, seed
     )
     assert status == 0
     assert terminal_run[0] in drawn and "100%" in drawn, drawn
+
+
+def test_import_and_migrate_draw_a_progress_bar_on_a_terminal_only(database_url, tmp_path):
+    import os
+
+    env = {**os.environ, "DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET}
+    for name, first in (("a", 0), ("b", 10)):
+        stored_at = {"created_at": "2025-01-15T10:00:01.000000Z"}
+        records = [make_message(message_id=f"m{first + number}", **stored_at) for number in range(10)]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(record) + "\n\n" for record in records))
+    status, quiet = _run_with_stderr(["import", str(tmp_path / "a.jsonl")], env, terminal=False)
+    assert status == 0 and quiet == ""
+    status, drawn = _run_with_stderr(["import", str(tmp_path / "b.jsonl")], env, terminal=True)
+    assert status == 0 and "import" in drawn and "10/10" in drawn and "100%" in drawn, drawn
+
+    new = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'new-a.db'}"}
+    status, quiet = _run_with_stderr(["migrate"], new, terminal=False)
+    assert status == 0 and quiet == ""
+    new["DATABASE_URL"] = f"sqlite:///{tmp_path / 'new-b.db'}"
+    status, drawn = _run_with_stderr(["migrate"], new, terminal=True)
+    assert status == 0 and "migrate" in drawn and "100%" in drawn and f"applied {head_revision()}" in drawn, drawn
+    status, again = _run_with_stderr(["migrate"], new, terminal=True)  # nothing to apply: no bar
+    assert status == 0 and "%" not in again, again
 
 
 def test_a_misspelled_setting_is_named_in_one_warning_and_the_command_goes_on(run, monkeypatch):

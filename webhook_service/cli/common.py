@@ -68,10 +68,15 @@ def fold_now(database: Database) -> None:
     fold_all(database.engine)
 
 
-def progress_bar(total: int, label: str):
-    """A bar on a terminal only (scripts and pipes stay quiet): rows done of the total, the
-    rate and the time left."""
-    if not sys.stderr.isatty():
+def on_terminal() -> bool:
+    """Whether progress is shown: on a terminal only (scripts and pipes stay quiet)."""
+    return sys.stderr.isatty()
+
+
+def progress_bar(total: int, label: str, show=None):
+    """A bar on a terminal only: rows done of the total, the rate and the time left (or, with
+    `show`, what show(item) says of the item last passed to update)."""
+    if not on_terminal():
         return None
     started = time.monotonic()
     bar = click.progressbar(length=total, label=label, file=sys.stderr, show_percent=True, show_pos=True, show_eta=True)
@@ -80,7 +85,7 @@ def progress_bar(total: int, label: str):
         elapsed = time.monotonic() - started
         return f"{bar.pos / elapsed:,.0f}/s" if elapsed > 0 and bar.pos else ""
 
-    bar.item_show_func = rate
+    bar.item_show_func = rate if show is None else show
     return bar
 
 

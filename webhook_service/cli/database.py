@@ -43,10 +43,23 @@ TAIL_POLL_SECONDS = 0.25
 @main.command()
 def migrate() -> None:
     """Bring the database to the newest migration."""
+    bar = None
+
+    def progress(to_apply: int, applied: str | None) -> None:
+        # A bar of revisions (some take minutes on millions of messages), naming the last one.
+        nonlocal bar
+        if applied is None:
+            bar = progress_bar(to_apply, "migrate", show=lambda item: item or "") if to_apply else None
+        elif bar is not None:
+            bar.update(1, f"applied {applied}")
+
     try:
-        revision = run_migrations(load_settings().database_url)
+        revision = run_migrations(load_settings().database_url, progress)
     except MigrationFailed as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        if bar is not None:
+            bar.render_finish()
     click.echo(f"database at schema revision {revision}")
 
 

@@ -21,6 +21,7 @@ from webhook_service.cli.common import (
     fold_now,
     load_settings,
     main,
+    on_terminal,
     open_database,
     progress_bar,
 )
@@ -167,12 +168,17 @@ def import_messages(files: tuple[Path, ...]) -> None:
     stored = skipped = 0
     with open_database(settings) as database:
         batch: list[StoredMessage] = []
+        # On a terminal the records are counted first (a quick read) so that the bar shows
+        # how far along it is.
+        bar = progress_bar(sum(map(_records_in, files)), "import") if on_terminal() else None
 
         def write() -> None:
             nonlocal stored, skipped
             with database.write_transaction() as conn:
                 results = insert_stored_if_new(conn, batch)
             stored, skipped = stored + sum(results), skipped + len(results) - sum(results)
+            if bar is not None:
+                bar.update(len(batch))
             batch.clear()
 
         for path in files:
@@ -182,15 +188,30 @@ def import_messages(files: tuple[Path, ...]) -> None:
                     write()
         if batch:
             write()
+        if bar is not None:
+            bar.render_finish()
         fold_now(database)
     click.echo(f"imported {stored} messages ({skipped} stored already) from {len(files)} files")
 
 
+def _records_in(path: Path) -> int:
+    """How many records a file holds (an archive says; an export has one per non-empty line)."""
+    if _is_parquet(path):
+        import pyarrow.parquet as pq  # loaded only for archive files
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as file:
+        return sum(1 for line in file if line.strip())
+
+
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(4) == b"PAR1"
+
+
 def _import_records(path: Path):
     """(where, record) of each message in an export (JSON lines) or archive (Parquet) file."""
-    with open(path, "rb") as file:
-        is_parquet = file.read(4) == b"PAR1"
-    if is_parquet:
+    if _is_parquet(path):
         import pyarrow.parquet as pq  # loaded only for archive files
 
         number = 0

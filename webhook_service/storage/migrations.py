@@ -3,6 +3,7 @@ repository's `migrations/`) and reading the schema revision."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -18,6 +19,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 # alembic's own bookkeeping table, read directly so that a readiness probe stays quiet.
 _version_table = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
+
+# What upgrade_to_head tells a caller that follows it: how many revisions it applies, then
+# each revision applied (None before the first).
+Progress = Callable[[int, "str | None"], None]
 
 # How long a migrator waits for another to finish (processes and hosts starting together).
 MIGRATION_LOCK_WAIT_MS = 120_000
@@ -81,13 +86,15 @@ def check_upgradable(conn: Connection) -> None:
             )
 
 
-def upgrade_to_head(database_url: str, revision: str = "head") -> str:
+def upgrade_to_head(database_url: str, revision: str = "head", progress: Progress | None = None) -> str:
     """Migrate the database to the newest revision (or to `revision`) and return where it is.
+    `progress(to_apply, applied)` hears how many revisions are to be applied, then after each
+    the revision just applied.
 
     Raises SchemaMismatch for a database these migrations must not touch, and
     sqlalchemy.exc.SQLAlchemyError or OSError when the database cannot be reached.
     """
-    _run_alembic(database_url, command.upgrade, revision, check=check_upgradable)
+    _run_alembic(database_url, command.upgrade, revision, check=check_upgradable, progress=progress)
     engine = create_database_engine(database_url)
     try:
         return database_revision(engine) or ""
@@ -100,7 +107,7 @@ def downgrade_to_base(database_url: str) -> None:
     _run_alembic(database_url, command.downgrade, "base")
 
 
-def _run_alembic(database_url: str, alembic_command, revision: str, check=None) -> None:
+def _run_alembic(database_url: str, alembic_command, revision: str, check=None, progress=None) -> None:
     engine = create_database_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -114,19 +121,30 @@ def _run_alembic(database_url: str, alembic_command, revision: str, check=None) 
                     check(conn)
                 config = alembic_config(database_url)
                 config.attributes["connection"] = conn
+                if progress is not None:
+                    _follow(config, conn, revision, progress)
                 alembic_command(config, revision)
     finally:
         engine.dispose()
+
+
+def _follow(config: Config, conn: Connection, revision: str, progress: Progress) -> None:
+    scripts = ScriptDirectory.from_config(config)
+    current = current_revision(conn)
+    to_apply = sum(1 for _ in scripts.iterate_revisions(revision, current or "base"))
+    progress(to_apply, None)
+    config.attributes["on_version_apply"] = lambda ctx, step, heads, run_args: progress(to_apply, step.up_revision_id)
 
 
 class MigrationFailed(RuntimeError):
     """The database could not be reached or migrated; the message says why, in one line."""
 
 
-def migrate(database_url: str) -> str:
-    """Upgrade to the newest revision and return it; raises MigrationFailed."""
+def migrate(database_url: str, progress: Progress | None = None) -> str:
+    """Upgrade to the newest revision and return it (`progress`: as upgrade_to_head); raises
+    MigrationFailed."""
     try:
-        return upgrade_to_head(database_url)
+        return upgrade_to_head(database_url, progress=progress)
     except SchemaMismatch as error:
         raise MigrationFailed(f"database migration refused: {error}") from None
     except DATABASE_ERRORS as error:
