@@ -3,8 +3,9 @@
 Starts the service (gunicorn.conf.py) on a new database, a local consumer that answers 200 at
 once (a separate process), and `webhook-service forward` to it; drives POST /webhook with wrk
 as fast as the service answers for SECONDS, then waits for the forwarder to drain. Prints
-ingested per second (rows stored in the window that the destination is owed), forwarded per
-second (arrivals at the consumer in the same window), their ratio, and the delay from each
+ingested per second (rows stored that the destination is owed) and forwarded per second
+(arrivals at the consumer) over the same window, from its second second (once both flow: in
+the first, messages are stored before any can have arrived), their ratio, and the delay from each
 message's store (created_at, taken in the transaction its 200 waits for) to its arrival at
 the consumer, p50/p99. Destinations (--variants):
 
@@ -74,6 +75,8 @@ VARIANTS = {
 CONCURRENCY = {"amqp": 32}
 DEFAULT_CONCURRENCY = 8
 RATE_WINDOW_SECONDS = 20
+# The start of the window left out of the rates: the pipeline filling.
+FILL_SECONDS = 1.0
 
 
 def consume(port: int, record: str) -> None:
@@ -209,8 +212,7 @@ def measure(
     complete = arrived >= owed if broker is None else arrived == len(acknowledged) and arrived >= owed
     shown = str(complete) if complete else f"{arrived} of {owed}"
     window = _window(deliveries, started, ended)
-    in_window = window["ingested_per_second"] * (ended - started)
-    cpu_ms = {part: seconds * 1000 / in_window for part, seconds in cpu.items()}
+    cpu_ms = {part: seconds * 1000 / window["stored"] for part, seconds in cpu.items()}
     backlog = [at for at, _created in deliveries if at > ended]
     # Once wrk stops, the forwarder has the cores: how fast it catches up, when behind.
     drained = len(backlog) / (max(backlog) - ended) if len(backlog) >= 200 else None
@@ -218,13 +220,18 @@ def measure(
 
 
 def _window(deliveries: list[tuple[float, float]], started: float, ended: float) -> dict:
-    """Ingested and delivered per second in the window, and the delays of the messages stored in it."""
+    """Ingested and delivered per second in the window once both are flowing (from its second
+    second: in the first, messages are stored before any can have arrived, however fast the
+    forwarder), and the delays of every message stored in the window."""
     in_window = [pair for pair in deliveries if started <= pair[1] <= ended]
-    delivered_in_window = sum(1 for delivered, _ in deliveries if started <= delivered <= ended)
+    flowing = started + FILL_SECONDS
+    ingested = sum(1 for _, created in deliveries if flowing <= created <= ended)
+    delivered = sum(1 for at, _ in deliveries if flowing <= at <= ended)
     delays = sorted((delivered - created) * 1000 for delivered, created in in_window)
     return {
-        "ingested_per_second": len(in_window) / (ended - started),
-        "forwarded_per_second": delivered_in_window / (ended - started),
+        "stored": len(in_window),
+        "ingested_per_second": ingested / (ended - flowing),
+        "forwarded_per_second": delivered / (ended - flowing),
         "p50_ms": statistics.median(delays),
         "p99_ms": delays[int(len(delays) * 0.99) - 1],
     }
