@@ -279,3 +279,47 @@ def test_both_search_plans_find_exactly_the_texts_holding_the_needle(
     body = client.get("/messages", query_string={"q": needle}).get_json()
     assert [item["message_id"] for item in body["data"]] == expected
     assert body["total"] == len(expected)
+
+
+@pytest.mark.parametrize("holding", [3, 150, 300], ids=["few-sorted", "many-walked", "too-many-to-collect"])
+def test_a_longer_needle_alone_finds_its_pages_and_total_however_many_texts_hold_it(database_url, holding):
+    """Of 400 messages, a phrase in 3 texts (its matches collected and sorted), in 150 (collected,
+    then found in page order), in 300 (more than are collected: LIKE in page order). Every page
+    and total is what testing every text finds, alone and under from and since."""
+    from webhook_service.storage.engine import Database
+    from webhook_service.storage.messages import MessageFilter, NewMessage, insert_messages_if_new, list_messages
+
+    texts = ["your order shipped today" if number % 400 < holding else "see you at lunch" for number in range(400)]
+    stored = [
+        NewMessage(f"m{number:03d}", f"+1{number % 3}", "+2", f"2025-01-{1 + number % 28:02d}T00:00:00Z", text)
+        for number, text in zip(range(0, 400 * 7, 7), texts, strict=True)
+    ]
+    database = Database(database_url)
+    try:
+        with database.write_transaction() as conn:
+            insert_messages_if_new(conn, stored)
+        with database.read_transaction() as conn:
+            everything = list_messages(conn, MessageFilter(), 400).items
+            for message_filter in (
+                MessageFilter(text_contains="ORDER SHIPPED"),
+                MessageFilter(text_contains="order shipped", sender="+11"),
+                MessageFilter(text_contains="order shipped", since="2025-01-20T00:00:00Z"),
+            ):
+                expected = [
+                    item.message_id
+                    for item in everything
+                    if "order shipped" in (item.text or "")
+                    and message_filter.sender in (None, item.sender)
+                    and (message_filter.since is None or item.ts >= message_filter.since)
+                ]
+                found, offset = [], 0
+                while True:
+                    page = list_messages(conn, message_filter, 50, offset)
+                    assert page.total == len(expected), message_filter
+                    found += [item.message_id for item in page.items]
+                    offset += 50
+                    if offset >= page.total:
+                        break
+                assert found == expected, message_filter
+    finally:
+        database.dispose()

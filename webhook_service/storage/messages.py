@@ -281,7 +281,8 @@ def list_messages(
     """
     dialect = dialect_of(conn)
     needle = fold_text(message_filter.text_contains)
-    search = None if needle is None else plan_search(conn, needle)
+    alone = message_filter.sender is None and message_filter.since is None
+    search = None if needle is None else plan_search(conn, needle, alone)
     conditions = _filter_conditions(dialect, message_filter, search)
     total = _count_matching(conn, dialect, message_filter, conditions, search) if with_total else -1
     page_conditions = list(conditions)

@@ -225,10 +225,13 @@ class Dialect(ABC):
         return conn.execute(select(func.count()).select_from(messages).where(*conditions)).scalar_one()
 
     @abstractmethod
-    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int) -> SearchPlan:
+    def search_plan(
+        self, conn: Connection, folded: str, texts: int | None, total: int, *, alone: bool = False
+    ) -> SearchPlan:
         """How to find the texts whose folded form holds `folded`, made cheap. `texts`: how
         many stored texts hold it, when the gram counts know (needles of up to three
-        characters; never 0), else None. `total`: how many messages are stored."""
+        characters; never 0), else None. `total`: how many messages are stored. `alone`: the
+        needle is the read's only filter (no `from` or `since` narrows what is read)."""
 
     def backup(self, destination: Path, progress: Callable[[int, int], None] | None = None) -> None:
         """Copy the database consistently to a new file while it is written.

@@ -377,7 +377,9 @@ class SQLiteDialect(Dialect):
             driver.executemany(_ADD_TO_SENDER, list(added.items()))
             driver.execute(_ADD_TO_TOTALS, (sum(added.values()), len(added) - len(known)))
 
-    def search_plan(self, conn: Connection, folded: str, texts: int | None, total: int) -> SearchPlan:
+    def search_plan(
+        self, conn: Connection, folded: str, texts: int | None, total: int, *, alone: bool = False
+    ) -> SearchPlan:
         """The text index finds a needle of three or more characters as a phrase of its
         trigrams at consecutive positions: exactly the texts holding it, and it counts them.
 

@@ -11,13 +11,14 @@ from webhook_service.storage.read_model.grams import LONGEST_GRAM, texts_holding
 from webhook_service.storage.read_model.senders import total_messages
 
 
-def plan_search(conn: Connection, folded: str) -> SearchPlan:
-    """The plan for a folded needle: one of up to three characters is looked up in the gram
-    counts first (absent there, no text holds it, and nothing is read)."""
+def plan_search(conn: Connection, folded: str, alone: bool = False) -> SearchPlan:
+    """The plan for a folded needle (`alone`: the read's only filter): one of up to three
+    characters is looked up in the gram counts first (absent there, no text holds it, and
+    nothing is read)."""
     dialect = dialect_of(conn)
     if len(folded) > LONGEST_GRAM:
-        return dialect.search_plan(conn, folded, None, total_messages(conn))
+        return dialect.search_plan(conn, folded, None, total_messages(conn), alone=alone)
     texts, total = texts_holding(conn, folded)
     if texts == 0:
         return SearchPlan([false()], known_count=0)
-    return dialect.search_plan(conn, folded, texts, total)
+    return dialect.search_plan(conn, folded, texts, total, alone=alone)
