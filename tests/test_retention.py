@@ -7,6 +7,8 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from tests.support.database import fold_counts, run_sql, store_at
 from webhook_service.cli import main
@@ -223,3 +225,6 @@ def test_a_large_removal_has_a_larger_page_cache_until_its_commit_and_the_connec
     with database.write_transaction() as conn:
         assert conn.connection.driver_connection is connection
         assert cache_kib(conn) == sqlite_dialect.CACHE_KIB_PER_CONNECTION
+    # A database error discards the connection: the error is the database's, as for any write.
+    with pytest.raises(OperationalError, match="no such table"), database.write_transaction(large=True) as conn:
+        conn.execute(text("DELETE FROM no_such_table"))

@@ -255,7 +255,7 @@ class PostgresDialect(Dialect):
         """Whether collecting the texts that hold `folded` may be worth it: its rarest trigram
         (by the folded gram counts) is in at most COLLECT_BELOW_RAREST times `most` texts. A
         needle whose every trigram is in a large share of them (`you `) usually is too: the
-        trigram index would gather a bitmap of half the table to collect the first `most`."""
+        trigram index would gather a bitmap of a third of the table to collect the first `most`."""
         trigrams = {folded[start : start + TRIGRAM_CHARS] for start in range(len(folded) - TRIGRAM_CHARS + 1)}
         rarest = conn.execute(select(func.min(text_grams.c.texts)).where(text_grams.c.gram.in_(trigrams))).scalar()
         return rarest is None or rarest <= COLLECT_BELOW_RAREST * most

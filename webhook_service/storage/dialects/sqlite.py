@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -324,7 +324,9 @@ class SQLiteDialect(Dialect):
         try:
             yield
         finally:
-            driver.execute(f"PRAGMA cache_size=-{CACHE_KIB_PER_CONNECTION:d}")
+            # A transaction that failed in the database had its connection discarded (closed).
+            with suppress(sqlite3.ProgrammingError):
+                driver.execute(f"PRAGMA cache_size=-{CACHE_KIB_PER_CONNECTION:d}")
 
     @property
     def insert(self):
