@@ -14,7 +14,7 @@ over keep-alive connections throughout:
    pauses) until every message is removed (at most --command-seconds), the same figures.
 
     python bench/retention.py [--rows 200000] [--senders 4] [--seconds 20] [--postgres-url URL]
-                              [--batch 50 --pause 2] [--command-batch 10000] [--ts arrivals|random]
+                              [--batch 30 --pause 3] [--command-batch 10000] [--ts arrivals|random]
 
 Everything listens on 127.0.0.1 and stops by itself.
 """
