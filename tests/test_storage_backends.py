@@ -308,6 +308,41 @@ def test_every_read_on_postgresql_uses_an_index(database_url, message_filter, in
 
 
 @pytest.mark.postgresql_only
+def test_a_rare_short_needle_on_postgresql_is_found_through_indexes_without_testing_every_text(database_url):
+    """pg_trgm has no trigram of `zé`: its texts are found through the stored trigrams that
+    hold it and the short-text index (never a scan of every text), exactly."""
+    from tests.support.database import fold_counts
+    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+
+    _seed(database_url, 50_000)
+    database = Database(database_url)
+    stored = [("ze-1", "zé"), ("ze-2", "Café ZÉ!"), ("ze-3", "azéa"), ("ze-4", "z é"), ("ze-5", "é")]
+    with database.write_transaction() as conn:
+        insert_messages_if_new(conn, [NewMessage(mid, "+1", "+2", "2025-01-01T00:00:00Z", t) for mid, t in stored])
+    fold_counts(database_url)
+    statements = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "messages" in statement and "set_config" not in statement:
+            statements.append((statement, parameters))
+
+    try:
+        event.listen(database.engine, "before_cursor_execute", capture)
+        with database.read_transaction() as conn:
+            page = list_messages(conn, MessageFilter(text_contains="zé"), 50)
+        event.remove(database.engine, "before_cursor_execute", capture)
+        assert [item.message_id for item in page.items] == ["ze-1", "ze-2", "ze-3"] and page.total == 3
+        with database.read_transaction() as conn:
+            driver = conn.connection.driver_connection
+            plans = ["\n".join(row[0] for row in driver.execute("EXPLAIN " + sql, args)) for sql, args in statements]
+        assert not any("Seq Scan on messages" in plan for plan in plans), plans
+        assert any("ix_messages_short_text" in plan for plan in plans), plans
+        assert any("ix_messages_text_folded_trgm" in plan for plan in plans), plans
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
 def test_a_read_past_its_budget_on_postgresql_answers_422(make_app, database_url, log_lines):
     from webhook_service.api.context import DATABASE_KEY
 

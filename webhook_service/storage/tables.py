@@ -187,7 +187,8 @@ TEXT_TRIGRAM_INDEX_NAME = "ix_messages_text_folded_trgm"
 # needle reads no table row (PostgreSQL cannot hold long texts in a btree entry). It differs
 # by database, so `metadata` leaves it to the migrations.
 SENDER_INDEX_NAME = "ix_messages_from_ts_instant"
-# SQLite only: the texts of fewer than three characters, which the text index cannot find.
+# The texts of fewer than three characters, which the text index cannot find (a partial
+# index on each database: of text_folded on SQLite, of id on PostgreSQL).
 SHORT_TEXT_INDEX_NAME = "ix_messages_short_text"
 # PostgreSQL only: a sender's texts of up to HELD_TEXT_MAX_BYTES (UTF-8) in the sender's
 # order, held in the index, and the longer ones, pointed to (a B-tree entry holds at most
@@ -211,8 +212,8 @@ messages_text_index = Table(
 
 def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
     """True for the text indexes (SQLite's, with its shadow tables, and PostgreSQL's
-    trigram index), the sender indexes and SQLite's short-text index, which `metadata` does
-    not describe."""
+    trigram index), the sender indexes and the short-text index, which `metadata` does not
+    describe."""
     if type_ == "index":
         return name in (
             TEXT_TRIGRAM_INDEX_NAME,

@@ -20,6 +20,7 @@ from sqlalchemy import (
     event,
     func,
     literal_column,
+    or_,
     select,
 )
 from sqlalchemy.dialects import postgresql
@@ -71,6 +72,10 @@ SORT_OVER_WALK = 25
 # the texts (`you `, rarest trigram in 300,000 of 1,000,000) usually is too, and collecting
 # would first gather a bitmap of a third of the table.
 COLLECT_BELOW_RAREST = 20
+# A needle shorter than a trigram is looked up through at most this many stored trigrams that
+# contain it (a LIKE each, one bitmap of them all); held by more, its texts are found by
+# testing every text.
+MAX_TRIGRAMS_OF_SHORT_NEEDLE = 64
 
 # PostgreSQL text cannot hold NUL, which a JSON string may: in message_id and text it is
 # stored escaped, NUL as U+0001 U+0001 and U+0001 as U+0001 U+0002. The escape keeps
@@ -245,10 +250,46 @@ class PostgresDialect(Dialect):
             return SearchPlan([found], known_count=texts)
         if len(folded) >= TRIGRAM_CHARS:
             return SearchPlan([like], known_count=texts)
-        ids = conn.execute(select(messages.c.id).where(found).limit(most + 1)).scalars().all()
+        ids = self._short_needle_ids(conn, folded, texts)
+        if ids is None:
+            ids = conn.execute(select(messages.c.id).where(found).limit(most + 1)).scalars().all()
         if len(ids) != texts:  # the gram counts and the texts always agree; if not, test every text
             return SearchPlan([found], known_count=texts)
         return SearchPlan([self.one_of(messages.c.id, ids)], known_count=texts)
+
+    @staticmethod
+    def _short_needle_ids(conn: Connection, folded: str, texts: int) -> list[int] | None:
+        """The ids of the `texts` texts holding a needle shorter than a trigram, from indexes:
+        a text of three or more characters holds it exactly when it holds one of the stored
+        trigrams that contain it (the gram counts list them; each a LIKE the trigram index
+        serves), and shorter texts have their own partial index (migration 0016). None when
+        more trigrams than that hold it, when pg_trgm would take none from them (a needle with
+        no letter or digit: its LIKE would read the whole index), or when the two ways do not
+        find exactly `texts` (the gram counts of the newest writes are not folded yet)."""
+        if not any(character.isalnum() for character in folded):
+            return None
+        trigram = func.char_length(text_grams.c.gram) == TRIGRAM_CHARS
+        windows = (
+            conn.execute(
+                select(text_grams.c.gram)
+                .where(trigram, func.strpos(text_grams.c.gram, folded) > 0)
+                .limit(MAX_TRIGRAMS_OF_SHORT_NEEDLE + 1)
+            )
+            .scalars()
+            .all()
+        )
+        if len(windows) > MAX_TRIGRAMS_OF_SHORT_NEEDLE:
+            return None
+        found: set[int] = set()
+        if windows:
+            held = or_(*(messages.c.text_folded.contains(window, autoescape=True) for window in windows))
+            found.update(conn.execute(select(messages.c.id).where(held).limit(texts + 1)).scalars())
+        # The bound as a literal: the planner matches it to the partial index's condition.
+        short = func.char_length(messages.c.text_folded) < literal_column(str(TRIGRAM_CHARS))
+        found.update(
+            conn.execute(select(messages.c.id).where(short, func.strpos(messages.c.text_folded, folded) > 0)).scalars()
+        )
+        return sorted(found) if len(found) == texts else None
 
     @staticmethod
     def _few_may_hold(conn: Connection, folded: str, most: int) -> bool:
