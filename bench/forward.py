@@ -30,7 +30,7 @@ the forwarder, the consumer or broker and, on PostgreSQL, its server (every post
 on the machine) used in the window, and, when the forwarder was behind as wrk stopped, how
 fast it caught up.
 
-    python bench/forward.py [--seconds 10] [--connections 32] [--concurrency N] [--postgres-url URL]
+    python bench/forward.py [--seconds 10] [--connections 32] [--concurrency N] [--paced RATE] [--postgres-url URL]
                             [--variants every,match-half,conversation,rate,nats,amqp]
 
 With --postgres-url (an empty database) the same is measured on PostgreSQL too. Needs wrk.
@@ -118,7 +118,14 @@ def _start_broker(variant: str, workdir: Path):
 
 
 def measure(
-    name: str, variant: str, database_url: str, workdir: Path, seconds: int, connections: int, concurrency: int | None
+    name: str,
+    variant: str,
+    database_url: str,
+    workdir: Path,
+    seconds: int,
+    connections: int,
+    concurrency: int | None,
+    delay_ms: int = 0,
 ) -> dict:
     extra, senders, parity = VARIANTS[variant]
     concurrency = concurrency or CONCURRENCY.get(variant, DEFAULT_CONCURRENCY)
@@ -172,7 +179,10 @@ def measure(
                 before = get_json(server.port, "/stats")["total_messages"]
                 cpu_before = _cpu(groups, name)
                 started = time.time()
-                wrk = run_wrk(server.port, messages, 2 if variant == "rate" else seconds, connections, 2)
+                if variant == "rate":
+                    wrk = run_wrk(server.port, messages, 2, connections, 2)
+                else:
+                    wrk = run_wrk(server.port, messages, seconds, connections, 2, delay_ms)
                 ended = time.time()
                 cpu = {part: seconds - cpu_before[part] for part, seconds in _cpu(groups, name).items()}
                 stored = get_json(server.port, "/stats")["total_messages"] - before
@@ -332,6 +342,13 @@ def main() -> int:
         type=int,
         help=f"the destination's concurrency ({DEFAULT_CONCURRENCY}; amqp: {CONCURRENCY['amqp']})",
     )
+    parser.add_argument(
+        "--paced",
+        type=int,
+        metavar="RATE",
+        help="send about RATE a second (each connection waits connections/RATE before each request) instead of"
+        " as fast as the service answers",
+    )
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to measure on as well")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--consume", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
@@ -350,8 +367,11 @@ def main() -> int:
     if args.postgres_url:
         runs.append(("postgresql", args.postgres_url))
     shown = args.concurrency or f"{DEFAULT_CONCURRENCY} (amqp {CONCURRENCY['amqp']})"
+    delay_ms = round(args.connections * 1000 / args.paced) if args.paced else 0
+    pace = f", each waiting {delay_ms} ms before each request" if delay_ms else ""
     print(
-        f"POST /webhook with wrk for {args.seconds} s, {args.connections} connections; one destination, concurrency {shown}"
+        f"POST /webhook with wrk for {args.seconds} s, {args.connections} connections{pace};"
+        f" one destination, concurrency {shown}"
     )
     print(
         f"{'':24} {'ingested/s':>10} {'forwarded/s':>11} {'ratio':>6} {'delay p50 ms':>12} {'p99 ms':>8} {'all arrived':>11}"
@@ -359,7 +379,9 @@ def main() -> int:
     try:
         for name, url in runs:
             for variant in variants:
-                result = measure(name, variant, url, workdir, args.seconds, args.connections, args.concurrency)
+                result = measure(
+                    name, variant, url, workdir, args.seconds, args.connections, args.concurrency, delay_ms
+                )
                 label = f"{name} {variant}"
                 if variant == "rate":
                     print(

@@ -64,8 +64,9 @@ def write_signed_messages(
             out.write(sign_legacy(SECRET, body) + "\n" + body.decode() + "\n")
 
 
-def run_wrk(port: int, messages: Path, seconds: int, connections: int, threads: int) -> dict:
-    """One wrk run; returns its RESULT line as a dict."""
+def run_wrk(port: int, messages: Path, seconds: int, connections: int, threads: int, delay_ms: int = 0) -> dict:
+    """One wrk run; returns its RESULT line as a dict. `delay_ms`: each connection waits that
+    long before each request (a paced load instead of as fast as the server answers)."""
     output = subprocess.run(
         [
             "wrk",
@@ -78,6 +79,7 @@ def run_wrk(port: int, messages: Path, seconds: int, connections: int, threads: 
             "--",
             str(messages),
             str(threads),
+            str(delay_ms),
         ],
         capture_output=True,
         text=True,

@@ -1,6 +1,7 @@
 -- wrk script: POST /webhook with pre-signed, unique messages read from a file.
 -- Each wrk thread takes its own slice of the file, so no message is sent twice.
--- The file has two lines per message: the X-Signature, then the JSON body.
+-- The file has two lines per message: the X-Signature, then the JSON body. An optional third
+-- argument paces each connection: milliseconds to wait before each request.
 
 local counter = 0
 local threads = {}
@@ -26,6 +27,10 @@ function init(args)
     }, lines[2 * i + 2])
   end
   position = 0
+  local pause = tonumber(args[3] or "0")
+  if pause > 0 then
+    function delay() return pause end
+  end
 end
 
 function request()
