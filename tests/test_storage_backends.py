@@ -283,28 +283,33 @@ def _seed(url: str, rows: int) -> None:
 def test_every_read_on_postgresql_uses_an_index(database_url, message_filter, index):
     _seed(database_url, 50_000)
     database = Database(database_url)
+    try:
+        page, plans = _read_and_its_plans(database, message_filter)
+        assert page.items
+        assert not any("Seq Scan on messages" in plan for plan in plans), plans
+        assert any(index in plan for plan in plans), plans
+    finally:
+        database.dispose()
+
+
+def _read_and_its_plans(database: Database, message_filter: MessageFilter):
+    """A page of `message_filter`, and the EXPLAIN of every statement on messages it ran."""
     statements = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):
         if "messages" in statement and "set_config" not in statement:
             statements.append((statement, parameters))
 
+    event.listen(database.engine, "before_cursor_execute", capture)
     try:
-        event.listen(database.engine, "before_cursor_execute", capture)
         with database.read_transaction() as conn:
             page = list_messages(conn, message_filter, 50)
-        event.remove(database.engine, "before_cursor_execute", capture)
-        assert page.items
-        plans = []
-        with database.read_transaction() as conn:
-            driver = conn.connection.driver_connection
-            for statement, parameters in statements:
-                plan = "\n".join(row[0] for row in driver.execute("EXPLAIN " + statement, parameters))
-                plans.append(plan)
-                assert "Seq Scan on messages" not in plan, plan
-        assert any(index in plan for plan in plans), plans
     finally:
-        database.dispose()
+        event.remove(database.engine, "before_cursor_execute", capture)
+    with database.read_transaction() as conn:
+        driver = conn.connection.driver_connection
+        plans = ["\n".join(row[0] for row in driver.execute("EXPLAIN " + sql, args)) for sql, args in statements]
+    return page, plans
 
 
 @pytest.mark.postgresql_only
@@ -320,21 +325,9 @@ def test_a_rare_short_needle_on_postgresql_is_found_through_indexes_without_test
     with database.write_transaction() as conn:
         insert_messages_if_new(conn, [NewMessage(mid, "+1", "+2", "2025-01-01T00:00:00Z", t) for mid, t in stored])
     fold_counts(database_url)
-    statements = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "messages" in statement and "set_config" not in statement:
-            statements.append((statement, parameters))
-
     try:
-        event.listen(database.engine, "before_cursor_execute", capture)
-        with database.read_transaction() as conn:
-            page = list_messages(conn, MessageFilter(text_contains="zé"), 50)
-        event.remove(database.engine, "before_cursor_execute", capture)
+        page, plans = _read_and_its_plans(database, MessageFilter(text_contains="zé"))
         assert [item.message_id for item in page.items] == ["ze-1", "ze-2", "ze-3"] and page.total == 3
-        with database.read_transaction() as conn:
-            driver = conn.connection.driver_connection
-            plans = ["\n".join(row[0] for row in driver.execute("EXPLAIN " + sql, args)) for sql, args in statements]
         assert not any("Seq Scan on messages" in plan for plan in plans), plans
         assert any("ix_messages_short_text" in plan for plan in plans), plans
         assert any("ix_messages_text_folded_trgm" in plan for plan in plans), plans
