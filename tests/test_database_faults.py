@@ -95,6 +95,62 @@ def test_a_file_moved_in_beside_the_journal_of_the_one_before_is_not_opened_unti
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
+def test_a_file_moved_in_while_a_connection_opens_is_not_read_through_the_journal_before_it(
+    settings, tmp_path, monkeypatch
+):
+    """A restore under load: the database removed, then the backup moved in at the moment a
+    connection is being opened, the old file's -wal and -shm still beside it (another
+    program holds them). Read through them, the backup showed another file's pages (a
+    delivery failed: the totals row was not found)."""
+    from webhook_service.storage.dialects import sqlite as sqlite_dialect
+
+    path = database_file(settings)
+    database = Database(settings.database_url)
+    backup = tmp_path / "backup.db"
+    holder = sqlite3.connect(path)
+    try:
+        with database.write_transaction() as conn:
+            conn.exec_driver_sql("PRAGMA user_version=1")  # the service's journal is beside the file
+        source, target = sqlite3.connect(path), sqlite3.connect(backup)
+        source.backup(target)
+        source.close(), target.close()
+        holder.execute("SELECT count(*) FROM messages").fetchall()  # keeps the -wal and -shm
+        database.dispose()
+        path.unlink()  # "remove database"
+        real_connect = sqlite3.connect
+
+        def move_backup_in_while_opening(*args, **kwargs):
+            if backup.exists():
+                backup.rename(path)
+            return real_connect(*args, **kwargs)
+
+        monkeypatch.setattr(sqlite_dialect.sqlite3, "connect", move_backup_in_while_opening)
+        with (
+            pytest.raises(OperationalError, match="replaced or removed while it was being opened"),
+            database.read_transaction(),
+        ):
+            pass
+        # Until the -wal and -shm of the file before are removed, no connection opens.
+        with (
+            pytest.raises(OperationalError, match="of the file before it are still beside it"),
+            database.read_transaction(),
+        ):
+            pass
+        database.dispose()
+        holder.close()
+        holder = None
+        for stale in sqlite_files(path)[1:]:
+            stale.unlink(missing_ok=True)
+        with database.write_transaction() as conn:
+            conn.exec_driver_sql("PRAGMA user_version=2")
+    finally:
+        database.dispose()
+        if holder is not None:
+            holder.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
 def test_the_reason_a_stale_journal_is_refused_names_the_files(settings, tmp_path):
     path = database_file(settings)
     database = Database(settings.database_url)

@@ -114,6 +114,12 @@ def _fd_identity(fd: int) -> tuple[int, int]:
     return (status.st_dev, status.st_ino)
 
 
+class _OpenedConnection(sqlite3.Connection):
+    """A connection that knows which file it opened (its device and inode)."""
+
+    opened_identity: tuple[int, int] | None = None
+
+
 class SQLiteDialect(Dialect):
     """A SQLite file in WAL mode, every commit fsynced."""
 
@@ -141,12 +147,29 @@ class SQLiteDialect(Dialect):
         file_uri = f"file:{quote(str(self.path))}?mode={'rw' if serving else 'rwc'}"
 
         def connect() -> sqlite3.Connection:
-            self._refuse_journal_of_another_file()
+            opening = _file_identity(self.path)
             # No driver-side transaction handling: SQLAlchemy emits BEGIN for reads too, so a
             # page and its total come from one snapshot.
-            return sqlite3.connect(
-                file_uri, uri=True, isolation_level=None, timeout=LOCK_WAIT_MS / 1000, check_same_thread=False
+            connection = sqlite3.connect(
+                file_uri,
+                uri=True,
+                isolation_level=None,
+                timeout=LOCK_WAIT_MS / 1000,
+                check_same_thread=False,
+                factory=_OpenedConnection,
             )
+            try:
+                if opening is None and not serving:
+                    opening = _file_identity(self.path)  # made by this connection (mode rwc)
+                # Checked once the file is open and before SQLite reads it (its -wal and -shm
+                # are opened at the first read): a file moved in while it was being opened
+                # is refused, whatever the files looked like before.
+                self._refuse_journal_of_another_file(opening)
+            except sqlite3.Error:
+                connection.close()
+                raise
+            connection.opened_identity = opening
+            return connection
 
         # The pool is named: from a bare "sqlite://" URL SQLAlchemy would pick the in-memory
         # database's pool, which closes connections other threads are still using.
@@ -159,7 +182,7 @@ class SQLiteDialect(Dialect):
         return self.attach(engine)
 
     def _configure_connection(self, dbapi_connection, record) -> None:
-        record.info[_FILE_IDENTITY] = _file_identity(self.path)
+        record.info[_FILE_IDENTITY] = dbapi_connection.opened_identity
         record.info[_PATH] = self.path
         dbapi_connection.set_progress_handler(past_deadline, PROGRESS_INSTRUCTIONS)
         cursor = dbapi_connection.cursor()
@@ -195,14 +218,17 @@ class SQLiteDialect(Dialect):
             "shm": _file_identity(self.path.with_name(self.path.name + "-shm")),
         }
 
-    def _refuse_journal_of_another_file(self) -> None:
+    def _refuse_journal_of_another_file(self, opened: tuple[int, int] | None) -> None:
+        # `opened`: the file at the path just before a connection opened it.
+        current = self._journal_files()
+        if opened is None or current["database"] != opened:
+            raise sqlite3.OperationalError("the database file was replaced or removed while it was being opened")
         try:
             recorded = json.loads(self.journal_owner_path.read_text())
             owner = tuple(recorded["database"])
         except (OSError, ValueError, KeyError, TypeError):
             return  # no record (or a torn one): nothing is known against the files there
-        current = self._journal_files()
-        if current["database"] is None or current["database"] == owner:
+        if current["database"] == owner:
             return
         stale = [
             f"{self.path.name}-{kind}"
