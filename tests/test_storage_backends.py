@@ -4,6 +4,7 @@ every read on an index, a read budget, and passwords kept out of messages."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -274,7 +275,9 @@ def _seed(url: str, rows: int) -> None:
         (MessageFilter(sender="+1123"), "ix_messages_from_ts_instant"),
         (MessageFilter(since="2024-01-30T00:00:00Z"), "ix_messages_ts_instant"),
         # Texts are "Text " + md5(i): a piece of md5("777") and of md5("517") (sender +117).
-        (MessageFilter(text_contains="5925884110"), "ix_messages_text_folded_trgm"),
+        (MessageFilter(text_contains="5925884110"), "ix_messages_text_spanning_trgm"),
+        # Across the space: text 1 is "text " + md5("1").
+        (MessageFilter(text_contains="t c4ca4238a0"), "ix_messages_text_spanning_trgm"),
         (MessageFilter(sender="+117", text_contains="7b94cb"), "ix_messages_from_ts_instant"),
         # The count reads the texts the sender index holds (no table row).
         (MessageFilter(sender="+117", text_contains="7b94cb"), "Index Only Scan using ix_messages_from_ts_held_text"),
@@ -292,8 +295,9 @@ def test_every_read_on_postgresql_uses_an_index(database_url, message_filter, in
         database.dispose()
 
 
-def _read_and_its_plans(database: Database, message_filter: MessageFilter):
-    """A page of `message_filter`, and the EXPLAIN of every statement on messages it ran."""
+def _read_and_its_plans(database: Database, message_filter: MessageFilter, analyze: bool = False):
+    """A page of `message_filter`, and the EXPLAIN (ANALYZE, when asked: the rows each step
+    read) of every statement on messages it ran."""
     statements = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):
@@ -308,7 +312,8 @@ def _read_and_its_plans(database: Database, message_filter: MessageFilter):
         event.remove(database.engine, "before_cursor_execute", capture)
     with database.read_transaction() as conn:
         driver = conn.connection.driver_connection
-        plans = ["\n".join(row[0] for row in driver.execute("EXPLAIN " + sql, args)) for sql, args in statements]
+        explain = "EXPLAIN (ANALYZE) " if analyze else "EXPLAIN "
+        plans = ["\n".join(row[0] for row in driver.execute(explain + sql, args)) for sql, args in statements]
     return page, plans
 
 
@@ -330,7 +335,65 @@ def test_a_rare_short_needle_on_postgresql_is_found_through_indexes_without_test
         assert [item.message_id for item in page.items] == ["ze-1", "ze-2", "ze-3"] and page.total == 3
         assert not any("Seq Scan on messages" in plan for plan in plans), plans
         assert any("ix_messages_short_text" in plan for plan in plans), plans
-        assert any("ix_messages_text_folded_trgm" in plan for plan in plans), plans
+        assert any("ix_messages_text_spanning_trgm" in plan for plan in plans), plans
+    finally:
+        database.dispose()
+
+
+def test_a_needle_with_spaces_is_found_exactly_beside_texts_that_hold_the_letter_standing_in_for_them(database_url):
+    """On PostgreSQL the trigram index is over the text with its spaces replaced by a letter
+    (tables.SPACE_STAND_IN); a text may hold that letter itself, and is never taken for one
+    with a space, nor the other way round."""
+    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+    from webhook_service.storage.tables import SPACE_STAND_IN
+
+    stored = {"space": "order shipped", "letter": f"order{SPACE_STAND_IN}shipped", "both": f"a b{SPACE_STAND_IN}c"}
+    database = Database(database_url)
+    with database.write_transaction() as conn:
+        insert_messages_if_new(
+            conn, [NewMessage(mid, "+1", "+2", "2025-01-01T00:00:00Z", t) for mid, t in stored.items()]
+        )
+    with database.read_transaction() as conn:
+        for needle, found in [
+            ("order shipped", ["space"]),
+            (f"order{SPACE_STAND_IN}shipped", ["letter"]),
+            ("r s", ["space"]),
+            (f"b{SPACE_STAND_IN}c", ["both"]),
+            ("a b", ["both"]),
+            (f"a{SPACE_STAND_IN}b", []),
+            ("b c", []),
+        ]:
+            page = list_messages(conn, MessageFilter(text_contains=needle), 50)
+            assert sorted(item.message_id for item in page.items) == found and page.total == len(found), needle
+    database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_phrase_of_common_words_is_narrowed_by_the_trigrams_across_its_spaces(database_url):
+    """pg_trgm takes trigrams within words: `alpha beta` alone would be narrowed to every text
+    holding both words. Across the space, only the texts holding the phrase are read."""
+    from tests.support.database import fold_counts
+    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+
+    _seed(database_url, 50_000)  # enough texts that the planner reads an index
+    database = Database(database_url)
+    texts = [f"alpha {n} beta" for n in range(3000)] + [f"alpha beta {n}" for n in range(4)]
+    with database.write_transaction() as conn:
+        insert_messages_if_new(
+            conn, [NewMessage(f"m{n}", "+1", "+2", "2025-01-01T00:00:00Z", t) for n, t in enumerate(texts)]
+        )
+    fold_counts(database_url)
+    try:
+        with database.read_transaction() as conn:
+            conn.exec_driver_sql("ANALYZE messages")
+        page, plans = _read_and_its_plans(database, MessageFilter(text_contains="alpha beta"), analyze=True)
+        assert page.total == 4 and len(page.items) == 4
+        read = [
+            int(n)
+            for plan in plans
+            for n in re.findall(r"Bitmap Index Scan on ix_messages_text_\w+ .*?rows=(\d+) loops", plan)
+        ]
+        assert read and max(read) < 100, plans
     finally:
         database.dispose()
 

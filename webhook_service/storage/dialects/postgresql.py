@@ -13,6 +13,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Text,
+    and_,
     any_,
     bindparam,
     cast,
@@ -38,7 +39,7 @@ from webhook_service.storage.dialects.base import (
 from webhook_service.storage.dialects.budget import remaining_budget_ms
 from webhook_service.storage.dialects.deferred_counts import DeferredCounts
 from webhook_service.storage.dialects.search import SearchPlan, most_collected
-from webhook_service.storage.tables import HELD_TEXT_MAX_BYTES, messages, text_grams
+from webhook_service.storage.tables import HELD_TEXT_MAX_BYTES, SPACE_STAND_IN, messages, text_grams
 
 # psycopg 3, whichever way the URL names PostgreSQL.
 DRIVERNAME = "postgresql+psycopg"
@@ -76,6 +77,23 @@ COLLECT_BELOW_RAREST = 20
 # contain it (a LIKE each, one bitmap of them all); held by more, its texts are found by
 # testing every text.
 MAX_TRIGRAMS_OF_SHORT_NEEDLE = 64
+
+# What the trigram index is over (tables.TEXT_SPANNING_TRIGRAM_INDEX_NAME): the folded text,
+# its spaces replaced by a letter. Literals, not parameters: the planner matches a statement's
+# expression to the index's only when they are the same (psycopg prepares a statement run
+# often, and a prepared plan's parameters are unknown when it is planned).
+_SPANNING_TEXT = func.replace(messages.c.text_folded, literal_column("' '"), literal_column(f"'{SPACE_STAND_IN}'"))
+
+
+def text_holds(needle: str) -> ColumnElement[bool]:
+    """The folded text holds `needle` (folded), in a condition the trigram index serves: a
+    LIKE over the spanning text, which alone decides unless the needle has a space or the
+    stand-in letter (a text may hold that letter itself), then also strpos over the text."""
+    spanning = _SPANNING_TEXT.contains(needle.replace(" ", SPACE_STAND_IN), autoescape=True)
+    if " " not in needle and SPACE_STAND_IN not in needle:
+        return spanning
+    return and_(spanning, func.strpos(messages.c.text_folded, needle) > 0)
+
 
 # PostgreSQL text cannot hold NUL, which a JSON string may: in message_id and text it is
 # stored escaped, NUL as U+0001 U+0001 and U+0001 as U+0001 U+0002. The escape keeps
@@ -229,7 +247,7 @@ class PostgresDialect(Dialect):
         when few texts hold one, their ids are collected in one scan, counted, and the page
         is read by id, so the server never walks the order's index through rows that do not
         match (1.5 s for a needle in 20 of 1,000,000 texts; 250 ms this way)."""
-        like = messages.c.text_folded.contains(folded, autoescape=True)
+        like = text_holds(folded)
         most = most_collected(total)
         if texts is None and not (alone and self._few_may_hold(conn, folded, most)):
             return SearchPlan([like])
@@ -282,7 +300,7 @@ class PostgresDialect(Dialect):
             return None
         found: set[int] = set()
         if windows:
-            held = or_(*(messages.c.text_folded.contains(window, autoescape=True) for window in windows))
+            held = or_(*(text_holds(window) for window in windows))
             found.update(conn.execute(select(messages.c.id).where(held).limit(texts + 1)).scalars())
         # The bound as a literal: the planner matches it to the partial index's condition.
         short = func.char_length(messages.c.text_folded) < literal_column(str(TRIGRAM_CHARS))
