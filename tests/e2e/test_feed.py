@@ -26,11 +26,24 @@ def read_feed(port: int, after: str | None, wait: int = 0, limit: int = 100, tim
     return response.json()
 
 
+def read_on(port: int, after: str | None, limit: int, seen: list[str], expected: set[str]) -> str | None:
+    """Read the feed after `after` into `seen` until every id in `expected` is there (or 20 s
+    pass) and a page comes back empty; the position reached. An empty page alone is not the
+    end of what was acknowledged: on PostgreSQL the feed holds back what a transaction still
+    running could precede (a count fold, a readiness probe, another host's batch) until it ends."""
+    deadline = time.monotonic() + 20
+    while True:
+        missing = not expected <= set(seen) and time.monotonic() < deadline
+        page = read_feed(port, after, wait=1 if missing else 0, limit=limit)
+        if not page["data"] and not missing:
+            return after
+        seen += [item["message_id"] for item in page["data"]]
+        after = page["next"]
+
+
 class FeedReader(threading.Thread):
     """Follows /feed with long-polls until told what was acknowledged, then reads on until all
-    of it has come (or DRAIN_SECONDS pass) and a page comes back empty."""
-
-    DRAIN_SECONDS = 20
+    of it has come (read_on)."""
 
     def __init__(self, port: int, limit: int = 37) -> None:
         super().__init__(daemon=True)
@@ -47,24 +60,14 @@ class FeedReader(threading.Thread):
             deadline = time.monotonic() + 120
             while not self.finish.is_set() and time.monotonic() < deadline:
                 self._read(wait=1)
-            # An empty page is not the end of what was acknowledged: the feed holds back what a
-            # transaction still running could precede (a count fold, a readiness probe, another
-            # host's batch) until that transaction ends. Read on until all of it has come.
-            deadline = time.monotonic() + self.DRAIN_SECONDS
-            while True:
-                if self._read(wait=0):
-                    continue
-                if self.expected <= set(self.ids) or time.monotonic() > deadline:
-                    break
-                self._read(wait=1)
+            self.after = read_on(self.port, self.after, self.limit, self.ids, self.expected)
         except BaseException as error:  # noqa: BLE001 - reported by the test
             self.error = error
 
-    def _read(self, wait: int) -> bool:
+    def _read(self, wait: int) -> None:
         page = read_feed(self.port, self.after, wait=wait, limit=self.limit)
         self.ids += [item["message_id"] for item in page["data"]]
         self.after = page["next"]
-        return bool(page["data"])
 
     def result(self, acknowledged: list[str]) -> list[str]:
         """Every message_id read, in feed order, once the `acknowledged` ones came (or the
@@ -150,17 +153,7 @@ def test_a_reader_resumes_across_a_restart_without_gap_or_repeat(tmp_path, serve
         for number in range(30, 35):
             assert signed_post(server.port, make_message(message_id=f"r{number:02d}")).status == 200
         seen = [item["message_id"] for item in page["data"]]
-        after = page["next"]
-        deadline = time.monotonic() + 20
-        while True:
-            # Until all 35 came, an empty page is waited past (a transaction still running,
-            # a count fold, holds the newest back for a moment); once they have, it ends the read.
-            missing = len(seen) < 35 and time.monotonic() < deadline
-            page = read_feed(server.port, after, wait=1 if missing else 0, limit=7)
-            if not page["data"] and not missing:
-                break
-            seen += [item["message_id"] for item in page["data"]]
-            after = page["next"]
+        read_on(server.port, page["next"], 7, seen, {f"r{number:02d}" for number in range(35)})
     finally:
         server.stop()
     assert seen == [f"r{number:02d}" for number in range(35)]
