@@ -22,7 +22,7 @@ from webhook_service.storage.messages import (
 )
 from webhook_service.storage.migrations import upgrade_to_head
 from webhook_service.storage.read_model.day_counts import DAYS
-from webhook_service.storage.read_model.grams import GRAMS
+from webhook_service.storage.read_model.grams import FOUR_GRAMS, GRAMS
 from webhook_service.storage.read_model.kept_counts import KeptCounts
 from webhook_service.storage.read_model.timeline import TIMELINE
 from webhook_service.timestamps import instant_key
@@ -38,14 +38,19 @@ def random_text(rng: random.Random) -> str | None:
     return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12)))
 
 
-def counted_grams(url: str) -> dict[str, int]:
-    """What reading every text says, in text_grams' shape."""
+def counted_grams(url: str, lengths: tuple[int, ...] = (1, 2, 3)) -> dict[str, int]:
+    """What reading every text says, in text_grams' shape (text_four_grams' for (4,))."""
     counts: Counter = Counter()
     for (text,) in run_sql(url, "SELECT text FROM messages"):
         if text:
             folded = fold_text(postgresql_dialect.unescape_nul(text))
-            counts.update({folded[i : i + n] for n in (1, 2, 3) for i in range(len(folded) - n + 1)})
+            counts.update({folded[i : i + n] for n in lengths for i in range(len(folded) - n + 1)})
     return dict(counts)
+
+
+def counted_four_grams(database: Database, url: str) -> dict[str, int]:
+    """What reading every text says of four-character grams, where the dialect keeps them."""
+    return counted_grams(url, (4,)) if database.dialect.longest_counted_gram >= 4 else {}
 
 
 def counted_days(url: str) -> dict[str, int]:
@@ -79,19 +84,24 @@ def test_counts_match_counting_after_random_inserts_duplicates_and_purges(databa
                 with database.write_transaction() as conn:
                     delete_messages_before(conn, f"2024-02-{rng.randint(2, 9):02d}T00:00:00Z", rng.randint(1, 20))
             assert read_counts(database, GRAMS) == counted_grams(database_url), f"after round {round_number}"
+            four_grams = counted_four_grams(database, database_url)
+            assert read_counts(database, FOUR_GRAMS) == four_grams, f"after round {round_number}"
             assert read_counts(database, DAYS) == counted_days(database_url), f"after round {round_number}"
             if round_number % 4 == 3:
                 fold_counts(database_url)
                 grams = {gram: texts for gram, texts in run_sql(database_url, "SELECT gram, texts FROM text_grams")}
                 assert grams == counted_grams(database_url), f"folded after round {round_number}"
+                four = dict(run_sql(database_url, "SELECT gram, texts FROM text_four_grams"))
+                assert four == four_grams, f"folded after round {round_number}"
                 days = dict(run_sql(database_url, "SELECT day, message_count FROM instant_day_counts"))
                 assert days == counted_days(database_url), f"folded after round {round_number}"
         with database.write_transaction() as conn:
             while delete_messages_before(conn, "2100-01-01T00:00:00Z", 100):
                 pass
-        assert read_counts(database, GRAMS) == read_counts(database, DAYS) == {}
+        assert read_counts(database, GRAMS) == read_counts(database, FOUR_GRAMS) == read_counts(database, DAYS) == {}
         fold_counts(database_url)
         assert run_sql(database_url, "SELECT * FROM text_grams") == []
+        assert run_sql(database_url, "SELECT * FROM text_four_grams") == []
         assert run_sql(database_url, "SELECT * FROM instant_day_counts") == []
     finally:
         database.dispose()

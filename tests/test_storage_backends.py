@@ -11,15 +11,17 @@ import time
 import pytest
 from sqlalchemy import event, insert, select, text
 
+from tests.support.database import run_sql
 from tests.support.messages import make_message
 from tests.support.postgres import APP_PASSWORD, APP_USER
 from tests.support.servers import wait_until
 from webhook_service.config import ConfigError, Settings, database_url_from_setting
+from webhook_service.storage.dialects import dialect_for_url
 from webhook_service.storage.engine import Database, create_database_engine
 from webhook_service.storage.messages import MessageFilter, list_messages
 from webhook_service.storage.migrations import MigrationFailed, head_revision, migrate, upgrade_to_head
 from webhook_service.storage.read_model.grams import count_grams
-from webhook_service.storage.tables import messages, text_grams
+from webhook_service.storage.tables import messages, text_four_grams, text_grams
 
 # Ids whose order differs between code points and a language collation (ICU en-US puts
 # "a1" before "B1" and ignores nothing here, but still orders case and symbols its way).
@@ -154,6 +156,11 @@ def test_a_database_at_an_older_revision_upgrades_in_place(empty_database_url, m
         "B2",
         "a0",
     ]
+    # Four characters: on PostgreSQL counted from the four-character grams, filled by 0018.
+    assert client.get("/messages?q=D%20TE").get_json()["total"] == 3
+    four_grams = dict(run_sql(empty_database_url, "SELECT gram, texts FROM text_four_grams"))
+    counted = {"old ": 3, "ld t": 3, "d te": 3, " tex": 3, "text": 3}
+    assert four_grams == (counted if dialect_for_url(empty_database_url).longest_counted_gram == 4 else {})
 
 
 def test_postgresql_urls_are_read_for_psycopg_3_and_never_echo_the_password():
@@ -250,8 +257,12 @@ def _seed(url: str, rows: int) -> None:
                 ),
                 {"rows": rows},
             )
-            folded = conn.execute(select(messages.c.text_folded)).scalars()
+            folded = conn.execute(select(messages.c.text_folded)).scalars().all()
             conn.execute(insert(text_grams), [{"gram": g, "texts": n} for g, n in count_grams(folded).items()])
+            four_grams = count_grams(folded, longest=4)
+            conn.execute(
+                insert(text_four_grams), [{"gram": g, "texts": n} for g, n in four_grams.items() if len(g) == 4]
+            )
             conn.execute(text("DELETE FROM instant_day_counts"))
             conn.execute(
                 text(
@@ -334,7 +345,7 @@ def test_a_rare_short_needle_on_postgresql_is_found_through_indexes_without_test
         page, plans = _read_and_its_plans(database, MessageFilter(text_contains="zé"))
         assert [item.message_id for item in page.items] == ["ze-1", "ze-2", "ze-3"] and page.total == 3
         assert not any("Seq Scan on messages" in plan for plan in plans), plans
-        assert any("ix_messages_short_text" in plan for plan in plans), plans
+        assert any("ix_messages_text_length" in plan for plan in plans), plans
         assert any("ix_messages_text_spanning_trgm" in plan for plan in plans), plans
     finally:
         database.dispose()
@@ -368,24 +379,39 @@ def test_a_needle_with_spaces_is_found_exactly_beside_texts_that_hold_the_letter
     database.dispose()
 
 
+def _seeded_with(url: str, prefix: str, texts: list[str]) -> Database:
+    """A database of 50,000 seeded messages (enough that the planner reads an index) and
+    `texts` (ids `prefix` + their place), counts folded and statistics taken."""
+    from tests.support.database import fold_counts
+    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+
+    _seed(url, 50_000)
+    database = Database(url)
+    with database.write_transaction() as conn:
+        insert_messages_if_new(
+            conn, [NewMessage(f"{prefix}{n}", "+1", "+2", "2025-01-01T00:00:00Z", t) for n, t in enumerate(texts)]
+        )
+    fold_counts(url)
+    with database.read_transaction() as conn:
+        conn.exec_driver_sql("ANALYZE messages")
+    return database
+
+
+def _rows_read_from_messages(plans: list[str]) -> int:
+    """The most rows any step of the plans (EXPLAIN ANALYZE) read from messages or its indexes."""
+    return max(
+        (int(n) for plan in plans for n in re.findall(r" on (?:messages|ix_messages_\w+) .*?rows=(\d+) loops", plan)),
+        default=0,
+    )
+
+
 @pytest.mark.postgresql_only
 def test_a_phrase_of_common_words_is_narrowed_by_the_trigrams_across_its_spaces(database_url):
     """pg_trgm takes trigrams within words: `alpha beta` alone would be narrowed to every text
     holding both words. Across the space, only the texts holding the phrase are read."""
-    from tests.support.database import fold_counts
-    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
-
-    _seed(database_url, 50_000)  # enough texts that the planner reads an index
-    database = Database(database_url)
     texts = [f"alpha {n} beta" for n in range(3000)] + [f"alpha beta {n}" for n in range(4)]
-    with database.write_transaction() as conn:
-        insert_messages_if_new(
-            conn, [NewMessage(f"m{n}", "+1", "+2", "2025-01-01T00:00:00Z", t) for n, t in enumerate(texts)]
-        )
-    fold_counts(database_url)
+    database = _seeded_with(database_url, "m", texts)
     try:
-        with database.read_transaction() as conn:
-            conn.exec_driver_sql("ANALYZE messages")
         page, plans = _read_and_its_plans(database, MessageFilter(text_contains="alpha beta"), analyze=True)
         assert page.total == 4 and len(page.items) == 4
         read = [
@@ -394,6 +420,39 @@ def test_a_phrase_of_common_words_is_narrowed_by_the_trigrams_across_its_spaces(
             for n in re.findall(r"Bitmap Index Scan on ix_messages_text_\w+ .*?rows=(\d+) loops", plan)
         ]
         assert read and max(read) < 100, plans
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_needle_of_four_characters_every_text_holds_is_counted_without_reading_the_texts(database_url):
+    """The trigram index holds no positions: counting a common four-character needle would
+    test every text holding its trigrams. Its count is kept with the writes instead."""
+    from tests.support.database import fold_counts
+
+    _seed(database_url, 50_000)  # every text is "text " + md5(i)
+    database = Database(database_url)
+    try:
+        fold_counts(database_url)
+        page, plans = _read_and_its_plans(database, MessageFilter(text_contains="EXT "), analyze=True)
+        assert page.total == 50_000 and len(page.items) == 50
+        assert _rows_read_from_messages(plans) < 1_000, plans
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_needle_longer_than_nearly_every_text_reads_only_the_texts_long_enough_to_hold_it(database_url):
+    """`you you you ...` has the trigrams of its first words, which thousands of short texts
+    hold; no text shorter than the needle can hold it, and the text length index finds the few
+    long enough."""
+    needle = ("you " * 12)[:47]
+    # Beside the seeded texts of 37 characters.
+    database = _seeded_with(database_url, "y", ["you you you, you"] * 3000 + [f"so {needle} so", needle[:-1]])
+    try:
+        page, plans = _read_and_its_plans(database, MessageFilter(text_contains=needle), analyze=True)
+        assert [item.message_id for item in page.items] == ["y3000"] and page.total == 1
+        assert _rows_read_from_messages(plans) < 100, plans
     finally:
         database.dispose()
 

@@ -115,12 +115,20 @@ timeline_counts = Table(
 )
 
 # For every substring of one to three characters of a stored folded text, how many texts
-# hold it, kept with every insert and purge (storage/grams.py): the count of a short needle
-# is one row, and a needle in no text is known absent without reading one.
+# hold it, kept with every insert and purge (storage/read_model/grams.py): the count of a
+# short needle is one row, and a needle in no text is known absent without reading one.
 text_grams = Table(
     "text_grams",
     metadata,
     Column("gram", OrderedText, primary_key=True, comment="One to three characters of folded text."),
+    Column("texts", BigInteger, nullable=False, comment="Stored texts holding it; rows at 0 are deleted."),
+)
+# The same for substrings of four characters, kept where the dialect counts them
+# (Dialect.longest_counted_gram: PostgreSQL); empty elsewhere.
+text_four_grams = Table(
+    "text_four_grams",
+    metadata,
+    Column("gram", OrderedText, primary_key=True, comment="Four characters of folded text."),
     Column("texts", BigInteger, nullable=False, comment="Stored texts holding it; rows at 0 are deleted."),
 )
 
@@ -193,9 +201,12 @@ SPACE_STAND_IN = "\u01c2"  # LATIN LETTER ALVEOLAR CLICK: a letter, rare in text
 # needle reads no table row (PostgreSQL cannot hold long texts in a btree entry). It differs
 # by database, so `metadata` leaves it to the migrations.
 SENDER_INDEX_NAME = "ix_messages_from_ts_instant"
-# The texts of fewer than three characters, which the text index cannot find (a partial
-# index on each database: of text_folded on SQLite, of id on PostgreSQL).
+# The texts of fewer than three characters, which the text index cannot find: a partial
+# index of text_folded on SQLite. On PostgreSQL the index of every text's length in
+# characters finds them (it replaced the partial index of id of 0016 in 0018), and a needle
+# longer than most texts is looked for in the few texts long enough to hold it.
 SHORT_TEXT_INDEX_NAME = "ix_messages_short_text"
+TEXT_LENGTH_INDEX_NAME = "ix_messages_text_length"
 # PostgreSQL only: a sender's texts of up to HELD_TEXT_MAX_BYTES (UTF-8) in the sender's
 # order, held in the index, and the longer ones, pointed to (a B-tree entry holds at most
 # 2,704 bytes). Together they serve a count under `from` and `q` from index pages alone.
@@ -218,14 +229,15 @@ messages_text_index = Table(
 
 def is_outside_metadata(name: str | None, type_: str = "table") -> bool:
     """True for the text indexes (SQLite's, with its shadow tables, and PostgreSQL's
-    trigram index), the sender indexes and the short-text index, which `metadata` does not
-    describe."""
+    trigram index), the sender indexes and the short-text and text length indexes, which
+    `metadata` does not describe."""
     if type_ == "index":
         return name in (
             TEXT_TRIGRAM_INDEX_NAME,
             TEXT_SPANNING_TRIGRAM_INDEX_NAME,
             SENDER_INDEX_NAME,
             SHORT_TEXT_INDEX_NAME,
+            TEXT_LENGTH_INDEX_NAME,
             SENDER_HELD_TEXT_INDEX_NAME,
             SENDER_LONG_TEXT_INDEX_NAME,
         )

@@ -80,6 +80,9 @@ class Dialect(ABC):
     # Where writers run in parallel, the SQL of counts that writes append and a folder folds
     # in (dialects/deferred_counts.py); None where each write changes the counts in place.
     deferred: ClassVar[DeferredCounts | None] = None
+    # The longest folded substrings whose texts the gram counts keep (read_model.grams): a
+    # needle up to this long is counted from one row.
+    longest_counted_gram: ClassVar[int] = 3
 
     def __init__(self, url: URL) -> None:
         self.url = url

@@ -39,7 +39,13 @@ from webhook_service.storage.dialects.base import (
 from webhook_service.storage.dialects.budget import remaining_budget_ms
 from webhook_service.storage.dialects.deferred_counts import DeferredCounts
 from webhook_service.storage.dialects.search import SearchPlan, most_collected
-from webhook_service.storage.tables import HELD_TEXT_MAX_BYTES, SPACE_STAND_IN, messages, text_grams
+from webhook_service.storage.tables import (
+    HELD_TEXT_MAX_BYTES,
+    SPACE_STAND_IN,
+    messages,
+    text_four_grams,
+    text_grams,
+)
 
 # psycopg 3, whichever way the URL names PostgreSQL.
 DRIVERNAME = "postgresql+psycopg"
@@ -68,11 +74,15 @@ TRIGRAM_CHARS = 3
 # below sqrt(this * messages) matches (1,000,000 messages: 6,985 matches sorted in 33 ms,
 # walked in 18; 805 sorted in 10, walked in 209).
 SORT_OVER_WALK = 25
-# A longer needle's matches are collected only when its rarest trigram is in at most this
-# many times as many texts as are collected: one whose every trigram is in a large share of
-# the texts (`you `, rarest trigram in 300,000 of 1,000,000) usually is too, and collecting
-# would first gather a bitmap of a third of the table.
-COLLECT_BELOW_RAREST = 20
+# A longer needle's matches are collected only when its rarest four-character gram is in at
+# most this many times as many texts as are collected: every text holding the needle holds
+# it, and at 1,000,000 messages one held by more (`your otp is `, 125,621 texts of the otp
+# corpus, its rarest gram as many) usually is too, and collecting would first gather a bitmap
+# of an eighth of the table and stop at `most` (51 ms spent for nothing). Phrases of common
+# words that few texts hold have a gram under this (`you you, to `: 256 texts, 3,377).
+COLLECT_BELOW_RAREST = 4
+# The grams whose texts are counted that narrow a longer needle best (longest_counted_gram).
+FOUR_GRAM_CHARS = 4
 # A needle shorter than a trigram is looked up through at most this many stored trigrams that
 # contain it (a LIKE each, one bitmap of them all); held by more, its texts are found by
 # testing every text.
@@ -88,11 +98,18 @@ _SPANNING_TEXT = func.replace(messages.c.text_folded, literal_column("' '"), lit
 def text_holds(needle: str) -> ColumnElement[bool]:
     """The folded text holds `needle` (folded), in a condition the trigram index serves: a
     LIKE over the spanning text, which alone decides unless the needle has a space or the
-    stand-in letter (a text may hold that letter itself), then also strpos over the text."""
+    stand-in letter (a text may hold that letter itself), then also strpos over the text.
+
+    The text is also at least as long as the needle, which the text length index serves: the
+    trigrams of a needle that repeats itself (`you you you ...`, 64 characters) are those of
+    its first few words, in 49,700 of 1,000,000 sms texts, none of them 64 characters long.
+    The planner reads whichever index its statistics say is narrower; the length is written
+    as a literal so that they can."""
+    longer = func.char_length(messages.c.text_folded) >= literal_column(str(len(needle)))
     spanning = _SPANNING_TEXT.contains(needle.replace(" ", SPACE_STAND_IN), autoescape=True)
     if " " not in needle and SPACE_STAND_IN not in needle:
-        return spanning
-    return and_(spanning, func.strpos(messages.c.text_folded, needle) > 0)
+        return and_(spanning, longer)
+    return and_(spanning, longer, func.strpos(messages.c.text_folded, needle) > 0)
 
 
 # PostgreSQL text cannot hold NUL, which a JSON string may: in message_id and text it is
@@ -138,6 +155,10 @@ class PostgresDialect(Dialect):
 
     shared_by_hosts = True
     deferred = DeferredCounts()
+    # The trigram index holds no positions and a count visits every matching row: `you ` in
+    # 300,000 of 1,000,000 texts took 137 ms to count. Its texts are kept with the gram counts
+    # (SQLite's trigram index holds positions and counts such a needle in the index).
+    longest_counted_gram = FOUR_GRAM_CHARS
     # Under READ COMMITTED every statement takes a new snapshot: a total and its page could
     # disagree about a message committed between them. A read-only REPEATABLE READ transaction
     # takes one snapshot at its first statement and is never refused for serialization. It is
@@ -239,11 +260,11 @@ class PostgresDialect(Dialect):
         escaped, which the pg_trgm GIN index serves. `alone`, its matches are collected in one
         scan, counted, and a page of them is read by sorting them when few (by walking the
         order's index when many, or when there are too many to collect); with `from` or
-        `since`, the sender's or the day's index narrows first. One of three characters that
-        is not known to be common is a LIKE too. A needle many texts hold is
-        tested with strpos, which the trigram index does not serve, so the server reads in
-        page order (a page is a few thousand rows away) instead of gathering every match
-        before the first. The trigram index cannot narrow a needle of one or two characters:
+        `since`, the sender's or the day's index narrows first. One of four characters that
+        few texts hold is collected the same way; one of three is a LIKE too. A needle many
+        texts hold is tested with strpos, which the trigram index does not serve, so the
+        server reads in page order (a page is a few thousand rows away) instead of gathering
+        every match before the first. The trigram index cannot narrow a needle of one or two characters:
         when few texts hold one, their ids are collected in one scan, counted, and the page
         is read by id, so the server never walks the order's index through rows that do not
         match (1.5 s for a needle in 20 of 1,000,000 texts; 250 ms this way)."""
@@ -251,21 +272,11 @@ class PostgresDialect(Dialect):
         most = most_collected(total)
         if texts is None and not (alone and self._few_may_hold(conn, folded, most)):
             return SearchPlan([like])
-        if texts is None:
-            # The planner cannot know how few texts hold a phrase of common words: for `free
-            # you` it walked the order's index through 52,000 rows to find 805 (209 ms; they
-            # are collected in 41) and counted them in a second scan. 1,000,000 sms messages
-            # over HTTP: `free you` 181 ms -> under 130, `you you, to ` 292 -> 154, `order
-            # shipped` (6,985 texts, walked) 49 -> 53.
-            ids = conn.execute(select(messages.c.id).where(like).limit(most + 1)).scalars().all()
-            if len(ids) > most:
-                return SearchPlan([like])
-            if len(ids) ** 2 > SORT_OVER_WALK * total:  # a page is near in page order: walk it
-                return SearchPlan([like], known_count=len(ids))
-            return SearchPlan([self.one_of(messages.c.id, ids)], known_count=len(ids))
         found = func.strpos(messages.c.text_folded, folded) > 0
-        if texts > most:
+        if texts is not None and texts > most:
             return SearchPlan([found], known_count=texts)
+        if texts is None or (alone and len(folded) > TRIGRAM_CHARS):
+            return self._collected(conn, like, most, total)
         if len(folded) >= TRIGRAM_CHARS:
             return SearchPlan([like], known_count=texts)
         ids = self._short_needle_ids(conn, folded, texts)
@@ -275,12 +286,27 @@ class PostgresDialect(Dialect):
             return SearchPlan([found], known_count=texts)
         return SearchPlan([self.one_of(messages.c.id, ids)], known_count=texts)
 
+    def _collected(self, conn: Connection, like: ColumnElement[bool], most: int, total: int) -> SearchPlan:
+        """The plan of a needle alone that few texts may hold: its matches collected in one scan
+        (up to `most`), counted, and a page of them read by sorting them, or by walking the
+        order's index when a page is near in page order. The planner cannot know how few
+        texts hold a phrase of common words: for `free you` it walked the order's index
+        through 52,000 rows to find 805 (209 ms; they are collected in 41) and counted them in
+        a second scan. 1,000,000 sms messages over HTTP: `free you` 181 ms -> under 130, `you
+        you, to ` 292 -> 154, `order shipped` (6,985 texts, walked) 49 -> 53."""
+        ids = conn.execute(select(messages.c.id).where(like).limit(most + 1)).scalars().all()
+        if len(ids) > most:
+            return SearchPlan([like])
+        if len(ids) ** 2 > SORT_OVER_WALK * total:  # a page is near in page order: walk it
+            return SearchPlan([like], known_count=len(ids))
+        return SearchPlan([self.one_of(messages.c.id, ids)], known_count=len(ids))
+
     @staticmethod
     def _short_needle_ids(conn: Connection, folded: str, texts: int) -> list[int] | None:
         """The ids of the `texts` texts holding a needle shorter than a trigram, from indexes:
         a text of three or more characters holds it exactly when it holds one of the stored
         trigrams that contain it (the gram counts list them; each a LIKE the trigram index
-        serves), and shorter texts have their own partial index (migration 0016). None when
+        serves), and the text length index finds the shorter texts (migration 0018). None when
         more trigrams than that hold it, when pg_trgm would take none from them (a needle with
         no letter or digit: its LIKE would read the whole index), or when the two ways do not
         find exactly `texts` (the gram counts of the newest writes are not folded yet)."""
@@ -311,12 +337,12 @@ class PostgresDialect(Dialect):
 
     @staticmethod
     def _few_may_hold(conn: Connection, folded: str, most: int) -> bool:
-        """Whether collecting the texts that hold `folded` may be worth it: its rarest trigram
-        (by the folded gram counts) is in at most COLLECT_BELOW_RAREST times `most` texts. A
-        needle whose every trigram is in a large share of them (`you `) usually is too: the
-        trigram index would gather a bitmap of a third of the table to collect the first `most`."""
-        trigrams = {folded[start : start + TRIGRAM_CHARS] for start in range(len(folded) - TRIGRAM_CHARS + 1)}
-        rarest = conn.execute(select(func.min(text_grams.c.texts)).where(text_grams.c.gram.in_(trigrams))).scalar()
+        """Whether collecting the texts that hold `folded` may be worth it: its rarest
+        four-character gram (by the folded gram counts) is in at most COLLECT_BELOW_RAREST
+        times `most` texts."""
+        grams = {folded[start : start + FOUR_GRAM_CHARS] for start in range(len(folded) - FOUR_GRAM_CHARS + 1)}
+        texts = text_four_grams.c.texts
+        rarest = conn.execute(select(func.min(texts)).where(text_four_grams.c.gram.in_(grams))).scalar()
         return rarest is None or rarest <= COLLECT_BELOW_RAREST * most
 
 

@@ -20,13 +20,13 @@ from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.engine import describe_database_error
 from webhook_service.storage.read_model import senders
 from webhook_service.storage.read_model.day_counts import DAYS
-from webhook_service.storage.read_model.grams import GRAMS
+from webhook_service.storage.read_model.grams import FOUR_GRAMS, GRAMS
 from webhook_service.storage.read_model.kept_counts import KeptCounts
 from webhook_service.storage.read_model.senders import SENDERS
 from webhook_service.storage.read_model.timeline import TIMELINE
 
 # Every kept count but the sender counts, which senders.py keeps with the totals.
-KEPT: tuple[KeptCounts, ...] = (TIMELINE, GRAMS, DAYS)
+KEPT: tuple[KeptCounts, ...] = (TIMELINE, GRAMS, FOUR_GRAMS, DAYS)
 _KEPT_BY_NAME = {kept.name: kept for kept in KEPT}
 # How often a writing process folds the changes in: reads add what is not folded yet, so
 # this bounds how many changes a read adds up (about a second of writes).
@@ -56,7 +56,7 @@ def _record(conn: Connection, rows: list[dict], sign: int) -> None:
         return
     dialect = dialect_of(conn)
     by_sender = SENDERS.counted(rows)
-    counted = [(kept, kept.counted(rows)) for kept in KEPT]
+    counted = [(kept, kept.counted(rows)) for kept in KEPT if kept.kept_on(dialect)]
     if dialect.deferred is not None:
         changes = senders.changes(by_sender, sign)
         for kept, counts in counted:

@@ -1,11 +1,12 @@
-"""How many texts hold each folded substring of one to three characters, kept with the writes.
+"""How many texts hold each folded substring of one to three characters (four on PostgreSQL),
+kept with the writes.
 
 A needle of one or two characters is in no trigram index, and a short needle that is common
 is in so many texts that counting them means reading every text. text_grams holds, for every
-substring of one to three characters of a stored folded text, how many texts hold it; it
-changes with every insert and purge, like sender_counts. So the count of a
-needle of up to three characters is one row, and a short needle in no text is known to be
-absent without reading a text.
+substring of one to `Dialect.longest_counted_gram` characters of a stored folded text, how
+many texts hold it; it changes with every insert and purge, like sender_counts. So the count
+of a needle that short is one row, and a short needle in no text is known to be absent
+without reading a text.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from operator import add
 
 from sqlalchemy import Connection, select
 
-from webhook_service.storage.dialects import dialect_of
+from webhook_service.storage.dialects import Dialect, dialect_of
 from webhook_service.storage.read_model.kept_counts import KeptCounts
 from webhook_service.storage.read_model.senders import total_messages_value
-from webhook_service.storage.tables import text_grams
+from webhook_service.storage.tables import text_four_grams, text_grams
 
 GRAM_LENGTHS = (1, 2, 3)
-LONGEST_GRAM = GRAM_LENGTHS[-1]
+FOUR = 4
 
 
 def grams_of(folded: str) -> set[str]:
@@ -32,12 +33,21 @@ def grams_of(folded: str) -> set[str]:
     return {*folded, *pairs, *map(add, pairs, folded[2:])}
 
 
-def count_grams(folded_texts: Iterable[str | None]) -> Counter[str]:
-    """In how many of the texts each gram occurs (a text counts once per gram)."""
+def four_grams_of(folded: str) -> set[str]:
+    """Every distinct substring of four characters of `folded`."""
+    pairs = list(map(add, folded, folded[1:]))
+    return set(map(add, pairs, pairs[2:]))
+
+
+def count_grams(folded_texts: Iterable[str | None], longest: int = GRAM_LENGTHS[-1]) -> Counter[str]:
+    """In how many of the texts each gram of up to `longest` characters occurs (a text counts
+    once per gram)."""
     counts: Counter[str] = Counter()
     for folded in folded_texts:
         if folded:
             counts.update(grams_of(folded))
+            if longest >= FOUR:
+                counts.update(four_grams_of(folded))
     return counts
 
 
@@ -46,12 +56,26 @@ def _grams_of_row(row: dict) -> set[str]:
     return grams_of(folded) if folded else set()
 
 
+def _four_grams_of_row(row: dict) -> set[str]:
+    folded = row["text_folded"]
+    return four_grams_of(folded) if folded else set()
+
+
+def _four_counted(dialect: Dialect) -> bool:
+    return dialect.longest_counted_gram >= FOUR
+
+
 GRAMS = KeptCounts("text_grams", (text_grams.c.gram,), text_grams.c.texts, _grams_of_row)
+# Kept only where the dialect counts grams of four characters.
+FOUR_GRAMS = KeptCounts(
+    "text_four_grams", (text_four_grams.c.gram,), text_four_grams.c.texts, _four_grams_of_row, kept_on=_four_counted
+)
 
 
 def texts_holding(conn: Connection, gram: str) -> tuple[int, int]:
-    """How many stored texts hold `gram` (folded, one to three characters), and how many
-    messages are stored: one statement."""
+    """How many stored texts hold `gram` (folded, one to `longest_counted_gram` characters),
+    and how many messages are stored: one statement."""
     dialect = dialect_of(conn)
-    count, messages_stored = conn.execute(select(GRAMS.value(dialect, gram), total_messages_value(dialect))).one()
+    kept = FOUR_GRAMS if len(gram) == FOUR else GRAMS
+    count, messages_stored = conn.execute(select(kept.value(dialect, gram), total_messages_value(dialect))).one()
     return int(count), int(messages_stored)

@@ -22,7 +22,8 @@ from webhook_service.storage.dialects.deferred_counts import key_parameter
 class KeptCounts:
     """Counts in `count` by the key `keys` (its table's primary key, one column or several),
     and which keys a stored message adds one to (`keys_of(row)`, a row of the messages table
-    as a dict). A key is a value, or a tuple of one value per column of `keys`.
+    as a dict). A key is a value, or a tuple of one value per column of `keys`. `kept_on`
+    tells the dialects that keep these counts (every one unless told).
 
     In place, rows change in key order, so two writers lock them in one order, and a count
     at 0 is deleted. Deferred, the changes are `{counter: {last key value: n}}`, where the
@@ -30,9 +31,14 @@ class KeptCounts:
     """
 
     def __init__(
-        self, name: str, keys: tuple[Column, ...], count: Column, keys_of: Callable[[dict], Iterable[Hashable]]
+        self,
+        name: str,
+        keys: tuple[Column, ...],
+        count: Column,
+        keys_of: Callable[[dict], Iterable[Hashable]],
+        kept_on: Callable[[Dialect], bool] = lambda dialect: True,
     ) -> None:
-        self.name, self.keys, self.count, self.keys_of = name, keys, count, keys_of
+        self.name, self.keys, self.count, self.keys_of, self.kept_on = name, keys, count, keys_of, kept_on
         table = count.table
         matches = and_(*(key == bindparam(key_parameter(key)) for key in keys))
         self._subtract = update(table).where(matches).values({count.name: count - bindparam("n")})
