@@ -264,10 +264,10 @@ class PostgresDialect(Dialect):
         few texts hold is collected the same way; one of three is a LIKE too. A needle many
         texts hold is tested with strpos, which the trigram index does not serve, so the
         server reads in page order (a page is a few thousand rows away) instead of gathering
-        every match before the first. The trigram index cannot narrow a needle of one or two characters:
-        when few texts hold one, their ids are collected in one scan, counted, and the page
-        is read by id, so the server never walks the order's index through rows that do not
-        match (1.5 s for a needle in 20 of 1,000,000 texts; 250 ms this way)."""
+        every match before the first. The trigram index cannot narrow a needle of one or two
+        characters: when few texts hold one, their ids are collected in one scan, counted,
+        and the page is read by id, so the server never walks the order's index through rows
+        that do not match (1.5 s for a needle in 20 of 1,000,000 texts; 250 ms this way)."""
         like = text_holds(folded)
         most = most_collected(total)
         if texts is None and not (alone and self._few_may_hold(conn, folded, most)):
