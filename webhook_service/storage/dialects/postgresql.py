@@ -14,7 +14,6 @@ from sqlalchemy import (
     Engine,
     Text,
     and_,
-    any_,
     bindparam,
     cast,
     create_engine,
@@ -204,7 +203,11 @@ class PostgresDialect(Dialect):
         return postgresql.insert
 
     def one_of(self, column, values):
-        return column == any_(bindparam(None, values, type_=ARRAY(BigInteger)))
+        """A join to the values unnested, not `= ANY(...)`: given few collected ids in a
+        table of many, the planner walked the order's index testing each row against the
+        array (1,894 ids of 1,000,000: 27,450 rows, 44 ms) where reading them by id and
+        sorting takes 18 ms; joined, it reads them by id."""
+        return column.in_(select(func.unnest(bindparam(None, values, type_=ARRAY(BigInteger)))))
 
     def reserve_positions(self, conn: Connection, count: int) -> int:
         """Positions in the order readers may pass them, with no lock: a transaction's
