@@ -286,9 +286,9 @@ def _seed(url: str, rows: int) -> None:
         (MessageFilter(sender="+1123"), "ix_messages_from_ts_instant"),
         (MessageFilter(since="2024-01-30T00:00:00Z"), "ix_messages_ts_instant"),
         # Texts are "Text " + md5(i): a piece of md5("777") and of md5("517") (sender +117).
-        (MessageFilter(text_contains="5925884110"), "ix_messages_text_spanning_trgm"),
+        (MessageFilter(text_contains="5925884110"), "ix_messages_text_letters_trgm"),
         # Across the space: text 1 is "text " + md5("1").
-        (MessageFilter(text_contains="t c4ca4238a0"), "ix_messages_text_spanning_trgm"),
+        (MessageFilter(text_contains="t c4ca4238a0"), "ix_messages_text_letters_trgm"),
         (MessageFilter(sender="+117", text_contains="7b94cb"), "ix_messages_from_ts_instant"),
         # The count reads the texts the sender index holds (no table row).
         (MessageFilter(sender="+117", text_contains="7b94cb"), "Index Only Scan using ix_messages_from_ts_held_text"),
@@ -346,19 +346,29 @@ def test_a_rare_short_needle_on_postgresql_is_found_through_indexes_without_test
         assert [item.message_id for item in page.items] == ["ze-1", "ze-2", "ze-3"] and page.total == 3
         assert not any("Seq Scan on messages" in plan for plan in plans), plans
         assert any("ix_messages_text_length" in plan for plan in plans), plans
-        assert any("ix_messages_text_spanning_trgm" in plan for plan in plans), plans
+        assert any("ix_messages_text_letters_trgm" in plan for plan in plans), plans
     finally:
         database.dispose()
 
 
-def test_a_needle_with_spaces_is_found_exactly_beside_texts_that_hold_the_letter_standing_in_for_them(database_url):
-    """On PostgreSQL the trigram index is over the text with its spaces replaced by a letter
-    (tables.SPACE_STAND_IN); a text may hold that letter itself, and is never taken for one
-    with a space, nor the other way round."""
+def test_needles_with_spaces_and_marks_are_found_exactly_beside_texts_that_hold_the_letters_standing_in_for_them(
+    database_url,
+):
+    """On PostgreSQL the trigram index is over the text with its spaces and common marks
+    replaced by letters (tables.TEXT_STAND_INS); a text may hold those letters itself, and is
+    never taken for one with a space or a mark, nor the other way round."""
     from webhook_service.storage.messages import NewMessage, insert_messages_if_new
-    from webhook_service.storage.tables import SPACE_STAND_IN
+    from webhook_service.storage.tables import TEXT_STAND_INS
 
-    stored = {"space": "order shipped", "letter": f"order{SPACE_STAND_IN}shipped", "both": f"a b{SPACE_STAND_IN}c"}
+    letter = dict(TEXT_STAND_INS)
+    space, bang, comma = letter[" "], letter["!"], letter[","]
+    stored = {
+        "space": "order shipped",
+        "letter": f"order{space}shipped",
+        "both": f"a b{space}c",
+        "bang": "wow! great, thanks",
+        "bang-letter": f"wow{bang} great{comma} thanks",
+    }
     database = Database(database_url)
     with database.write_transaction() as conn:
         insert_messages_if_new(
@@ -367,12 +377,21 @@ def test_a_needle_with_spaces_is_found_exactly_beside_texts_that_hold_the_letter
     with database.read_transaction() as conn:
         for needle, found in [
             ("order shipped", ["space"]),
-            (f"order{SPACE_STAND_IN}shipped", ["letter"]),
+            (f"order{space}shipped", ["letter"]),
             ("r s", ["space"]),
-            (f"b{SPACE_STAND_IN}c", ["both"]),
+            (f"b{space}c", ["both"]),
             ("a b", ["both"]),
-            (f"a{SPACE_STAND_IN}b", []),
+            (f"a{space}b", []),
             ("b c", []),
+            ("wow! ", ["bang"]),
+            ("! g", ["bang"]),
+            (f"w{bang} g", ["bang-letter"]),
+            ("t, t", ["bang"]),
+            (f"t{comma} t", ["bang-letter"]),
+            ("wow", ["bang", "bang-letter"]),
+            ("!", ["bang"]),
+            (bang, ["bang-letter"]),
+            ("w!g", []),
         ]:
             page = list_messages(conn, MessageFilter(text_contains=needle), 50)
             assert sorted(item.message_id for item in page.items) == found and page.total == len(found), needle
@@ -420,6 +439,23 @@ def test_a_phrase_of_common_words_is_narrowed_by_the_trigrams_across_its_spaces(
             for n in re.findall(r"Bitmap Index Scan on ix_messages_text_\w+ .*?rows=(\d+) loops", plan)
         ]
         assert read and max(read) < 100, plans
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_needles_with_marks_are_narrowed_by_the_trigrams_across_them(database_url):
+    """pg_trgm takes no trigram from a mark: `wren!` would be narrowed to every text holding
+    `wren`, and `! ` (no letter) found by testing every text. With the marks as letters, both
+    read only the texts that hold them."""
+    texts = [f"wren {n}" for n in range(3000)] + ["wren! one", "hi! two", "wren!"]
+    database = _seeded_with(database_url, "k", texts)
+    try:
+        for needle, found in [("WREN!", ["k3000", "k3002"]), ("! ", ["k3000", "k3001"])]:
+            page, plans = _read_and_its_plans(database, MessageFilter(text_contains=needle), analyze=True)
+            assert sorted(item.message_id for item in page.items) == found and page.total == len(found), needle
+            assert not any("Seq Scan on messages" in plan for plan in plans), plans
+            assert _rows_read_from_messages(plans) < 100, plans
     finally:
         database.dispose()
 
