@@ -87,7 +87,20 @@ def empty_database_url(request, backend, tmp_path) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_env_file(monkeypatch):
+def _environment_as_found():
+    # The command line, run in process, sets what a dotenv file holds in os.environ; monkeypatch
+    # restores only what it was told of (a delenv of a name not set records nothing), so a
+    # test's WEBHOOK_SECRET could reach the servers later tests start. Each test leaves the
+    # environment as it found it.
+    found = dict(os.environ)
+    yield
+    if os.environ != found:
+        os.environ.clear()
+        os.environ.update(found)
+
+
+@pytest.fixture(autouse=True)
+def _no_env_file(_environment_as_found, monkeypatch):
     # The command line reads .env from the current folder: a developer's own must not leak in.
     monkeypatch.setenv("WEBHOOK_SERVICE_ENV_FILE", os.devnull)
 
