@@ -23,7 +23,7 @@ from webhook_service.storage.read_model.senders import total_messages_value
 from webhook_service.storage.tables import text_four_grams, text_grams
 
 GRAM_LENGTHS = (1, 2, 3)
-FOUR = 4
+FOUR_GRAM_CHARS = 4
 
 
 def grams_of(folded: str) -> set[str]:
@@ -46,7 +46,7 @@ def count_grams(folded_texts: Iterable[str | None], longest: int = GRAM_LENGTHS[
     for folded in folded_texts:
         if folded:
             counts.update(grams_of(folded))
-            if longest >= FOUR:
+            if longest >= FOUR_GRAM_CHARS:
                 counts.update(four_grams_of(folded))
     return counts
 
@@ -62,7 +62,7 @@ def _four_grams_of_row(row: dict) -> set[str]:
 
 
 def _four_counted(dialect: Dialect) -> bool:
-    return dialect.longest_counted_gram >= FOUR
+    return dialect.longest_counted_gram >= FOUR_GRAM_CHARS
 
 
 GRAMS = KeptCounts("text_grams", (text_grams.c.gram,), text_grams.c.texts, _grams_of_row)
@@ -76,6 +76,6 @@ def texts_holding(conn: Connection, gram: str) -> tuple[int, int]:
     """How many stored texts hold `gram` (folded, one to `longest_counted_gram` characters),
     and how many messages are stored: one statement."""
     dialect = dialect_of(conn)
-    kept = FOUR_GRAMS if len(gram) == FOUR else GRAMS
+    kept = FOUR_GRAMS if len(gram) == FOUR_GRAM_CHARS else GRAMS
     count, messages_stored = conn.execute(select(kept.value(dialect, gram), total_messages_value(dialect))).one()
     return int(count), int(messages_stored)
