@@ -20,7 +20,7 @@ from webhook_service.storage.dialects import dialect_for_url
 from webhook_service.storage.engine import Database, create_database_engine
 from webhook_service.storage.messages import MessageFilter, list_messages
 from webhook_service.storage.migrations import MigrationFailed, head_revision, migrate, upgrade_to_head
-from webhook_service.storage.read_model.grams import count_grams
+from webhook_service.storage.read_model.grams import FOUR_GRAMS, count_grams
 from webhook_service.storage.tables import messages, text_four_grams, text_grams
 
 # Ids whose order differs between code points and a language collation (ICU en-US puts
@@ -259,10 +259,8 @@ def _seed(url: str, rows: int) -> None:
             )
             folded = conn.execute(select(messages.c.text_folded)).scalars().all()
             conn.execute(insert(text_grams), [{"gram": g, "texts": n} for g, n in count_grams(folded).items()])
-            four_grams = count_grams(folded, longest=4)
-            conn.execute(
-                insert(text_four_grams), [{"gram": g, "texts": n} for g, n in four_grams.items() if len(g) == 4]
-            )
+            four_grams = FOUR_GRAMS.counted({"text_folded": one} for one in folded)
+            conn.execute(insert(text_four_grams), [{"gram": g, "texts": n} for g, n in four_grams.items()])
             conn.execute(text("DELETE FROM instant_day_counts"))
             conn.execute(
                 text(

@@ -39,15 +39,12 @@ def four_grams_of(folded: str) -> set[str]:
     return set(map(add, pairs, pairs[2:]))
 
 
-def count_grams(folded_texts: Iterable[str | None], longest: int = GRAM_LENGTHS[-1]) -> Counter[str]:
-    """In how many of the texts each gram of up to `longest` characters occurs (a text counts
-    once per gram)."""
+def count_grams(folded_texts: Iterable[str | None]) -> Counter[str]:
+    """In how many of the texts each gram occurs (a text counts once per gram)."""
     counts: Counter[str] = Counter()
     for folded in folded_texts:
         if folded:
             counts.update(grams_of(folded))
-            if longest >= FOUR_GRAM_CHARS:
-                counts.update(four_grams_of(folded))
     return counts
 
 
