@@ -93,7 +93,7 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _lettered(column):
+def _lettered_expression(column):
     # Innermost first, in TEXT_STAND_INS order: the same expression as the index's.
     for mark, letter in TEXT_STAND_INS:
         column = func.replace(column, literal_column(_sql_text(mark)), literal_column(_sql_text(letter)))
@@ -105,12 +105,12 @@ def _lettered(column):
 # matches a statement's expression to the index's only when they are the same (psycopg
 # prepares a statement run often, and a prepared plan's parameters are unknown when it is
 # planned).
-_LETTERED_TEXT = _lettered(messages.c.text_folded)
+_LETTERED_TEXT = _lettered_expression(messages.c.text_folded)
 _TO_LETTERS = str.maketrans(dict(TEXT_STAND_INS))
 _STAND_IN_LETTERS = frozenset(letter for _mark, letter in TEXT_STAND_INS)
 
 
-def lettered(needle: str) -> str:
+def _as_letters(needle: str) -> str:
     """`needle` as the trigram index sees texts: spaces and common marks as their letters."""
     return needle.translate(_TO_LETTERS)
 
@@ -127,7 +127,7 @@ def text_holds(needle: str) -> ColumnElement[bool]:
     The planner reads whichever index its statistics say is narrower; the length is written
     as a literal so that they can."""
     longer = func.char_length(messages.c.text_folded) >= literal_column(str(len(needle)))
-    as_letters = lettered(needle)
+    as_letters = _as_letters(needle)
     like = _LETTERED_TEXT.contains(as_letters, autoescape=True)
     if as_letters == needle and _STAND_IN_LETTERS.isdisjoint(needle):
         return and_(like, longer)
@@ -341,7 +341,7 @@ class PostgresDialect(Dialect):
         no letter or digit once its spaces and marks are letters, `%`: its LIKE would read the
         whole index), or when the two ways do not find exactly `texts` (the gram counts of the
         newest writes are not folded yet)."""
-        if not any(character.isalnum() for character in lettered(folded)):
+        if not any(character.isalnum() for character in _as_letters(folded)):
             return None
         trigram = func.char_length(text_grams.c.gram) == TRIGRAM_CHARS
         windows = (
