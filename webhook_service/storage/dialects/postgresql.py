@@ -319,8 +319,8 @@ class PostgresDialect(Dialect):
         (up to `most`), counted, and a page of them read by sorting them, or by walking the
         order's index when a page is near in page order (tested with strpos, which the trigram
         index does not serve: given the LIKE, the planner gathered and sorted every match,
-        `order shipped`, 6,985 texts, 19 ms where the walk takes 7). The planner cannot know how few
-        texts hold a phrase of common words: for `free you` it walked the order's index
+        `order shipped`, 6,985 texts, 19 ms where the walk takes 9). The planner cannot know
+        how few texts hold a phrase of common words: for `free you` it walked the order's index
         through 52,000 rows to find 805 (209 ms; they are collected in 41) and counted them in
         a second scan. 1,000,000 sms messages over HTTP: `free you` 181 ms -> under 130, `you
         you, to ` 292 -> 154, `order shipped` (6,985 texts, walked) 49 -> 53."""

@@ -3,10 +3,11 @@ kept with the writes.
 
 A needle of one or two characters is in no trigram index, and a short needle that is common
 is in so many texts that counting them means reading every text. text_grams holds, for every
-substring of one to `Dialect.longest_counted_gram` characters of a stored folded text, how
-many texts hold it; it changes with every insert and purge, like sender_counts. So the count
-of a needle that short is one row, and a short needle in no text is known to be absent
-without reading a text.
+substring of one to three characters of a stored folded text, how many texts hold it, and
+text_four_grams the same for four characters where the dialect counts them
+(`Dialect.longest_counted_gram`); both change with every insert and purge, like
+sender_counts. So the count of a needle that short is one row, and a short needle in no text
+is known to be absent without reading a text.
 """
 
 from __future__ import annotations
