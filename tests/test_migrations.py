@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from webhook_service.storage.engine import create_database_engine
 from webhook_service.storage.migrations import (
@@ -72,6 +72,7 @@ def test_another_applications_database_is_left_alone(tmp_path):
 def test_texts_folded_before_0008_tell_a_nul_from_the_symbol_for_nul_after_it(empty_database_url, monkeypatch):
     from webhook_service.storage import messages as message_storage
     from webhook_service.storage import read_model
+    from webhook_service.storage.dialects import postgresql
     from webhook_service.storage.dialects.postgresql import PostgresDialect
     from webhook_service.storage.engine import Database
     from webhook_service.storage.messages import MessageFilter, NewMessage, insert_messages_if_new, list_messages
@@ -84,6 +85,8 @@ def test_texts_folded_before_0008_tell_a_nul_from_the_symbol_for_nul_after_it(em
         # No gram or day counts before 0009, and counts in place before 0013.
         monkeypatch.setattr(read_model, "KEPT", (TIMELINE,))
         monkeypatch.setattr(PostgresDialect, "deferred", None)
+        # No transaction_offset before 0020.
+        monkeypatch.setattr(postgresql, "_TRANSACTION_ID", select(postgresql._TRANSACTION))
         with database.write_transaction() as conn:
             insert_messages_if_new(
                 conn,

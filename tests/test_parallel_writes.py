@@ -24,6 +24,7 @@ from webhook_service.storage.messages import (
     list_messages,
     message_stats,
 )
+from webhook_service.storage.migrations import head_revision, upgrade_to_head
 from webhook_service.storage.read_model import fold
 from webhook_service.storage.read_model.senders import senders_summary
 
@@ -95,6 +96,27 @@ def test_positions_of_one_transaction_follow_each_other_across_its_inserts(datab
     with database.write_transaction() as conn:
         insert_messages_if_new(conn, [message("d")])
     assert feed_ids(database)[0] == ["a", "b", "c", "d"]
+
+
+def test_a_database_restored_into_a_cluster_behind_its_positions_feeds_on_after_them(database, database_url):
+    with database.write_transaction() as conn:
+        insert_messages_if_new(conn, [message("restored-1"), message("restored-2")])
+    # pg_restore into another cluster keeps the positions, made from transaction ids the new
+    # cluster has not reached: here, a billion transactions ahead of it.
+    run_sql(database_url, "UPDATE messages SET id = id + (1000000000::bigint << 16)")
+    assert upgrade_to_head(database_url) == head_revision()  # what every start runs
+    seen, end = feed_ids(database)
+    assert seen == ["restored-1", "restored-2"]
+    with database.read_transaction() as conn:
+        assert latest_position(conn) >= end
+    with database.write_transaction() as conn:
+        insert_messages_if_new(conn, [message("stored-after")])
+    assert feed_ids(database, end)[0] == ["stored-after"]
+    assert feed_ids(database)[0] == ["restored-1", "restored-2", "stored-after"]
+    # A later start finds nothing to move.
+    offset = run_sql(database_url, "SELECT transaction_offset FROM message_totals")
+    upgrade_to_head(database_url)
+    assert run_sql(database_url, "SELECT transaction_offset FROM message_totals") == offset
 
 
 def test_how_long_the_feed_is_held_back_is_measured(database):

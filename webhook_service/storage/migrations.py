@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -14,6 +15,8 @@ from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, insp
 from webhook_service.storage.dialects import dialect_of
 from webhook_service.storage.dialects.base import LOCK_WAIT_OPTION, WRITE_OPTION
 from webhook_service.storage.engine import DATABASE_ERRORS, create_database_engine, describe_database_error
+
+logger = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -94,7 +97,14 @@ def upgrade_to_head(database_url: str, revision: str = "head", progress: Progres
     Raises SchemaMismatch for a database these migrations must not touch, and
     sqlalchemy.exc.SQLAlchemyError or OSError when the database cannot be reached.
     """
-    _run_alembic(database_url, command.upgrade, revision, check=check_upgradable, progress=progress)
+    _run_alembic(
+        database_url,
+        command.upgrade,
+        revision,
+        check=check_upgradable,
+        progress=progress,
+        after=_align_positions if revision == "head" else None,
+    )
     engine = create_database_engine(database_url)
     try:
         return database_revision(engine) or ""
@@ -107,7 +117,17 @@ def downgrade_to_base(database_url: str) -> None:
     _run_alembic(database_url, command.downgrade, "base")
 
 
-def _run_alembic(database_url: str, alembic_command, revision: str, check=None, progress=None) -> None:
+def _align_positions(conn: Connection) -> None:
+    moved = dialect_of(conn).align_positions(conn)
+    if moved:
+        logger.warning(
+            "the database's feed positions were ahead of this PostgreSQL cluster's transaction ids (restored "
+            "from another cluster?): positions taken from now on follow the newest stored message",
+            transactions_moved=moved,
+        )
+
+
+def _run_alembic(database_url: str, alembic_command, revision: str, check=None, progress=None, after=None) -> None:
     engine = create_database_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -124,6 +144,8 @@ def _run_alembic(database_url: str, alembic_command, revision: str, check=None, 
                 if progress is not None:
                     _follow(config, conn, revision, progress)
                 alembic_command(config, revision)
+                if after is not None:
+                    after(conn)
     finally:
         engine.dispose()
 

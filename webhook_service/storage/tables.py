@@ -97,6 +97,14 @@ message_totals = Table(
         nullable=False,
         comment="The highest feed position handed out; only ever grows, also when messages are purged.",
     ),
+    Column(
+        "transaction_offset",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="PostgreSQL: added to the transaction id of every feed position; raised at a start "
+        "when the stored positions are ahead of the cluster's transaction ids (a restore).",
+    ),
 )
 
 # Messages per hour and per day they were stored in (created_at, UTC), kept with every

@@ -178,6 +178,12 @@ class Dialect(ABC):
         still running may yet take (none where positions are taken in commit order)."""
         return []
 
+    def align_positions(self, conn: Connection) -> int:
+        """In the migration transaction of a start: make every position taken from now on
+        follow the newest stored one, where positions come from a counter the database does
+        not carry (a restore into another server); returns by how much they were moved on."""
+        return 0
+
     def feed_end(self, conn: Connection) -> int:
         """The feed's end: a position at or past every message stored, below every position a
         message stored later takes."""

@@ -22,6 +22,8 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
+    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -41,6 +43,7 @@ from webhook_service.storage.dialects.search import SearchPlan, most_collected
 from webhook_service.storage.tables import (
     HELD_TEXT_MAX_BYTES,
     TEXT_STAND_INS,
+    message_totals,
     messages,
     text_four_grams,
     text_grams,
@@ -147,13 +150,17 @@ _INSERT_IF_NEW = (
     .returning(messages.c.message_id)
 )
 # A feed position is the id of the transaction that stored the message (xid8, which only
-# grows) times POSITIONS_PER_TRANSACTION, plus the message's place among the ones that
-# transaction stored: see reserve_positions.
+# grows) plus the database's transaction_offset, times POSITIONS_PER_TRANSACTION, plus the
+# message's place among the ones that transaction stored: see reserve_positions. The offset
+# is 0 until the database moves to a cluster whose transaction ids are behind its positions
+# (align_positions); it is read in the same statement as the id, so every host sees a change.
 POSITIONS_PER_TRANSACTION = 1 << 16
-_TRANSACTION_ID = select(cast(cast(func.pg_current_xact_id(), Text), BigInteger))
+_OFFSET = select(message_totals.c.transaction_offset).where(message_totals.c.id == 1).scalar_subquery()
+_TRANSACTION = cast(cast(func.pg_current_xact_id(), Text), BigInteger)
+_TRANSACTION_ID = select(_TRANSACTION + _OFFSET)
 # The oldest transaction still running when the current snapshot was taken: every
 # transaction with a lower id has ended, so no message below its first position can appear.
-_HORIZON = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
+_HORIZON = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger) + _OFFSET
 # connection.info key: (transaction id, positions it has taken so far).
 _POSITIONS_TAKEN = "webhook_service_positions_taken"
 
@@ -249,6 +256,30 @@ class PostgresDialect(Dialect):
 
     def feed_horizon(self) -> list[ColumnElement[bool]]:
         return [messages.c.id < _HORIZON * POSITIONS_PER_TRANSACTION]
+
+    def align_positions(self, conn: Connection) -> int:
+        """Transaction ids are the cluster's own: a database restored into another cluster (or
+        copied there by logical replication) may hold positions from ids that cluster has not
+        reached, and what it stores next would land behind them, unseen by readers past them.
+        Raise transaction_offset so that every transaction after this one takes positions past
+        the newest stored; returns how much it was raised (0: nothing to do, the usual case).
+        Run in the migration transaction of every start (under the migrators' lock), before
+        that host's workers write: the first start on a restored database raises it before
+        anything is stored there. Inserts under way are waited for before it looks again."""
+        newest = select(func.max(messages.c.id)).scalar_subquery()
+        behind = select(newest // POSITIONS_PER_TRANSACTION - (_TRANSACTION + _OFFSET) + 1)
+        if (conn.execute(behind).scalar_one() or 0) <= 0:
+            return 0
+        conn.execute(text("LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE"))
+        moved = conn.execute(behind).scalar_one()
+        if moved <= 0:
+            return 0
+        conn.execute(
+            update(message_totals)
+            .where(message_totals.c.id == 1)
+            .values(transaction_offset=message_totals.c.transaction_offset + moved)
+        )
+        return moved
 
     def feed_end(self, conn: Connection) -> int:
         """Below the first position of the oldest transaction still running: a position no
