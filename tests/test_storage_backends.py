@@ -11,14 +11,14 @@ import time
 import pytest
 from sqlalchemy import event, insert, select, text
 
-from tests.support.database import run_sql
+from tests.support.database import fold_counts, run_sql
 from tests.support.messages import make_message
 from tests.support.postgres import APP_PASSWORD, APP_USER
 from tests.support.servers import wait_until
 from webhook_service.config import ConfigError, Settings, database_url_from_setting
 from webhook_service.storage.dialects import dialect_for_url
 from webhook_service.storage.engine import Database, create_database_engine
-from webhook_service.storage.messages import MessageFilter, list_messages
+from webhook_service.storage.messages import MessageFilter, delete_counted, list_messages
 from webhook_service.storage.migrations import MigrationFailed, head_revision, migrate, upgrade_to_head
 from webhook_service.storage.read_model.grams import FOUR_GRAMS, count_grams
 from webhook_service.storage.tables import messages, text_four_grams, text_grams
@@ -330,7 +330,6 @@ def _read_and_its_plans(database: Database, message_filter: MessageFilter, analy
 def test_a_rare_short_needle_on_postgresql_is_found_through_indexes_without_testing_every_text(database_url):
     """pg_trgm has no trigram of `zé`: its texts are found through the stored trigrams that
     hold it and the short-text index (never a scan of every text), exactly."""
-    from tests.support.database import fold_counts
     from webhook_service.storage.messages import NewMessage, insert_messages_if_new
 
     _seed(database_url, 50_000)
@@ -399,7 +398,6 @@ def test_needles_with_spaces_and_marks_are_found_exactly_beside_texts_that_hold_
 def _seeded_with(url: str, prefix: str, texts: list[str]) -> Database:
     """A database of 50,000 seeded messages (enough that the planner reads an index) and
     `texts` (ids `prefix` + their place), counts folded and statistics taken."""
-    from tests.support.database import fold_counts
     from webhook_service.storage.messages import NewMessage, insert_messages_if_new
 
     _seed(url, 50_000)
@@ -462,7 +460,6 @@ def test_needles_with_marks_are_narrowed_by_the_trigrams_across_them(database_ur
 def test_a_needle_of_four_characters_every_text_holds_is_counted_without_reading_the_texts(database_url):
     """The trigram index holds no positions: counting a common four-character needle would
     test every text holding its trigrams. Its count is kept with the writes instead."""
-    from tests.support.database import fold_counts
 
     _seed(database_url, 50_000)  # every text is "text " + md5(i)
     database = Database(database_url)
@@ -487,6 +484,121 @@ def test_a_needle_longer_than_nearly_every_text_reads_only_the_texts_long_enough
         page, plans = _read_and_its_plans(database, MessageFilter(text_contains=needle), analyze=True)
         assert [item.message_id for item in page.items] == ["y3000"] and page.total == 1
         assert _rows_read_from_messages(plans) < 100, plans
+    finally:
+        database.dispose()
+
+
+def _counted_rows(plans: list[str]) -> int:
+    """The most rows a count statement of the plans read from messages or its indexes."""
+    return _rows_read_from_messages([plan for plan in plans if "Aggregate" in plan])
+
+
+def _total_of(database: Database, needle: str) -> int:
+    with database.read_transaction() as conn:
+        return list_messages(conn, MessageFilter(text_contains=needle), 1).total
+
+
+@pytest.mark.postgresql_only
+def test_the_total_of_a_needle_many_texts_hold_is_counted_once_then_only_newer_messages_are_tested(database_url):
+    """PostgreSQL tests every text that may hold `gamma delta` to count them; a reader paging
+    through them asks again at every page. The total is remembered, and a later read tests
+    only the messages stored since."""
+    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+
+    database = _seeded_with(database_url, "g", [f"alpha gamma delta {n}" for n in range(3000)] + ["gamma, delta"])
+    try:
+        needle = MessageFilter(text_contains="gamma delta")
+        page, plans = _read_and_its_plans(database, needle, analyze=True)
+        assert page.total == 3000 and _counted_rows(plans) >= 3000, plans
+        page, plans = _read_and_its_plans(database, needle, analyze=True)
+        assert page.total == 3000 and _counted_rows(plans) < 100, plans
+        with database.write_transaction() as conn:
+            insert_messages_if_new(
+                conn,
+                [
+                    NewMessage("new-1", "+1", "+2", "2025-02-01T00:00:00Z", "gamma delta"),
+                    NewMessage("new-2", "+1", "+2", "2025-02-01T00:00:00Z", "GAMMA DELTA again"),
+                    NewMessage("new-3", "+1", "+2", "2025-02-01T00:00:00Z", "gamma  delta"),
+                ],
+            )
+        page, plans = _read_and_its_plans(database, needle, analyze=True)
+        assert page.total == 3002 and _counted_rows(plans) < 100, plans
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_remembered_total_is_not_used_after_messages_are_deleted_even_by_a_delete_that_raced_its_count(
+    database_url,
+):
+    database = _seeded_with(database_url, "g", [f"alpha gamma delta {n}" for n in range(3000)])
+    try:
+        assert _total_of(database, "gamma delta") == 3000  # remembered
+        with database.write_transaction() as conn:
+            assert delete_counted(conn, messages.c.message_id.in_(["g0", "g1"])) == 2
+        assert _total_of(database, "gamma delta") == 2998
+        # Counted in a snapshot taken before a delete that commits before the total is
+        # written: the total is written, and not used.
+        run_sql(database_url, "DELETE FROM text_totals")
+        with database.read_transaction() as conn:
+            assert list_messages(conn, MessageFilter(text_contains="gamma delta"), 1).total == 2998
+            with database.write_transaction() as deleting:
+                assert delete_counted(deleting, messages.c.message_id.in_(["g2", "g3", "g4"])) == 3
+        assert run_sql(database_url, "SELECT total FROM text_totals") == [(2998,)]
+        assert _total_of(database, "gamma delta") == 2995
+        # Folding the deletes' changes in changes nothing a reader sees: still remembered.
+        fold_counts(database_url)
+        page, plans = _read_and_its_plans(database, MessageFilter(text_contains="gamma delta"), analyze=True)
+        assert page.total == 2995 and _counted_rows(plans) < 100, plans
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_total_that_cannot_be_remembered_is_still_answered(database_url, monkeypatch, log_lines):
+    from sqlalchemy.exc import OperationalError
+
+    from webhook_service.observability.logging import configure_logging
+    from webhook_service.storage.read_model import text_totals as remembering
+
+    configure_logging("INFO")
+
+    def refused(conn, counted):
+        raise OperationalError(
+            "INSERT INTO text_totals", {}, Exception("cannot execute INSERT in a read-only transaction")
+        )
+
+    database = _seeded_with(database_url, "g", [f"alpha gamma delta {n}" for n in range(3000)])
+    try:
+        monkeypatch.setattr(remembering, "_remember", refused)
+        assert _total_of(database, "gamma delta") == 3000
+        monkeypatch.undo()
+        assert run_sql(database_url, "SELECT count(*) FROM text_totals") == [(0,)]
+        assert any(line.get("event") == "what a read left to write was not written" for line in log_lines())
+        assert "gamma" not in log_lines.raw()
+        assert _total_of(database, "gamma delta") == 3000
+        assert run_sql(database_url, "SELECT total FROM text_totals") == [(3000,)]
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_a_remembered_total_counts_the_messages_a_transaction_still_running_held_back(database_url):
+    """Messages committed above the feed's horizon (an older transaction still runs) are in
+    the count but not in the remembered part: a later read adds them once, as newer ones."""
+    from webhook_service.storage.messages import NewMessage, insert_messages_if_new
+
+    database = _seeded_with(database_url, "g", [f"alpha gamma delta {n}" for n in range(3000)])
+    try:
+        with database.write_transaction() as holding:
+            holding.execute(text("SELECT pg_current_xact_id()"))
+            with database.write_transaction() as conn:
+                insert_messages_if_new(
+                    conn, [NewMessage(f"late-{n}", "+1", "+2", "2025-02-01T00:00:00Z", "gamma delta") for n in range(5)]
+                )
+            assert _total_of(database, "gamma delta") == 3005
+        assert _total_of(database, "gamma delta") == 3005
+        assert run_sql(database_url, "SELECT total FROM text_totals") == [(3000,)]  # the part below the horizon
     finally:
         database.dispose()
 

@@ -8,9 +8,10 @@ import ctypes.util
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 
+import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
@@ -23,6 +24,8 @@ from webhook_service.storage.write_health import WRITE_HEALTH, WriteFailure, dat
 # What a failing database raises: the driver's errors, and OSError where its files cannot
 # be opened or were replaced (SQLite).
 DATABASE_ERRORS = (SQLAlchemyError, OSError)
+
+logger = structlog.get_logger(__name__)
 # A readiness probe waits this long for the write lock before calling the database stuck.
 PROBE_LOCK_WAIT_MS = 1000
 
@@ -80,6 +83,16 @@ def _discarded_on_failure(conn: Connection) -> Iterator[None]:
     except DBAPIError:
         conn.invalidate()
         raise
+
+
+# connection.info key: what a read transaction leaves to write once it has ended (after_read).
+AFTER_READ = "webhook_service_after_read"
+
+
+def after_read(conn: Connection, action: Callable[[Connection], None]) -> None:
+    """Have `action(connection)` run once the read transaction of `conn` has ended well, in
+    a write transaction of its own (a read may leave behind what it found out)."""
+    conn.info.setdefault(AFTER_READ, []).append(action)
 
 
 class Database:
@@ -161,8 +174,24 @@ class Database:
         """A read-only transaction: every query in it sees one snapshot.
 
         With `budget_seconds`, its statements are stopped once that time has passed, and
-        QueryBudgetExceeded is raised.
+        QueryBudgetExceeded is raised. What the read left to write (after_read) is written
+        once it has ended well, each in a short write transaction of its own; a failure there
+        is logged and the read's answer stands.
         """
+        with self._read_only(budget_seconds) as conn:
+            try:
+                yield conn
+            finally:
+                leftover = conn.info.pop(AFTER_READ, ())
+        for action in leftover:
+            try:
+                with self.engine.begin() as write:
+                    action(write)
+            except DATABASE_ERRORS as error:
+                logger.info("what a read left to write was not written", reason=describe_database_error(error))
+
+    @contextmanager
+    def _read_only(self, budget_seconds: float | None) -> Iterator[Connection]:
         if budget_seconds is None:
             with self._read_connection() as conn, conn.begin():
                 yield conn

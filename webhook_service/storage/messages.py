@@ -18,6 +18,7 @@ from webhook_service.storage.read_model import record_deleted, record_inserted
 from webhook_service.storage.read_model.day_counts import count_since, skip_to_day
 from webhook_service.storage.read_model.search import plan_search
 from webhook_service.storage.read_model.senders import sender_messages, senders_summary, total_messages
+from webhook_service.storage.read_model.text_totals import count_holding
 from webhook_service.storage.tables import messages
 from webhook_service.timestamps import instant_key, utc_now_iso
 
@@ -237,6 +238,8 @@ def _count_matching(
     only_text = message_filter.sender is None and message_filter.since is None
     if only_text and search.known_count is not None:
         return search.known_count
+    if only_text and search.remember_as is not None:
+        return count_holding(conn, search.remember_as, conditions)
     if message_filter.sender is None and search is None:
         return count_since(conn, instant_key(message_filter.since))
     by_sender_text = message_filter.sender is not None and search is not None

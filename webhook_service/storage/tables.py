@@ -105,6 +105,13 @@ message_totals = Table(
         comment="PostgreSQL: added to the transaction id of every feed position; raised at a start "
         "when the stored positions are ahead of the cluster's transaction ids (a restore).",
     ),
+    Column(
+        "deletions",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Transactions that deleted messages so far: a text total remembered before the latest is not used.",
+    ),
 )
 
 # Messages per hour and per day they were stored in (created_at, UTC), kept with every
@@ -138,6 +145,22 @@ text_four_grams = Table(
     metadata,
     Column("gram", OrderedText, primary_key=True, comment="Four characters of folded text."),
     Column("texts", BigInteger, nullable=False, comment="Stored texts holding it; rows at 0 are deleted."),
+)
+
+# Exact totals of long needles that many texts hold, remembered for a while where counting
+# them means testing every text that may hold them (PostgreSQL: storage/read_model/
+# text_totals.py). A total covers the messages below a feed position, which no transaction
+# adds to; a read adds the newer ones that hold the needle. It is used only while no
+# messages were deleted since it was counted (message_totals.deletions) and for
+# REMEMBER_SECONDS. A migration that changes stored texts must empty it.
+text_totals = Table(
+    "text_totals",
+    metadata,
+    Column("needle", OrderedText, primary_key=True, comment="The folded needle, as stored texts hold it."),
+    Column("total", BigInteger, nullable=False, comment="Messages below counted_below holding it."),
+    Column("counted_below", BigInteger, nullable=False, comment="The feed position its total stops before."),
+    Column("deletions", BigInteger, nullable=False, comment="message_totals.deletions when it was counted."),
+    Column("counted_at", Float, nullable=False, comment="When it was counted, in Unix seconds of the database."),
 )
 
 # Messages per UTC day of their ts instant, kept with every insert and purge

@@ -328,12 +328,12 @@ class PostgresDialect(Dialect):
         like = text_holds(folded)
         most = most_collected(total)
         if texts is None and not (alone and self._few_may_hold(conn, folded, most)):
-            return SearchPlan([like])
+            return SearchPlan([like], remember_as=folded if alone else None)
         found = func.strpos(messages.c.text_folded, folded) > 0
         if texts is not None and texts > most:
             return SearchPlan([found], known_count=texts)
         if texts is None or (alone and len(folded) > TRIGRAM_CHARS):
-            return self._collected(conn, like, found, most, total)
+            return self._collected(conn, folded, like, found, most, total)
         if len(folded) >= TRIGRAM_CHARS:
             return SearchPlan([like], known_count=texts)
         ids = self._short_needle_ids(conn, folded, texts)
@@ -344,7 +344,13 @@ class PostgresDialect(Dialect):
         return SearchPlan([self.one_of(messages.c.id, ids)], known_count=texts)
 
     def _collected(
-        self, conn: Connection, like: ColumnElement[bool], found: ColumnElement[bool], most: int, total: int
+        self,
+        conn: Connection,
+        folded: str,
+        like: ColumnElement[bool],
+        found: ColumnElement[bool],
+        most: int,
+        total: int,
     ) -> SearchPlan:
         """The plan of a needle alone that few texts may hold: its matches collected in one scan
         (up to `most`), counted, and a page of them read by sorting them, or by walking the
@@ -357,7 +363,7 @@ class PostgresDialect(Dialect):
         you, to ` 292 -> 154, `order shipped` (6,985 texts, walked) 49 -> 53."""
         ids = conn.execute(select(messages.c.id).where(like).limit(most + 1)).scalars().all()
         if len(ids) > most:
-            return SearchPlan([like])
+            return SearchPlan([like], remember_as=folded)
         if len(ids) ** 2 > SORT_OVER_WALK * total:  # a page is near in page order: walk it
             return SearchPlan([found], known_count=len(ids))
         return SearchPlan([self.one_of(messages.c.id, ids)], known_count=len(ids))

@@ -32,3 +32,6 @@ class SearchPlan:
 
     conditions: list[ColumnElement[bool]]
     known_count: int | None = None
+    # The folded needle, when it is the read's only filter and counting it tests many texts:
+    # its total is remembered for a while (read_model/text_totals.py).
+    remember_as: str | None = None

@@ -20,9 +20,11 @@ from webhook_service.storage.tables import message_totals, sender_counts
 SENDERS = KeptCounts(
     "sender_counts", (sender_counts.c.from_msisdn,), sender_counts.c.message_count, lambda row: (row["from_msisdn"],)
 )
-# The deferred changes' counter of the message total: {"message_totals": {"total_messages": n}}.
+# The deferred changes' counter of the message total: {"message_totals": {"total_messages": n}};
+# a write that deletes messages also counts itself: {..., "deletions": 1}.
 TOTALS = "message_totals"
 TOTAL_KEY = "total_messages"
+DELETIONS_KEY = "deletions"
 
 ADD_TO_TOTALS = (
     update(message_totals)
@@ -30,6 +32,7 @@ ADD_TO_TOTALS = (
     .values(
         total_messages=message_totals.c.total_messages + bindparam("messages_added"),
         senders_count=message_totals.c.senders_count + bindparam("senders_added"),
+        deletions=message_totals.c.deletions + bindparam("deletions_added"),
     )
 )
 _REMOVE_FROM_SENDER = (
@@ -41,7 +44,10 @@ _REMOVE_FROM_SENDER = (
 
 def changes(senders: Counter[str], sign: int) -> dict[str, dict[str, int]]:
     """What storing (sign 1) or deleting (-1) messages of `senders` changes, deferred."""
-    return {**SENDERS.changes(senders, sign), TOTALS: {TOTAL_KEY: sign * sum(senders.values())}}
+    totals = {TOTAL_KEY: sign * sum(senders.values())}
+    if sign < 0:
+        totals[DELETIONS_KEY] = 1
+    return {**SENDERS.changes(senders, sign), TOTALS: totals}
 
 
 def add_in_place(conn: Connection, senders: Counter[str]) -> None:
@@ -57,7 +63,9 @@ def remove_in_place(conn: Connection, senders: Counter[str]) -> None:
         .where(sender_counts.c.from_msisdn.in_(list(senders)), sender_counts.c.message_count <= 0)
         .returning(sender_counts.c.from_msisdn)
     ).all()
-    conn.execute(ADD_TO_TOTALS, {"messages_added": -sum(senders.values()), "senders_added": -len(gone)})
+    conn.execute(
+        ADD_TO_TOTALS, {"messages_added": -sum(senders.values()), "senders_added": -len(gone), "deletions_added": 1}
+    )
 
 
 def fold(conn: Connection, by_counter: dict[str, dict[str, int]]) -> None:
@@ -66,9 +74,13 @@ def fold(conn: Connection, by_counter: dict[str, dict[str, int]]) -> None:
     if SENDERS.name in by_counter:
         created, removed = SENDERS.fold(conn, SENDERS.name, by_counter[SENDERS.name])
         senders_added = created - removed
-    messages_added = by_counter.get(TOTALS, {}).get(TOTAL_KEY, 0)
-    if messages_added or senders_added:
-        conn.execute(ADD_TO_TOTALS, {"messages_added": messages_added, "senders_added": senders_added})
+    totals = by_counter.get(TOTALS, {})
+    messages_added, deletions_added = totals.get(TOTAL_KEY, 0), totals.get(DELETIONS_KEY, 0)
+    if messages_added or senders_added or deletions_added:
+        conn.execute(
+            ADD_TO_TOTALS,
+            {"messages_added": messages_added, "senders_added": senders_added, "deletions_added": deletions_added},
+        )
 
 
 def total_messages_value(dialect: Dialect):
@@ -77,6 +89,15 @@ def total_messages_value(dialect: Dialect):
     if dialect.deferred is None:
         return stored
     return stored + dialect.deferred.pending_value(TOTALS, TOTAL_KEY)
+
+
+def deletions_value(dialect: Dialect):
+    """How many write transactions have deleted messages so far, as a scalar SQL expression:
+    it changes exactly when messages were deleted (read_model/text_totals.py)."""
+    stored = select(message_totals.c.deletions).where(message_totals.c.id == 1).scalar_subquery()
+    if dialect.deferred is None:
+        return stored
+    return stored + dialect.deferred.pending_value(TOTALS, DELETIONS_KEY)
 
 
 def total_messages(conn: Connection) -> int:
