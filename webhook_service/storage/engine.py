@@ -21,11 +21,11 @@ from webhook_service.storage.dialects.base import LOCK_WAIT_OPTION, WRITE_OPTION
 from webhook_service.storage.dialects.budget import statement_deadline
 from webhook_service.storage.write_health import WRITE_HEALTH, WriteFailure, database_key
 
+logger = structlog.get_logger(__name__)
+
 # What a failing database raises: the driver's errors, and OSError where its files cannot
 # be opened or were replaced (SQLite).
 DATABASE_ERRORS = (SQLAlchemyError, OSError)
-
-logger = structlog.get_logger(__name__)
 # A readiness probe waits this long for the write lock before calling the database stuck.
 PROBE_LOCK_WAIT_MS = 1000
 

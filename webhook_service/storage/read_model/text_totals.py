@@ -8,9 +8,10 @@ the messages below a feed position that hold the needle: no transaction adds a m
 below it (every one that could have has ended), so a later read adds only the newer messages
 that hold it, read by position. Deleting messages below it would make it wrong: every
 transaction that deletes messages counts itself, like the message total (deferred on
-PostgreSQL: no row every delete updates), and a total counted before is not used. A total is used for REMEMBER_SECONDS at most, so that the newer messages
-a read tests stay few, and is written after the read that counted it, in a short transaction
-of its own (the read is read-only); if that write fails, the next read counts again.
+PostgreSQL: no row every delete updates), and a total counted before is not used. A total
+is used for REMEMBER_SECONDS at most, so that the newer messages a read tests stay few, and
+is written after the read that counted it, in a short transaction of its own (the read is
+read-only); if that write fails, the next read counts again.
 """
 
 from __future__ import annotations
