@@ -583,6 +583,25 @@ def test_a_total_that_cannot_be_remembered_is_still_answered(database_url, monke
 
 
 @pytest.mark.postgresql_only
+def test_a_needle_too_long_to_be_a_key_is_counted_and_not_remembered(database_url, log_lines):
+    from webhook_service.observability.logging import configure_logging
+    from webhook_service.storage.dialects.postgresql import text_holds
+    from webhook_service.storage.read_model.text_totals import count_holding
+
+    configure_logging("INFO")
+    # 1,000 characters that do not repeat, 3,000 bytes: more than a B-tree entry holds.
+    needle = "".join(chr(0x4E00 + number * 7919 % 20000) for number in range(1000))
+    database = _seeded_with(database_url, "e", [needle, f"{needle}!", needle[1:]])
+    try:
+        with database.read_transaction() as conn:
+            assert count_holding(conn, needle, [text_holds(needle)]) == 2
+        assert run_sql(database_url, "SELECT count(*) FROM text_totals") == [(0,)]
+        assert not any(line.get("event") == "what a read left to write was not written" for line in log_lines())
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgresql_only
 def test_a_remembered_total_counts_the_messages_a_transaction_still_running_held_back(database_url):
     """Messages committed above the feed's horizon (an older transaction still runs) are in
     the count but not in the remembered part: a later read adds them once, as newer ones."""
