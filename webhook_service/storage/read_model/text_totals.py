@@ -54,12 +54,14 @@ def count_holding(conn: Connection, needle: str, conditions: list[ColumnElement[
         )
         return remembered.total + conn.execute(newer).scalar_one()
     below_horizon = and_(*dialect.feed_horizon())
-    total, below = conn.execute(select(func.count(), func.count().filter(below_horizon)).where(*conditions)).one()
+    total, below, deletions_seen = conn.execute(
+        select(func.count(), func.count().filter(below_horizon), deletions).where(*conditions)
+    ).one()
     counted = {
         "needle": needle,
         "total": below,
         "counted_below": dialect.feed_end(conn) + 1,
-        "deletions": conn.execute(select(deletions)).scalar_one(),
+        "deletions": deletions_seen,
     }
     after_read(conn, lambda write: _remember(write, counted))
     return total
