@@ -36,9 +36,9 @@ def count_holding(conn: Connection, needle: str, conditions: list[ColumnElement[
     """How many messages hold the folded `needle` (`conditions`: its search plan's), in the
     caller's read transaction: a remembered total plus the newer messages holding it, or
     counted (and remembered once the read has ended)."""
-    if len(needle) > LONGEST_REMEMBERED_CHARS:
-        return conn.execute(select(func.count()).where(*conditions)).scalar_one()
     dialect = dialect_of(conn)
+    if len(needle) > LONGEST_REMEMBERED_CHARS:
+        return dialect.count_messages(conn, conditions, by_sender_text=False)
     deletions = deletions_value(dialect)
     remembered = conn.execute(
         select(text_totals.c.total, text_totals.c.counted_below).where(
